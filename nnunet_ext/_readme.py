@@ -1,0 +1,54 @@
+"""Keeps the README's lists of trainers and architectures true: ``python -m nnunet_ext._readme`` rewrites the blocks
+between the ``<!-- trainers -->`` / ``<!-- archs -->`` markers; tests/test_readme.py fails when they are stale."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def render_trainers() -> str:
+    from nnunet_ext import trainers
+
+    lines = ["| trainer | architecture | notes |", "|---|---|---|"]
+    for name, cls in trainers.exported_trainers().items():
+        doc = (cls.__doc__ or "").strip().splitlines()
+        lines.append(f"| `{name}` | `{getattr(cls, 'arch', '-')}` | {doc[0] if doc else ''} |")
+    return "\n".join(lines)
+
+
+def render_archs() -> str:
+    from nnunet_ext import architectures as A
+
+    lines = ["| architecture | trainable parameters (default construction) | description |", "|---|---:|---|"]
+    for name in A.list_architectures():
+        net = A.create(name)
+        n = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        lines.append(f"| `{name}` | {n:,} | {A.get_spec(name).description} |")
+    return "\n".join(lines)
+
+
+def _replace(text: str, key: str, body: str) -> str:
+    pat = re.compile(rf"(<!-- {key}:start -->\n).*?(\n<!-- {key}:end -->)", re.S)
+    if not pat.search(text):
+        raise ValueError(f"README has no <!-- {key}:start --> ... <!-- {key}:end --> block")
+    return pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+
+
+def updated_readme(text: str) -> str:
+    return _replace(_replace(text, "trainers", render_trainers()), "archs", render_archs())
+
+
+def main() -> int:
+    text = README.read_text()
+    new = updated_readme(text)
+    if new != text:
+        README.write_text(new)
+        print(f"updated {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

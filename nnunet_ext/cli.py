@@ -1,0 +1,178 @@
+"""``nnunet-ext``: the command line of nnunet-ext (sub-commands in nnU-Net's style).
+
+Core sub-commands live here; a module that brings a sub-command of its own defines ``register_cli(subparsers)``
+and is listed in :data:`COMMAND_MODULES`. Errors a user can fix are reported on one line on stderr with a non-zero
+exit status (no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import sys
+from typing import List, Optional
+
+import nnunet_ext
+
+#: modules that add sub-commands through ``register_cli(subparsers)``
+COMMAND_MODULES = (
+    "nnunet_ext.demo",
+    "nnunet_ext.metrics",
+    "nnunet_ext.benchmark",
+    "nnunet_ext.c2f",
+)
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit status 2."""
+
+
+# ------------------------------------------------------------------------------------------------ env / listings
+def ext_trainer_path_value(current: Optional[str] = None) -> str:
+    """``nnUNet_extTrainer`` with our shim folder first (other folders the user set are kept)."""
+    parts = [p for p in (current or "").split(os.pathsep) if p and p != nnunet_ext.EXT_TRAINER_DIR]
+    return os.pathsep.join([nnunet_ext.EXT_TRAINER_DIR, *parts])
+
+
+def register_ext_trainers() -> None:
+    """Make the stock nnU-Net entry points of this process find our trainers."""
+    os.environ["nnUNet_extTrainer"] = ext_trainer_path_value(os.environ.get("nnUNet_extTrainer"))
+
+
+def cmd_env(args) -> int:
+    d = shlex.quote(nnunet_ext.EXT_TRAINER_DIR)
+    # keeps any folders the user already lists
+    print(f'export nnUNet_extTrainer={d}"${{nnUNet_extTrainer:+{os.pathsep}$nnUNet_extTrainer}}"')
+    return 0
+
+
+def trainer_names(with_schedules: bool = False) -> List[str]:
+    from nnunet_ext import trainers
+
+    names = list(trainers.exported_trainers())
+    return names + (trainers.short_schedule_names() if with_schedules else [])
+
+
+def cmd_trainers(args) -> int:
+    for n in trainer_names(args.all):
+        print(n)
+    return 0
+
+
+def cmd_archs(args) -> int:
+    from nnunet_ext import architectures as A
+
+    for name in A.list_architectures(args.pattern):
+        if args.tsv:
+            net = A.create(name)
+            n = sum(p.numel() for p in net.parameters() if p.requires_grad)
+            print(f"{name}\t{n}\t{A.get_spec(name).description}")
+        else:
+            print(name)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ pass-throughs
+def _pass_through(entry_module: str, entry_func: str, prog: str, argv: List[str]) -> int:
+    register_ext_trainers()
+    module = importlib.import_module(entry_module)
+    old_argv = sys.argv
+    sys.argv = [prog, *argv]
+    try:
+        getattr(module, entry_func)()
+    except RuntimeError as e:
+        if "Could not find requested nnunet trainer" in str(e):
+            raise UserError(f"{str(e).splitlines()[0].split(' in nnunetv2')[0]}. Trainers of nnunet-ext: "
+                            f"{', '.join(trainer_names())} (and <Trainer>_<N>epochs)") from None
+        raise
+    finally:
+        sys.argv = old_argv
+    return 0
+
+
+def cmd_train(args) -> int:
+    return _pass_through("nnunetv2.run.run_training", "run_training_entry", "nnUNetv2_train", args.args)
+
+
+def cmd_predict(args) -> int:
+    return _pass_through("nnunetv2.inference.predict_from_raw_data", "predict_entry_point", "nnUNetv2_predict",
+                         args.args)
+
+
+def cmd_make_dataset(args) -> int:
+    from nnunet_ext.synthetic import DatasetExistsError, make_dataset_from_args
+
+    try:
+        folder = make_dataset_from_args(args)
+    except (DatasetExistsError, OSError, ValueError) as e:
+        raise UserError(str(e)) from None
+    print(folder)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nnunet-ext",
+        description="nnU-Net v2 plugin: DMC-Net, ResDSN C2F, DLKUNet, MoNet and the two-stage 3D U-Net as nnU-Net "
+                    "trainers. Use the stock nnU-Net commands after: eval \"$(nnunet-ext env)\"")
+    p.add_argument("--version", action="version", version=f"nnunet-ext {nnunet_ext.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("env", help="print the shell line that makes the stock nnUNetv2_* commands find our trainers",
+                       description="Prints 'export nnUNet_extTrainer=...'. Use: eval \"$(nnunet-ext env)\"")
+    s.set_defaults(func=cmd_env)
+
+    s = sub.add_parser("trainers", help="list the trainer classes of nnunet-ext, one per line",
+                       description="Lists every trainer class nnunet-ext exports (usable with -tr). Any of them "
+                                   "also exists as <Trainer>_<N>epochs (and _<M>iters) for short schedules.")
+    s.add_argument("--all", action="store_true", help="also list the pre-built short schedules (_1epoch ...)")
+    s.set_defaults(func=cmd_trainers)
+
+    s = sub.add_parser("archs", help="list the registered architecture variants",
+                       description="Lists the registered architecture variants. With --tsv: name, trainable "
+                                   "parameters at the default (paper) construction, description, tab-separated.")
+    s.add_argument("--tsv", action="store_true", help="name<TAB>trainable_parameters<TAB>description")
+    s.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'dmc*'")
+    s.set_defaults(func=cmd_archs)
+
+    from nnunet_ext.synthetic import add_make_dataset_arguments
+    s = sub.add_parser("make-dataset", help="write the embedded synthetic pancreas CT dataset (nnU-Net raw format)",
+                       description="Writes DatasetXXX_Name (dataset.json, imagesTr, labelsTr, imagesTs, labelsTs) "
+                                   "shaped like MSD Task07 Pancreas: labels 0 background, 1 pancreas, 2 tumour.")
+    add_make_dataset_arguments(s)
+    s.set_defaults(func=cmd_make_dataset)
+
+    for name, func, stock in (("train", cmd_train, "nnUNetv2_train"), ("predict", cmd_predict, "nnUNetv2_predict")):
+        s = sub.add_parser(name, help=f"{stock} with our trainers registered (for when you cannot set env vars)",
+                           description=f"Runs {stock} with nnUNet_extTrainer set. All arguments go to {stock}; "
+                                       f"see 'nnunet-ext {name} -h'.", add_help=False)
+        s.add_argument("args", nargs=argparse.REMAINDER)
+        s.set_defaults(func=func)
+
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).register_cli(sub)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    # pass-throughs take everything after the sub-command, including -h
+    if argv and argv[0] in ("train", "predict"):
+        args = argparse.Namespace(command=argv[0], args=argv[1:], func=cmd_train if argv[0] == "train" else cmd_predict)
+    else:
+        args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"nnunet-ext {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""``nnunet-ext demo``: the main job on the embedded synthetic dataset, end to end with the STOCK nnU-Net commands.
+
+Into a work folder: make the synthetic pancreas dataset, ``nnUNetv2_plan_and_preprocess``, train a short schedule of
+one of our trainers and of stock ``nnUNetTrainer`` on the same plans and split (fold 0), predict the test cases with
+``nnUNetv2_predict``, evaluate both (nnU-Net's Dice; HD95/NSD where :mod:`nnunet_ext.metrics` is available), and
+print a side-by-side table. A second run reuses every step whose output is there and deletes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+DEFAULT_TRAINER = "nnUNetTrainerDMCNet"
+FALLBACK_TRAINER = "nnUNetTrainerPlainUNet"
+STOCK = "nnUNetTrainer"
+
+
+def _exe(name: str) -> str:
+    cand = Path(sys.executable).parent / name
+    return str(cand) if cand.exists() else name
+
+
+class _Step:
+    def __init__(self, total: int):
+        self.i, self.total = 0, total
+
+    def __call__(self, msg: str) -> None:
+        self.i += 1
+        print(f"[{self.i}/{self.total}] {msg}", flush=True)
+
+
+def _run_logged(cmd: List[str], env: dict, log: Path, echo=lambda line: False) -> float:
+    """Run a stock command, its output into ``log``; lines for which ``echo`` is true are shown as progress."""
+    from nnunet_ext.cli import UserError
+
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            f.write(line)
+            if echo(line):
+                print("      " + line.strip(), flush=True)
+        rc = proc.wait()
+    if rc != 0:
+        raise UserError(f"{Path(cmd[0]).name} failed (exit {rc}); see {log}")
+    return time.perf_counter() - t0
+
+
+def _count_params(trainer_name: str, plans_file: Path, dataset_json: Path, configuration: str) -> int:
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(load_json(str(plans_file)))
+    cm = pm.get_configuration(configuration)
+    dj = load_json(str(dataset_json))
+    cls = recursive_find_trainer_class_by_name(trainer_name)
+    net = cls.build_network_architecture(pm, cm, determine_num_input_channels(pm, cm, dj),
+                                         pm.get_label_manager(dj).num_segmentation_heads, True)
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def _evaluate(labels: Path, pred: Path, dataset_json: Path, plans_file: Path) -> Dict[str, Dict[str, float]]:
+    """Per-class mean metrics. Surface metrics when nnunet_ext.metrics is there, nnU-Net's own evaluation else."""
+    try:
+        from nnunet_ext.metrics import evaluate_folder
+    except ImportError:
+        evaluate_folder = None
+    if evaluate_folder is not None:
+        summary = evaluate_folder(str(labels), str(pred), str(dataset_json), str(plans_file),
+                                  output_file=str(pred / "summary_surface.json"), num_processes=1)
+    else:
+        from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder2
+        summary = compute_metrics_on_folder2(str(labels), str(pred), str(dataset_json), str(plans_file),
+                                             str(pred / "summary.json"), num_processes=1)
+    return {str(k): v for k, v in summary["mean"].items()}
+
+
+def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters: int, cases: int,
+             test_cases: int, size_scale: float, device: str, dataset_id: int = 991, seed: int = 0) -> dict:
+    from nnunet_ext.cli import UserError, ext_trainer_path_value
+    from nnunet_ext.synthetic import make_dataset
+
+    workdir = workdir.resolve()
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".nnunet_ext_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"work folder {workdir} is not writable ({e.strerror or e})") from None
+
+    raw, pre, res = workdir / "nnUNet_raw", workdir / "nnUNet_preprocessed", workdir / "nnUNet_results"
+    logs = workdir / "logs"
+    for p in (raw, pre, res, logs):
+        p.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env.update(nnUNet_raw=str(raw), nnUNet_preprocessed=str(pre), nnUNet_results=str(res),
+               nnUNet_extTrainer=ext_trainer_path_value(os.environ.get("nnUNet_extTrainer")),
+               nnUNet_compile="f", PYTHONWARNINGS="ignore")
+    if device == "cpu":
+        env.setdefault("nnUNet_n_proc_DA", "0")
+    step = _Step(7)
+    t_all = time.perf_counter()
+
+    existing = sorted(raw.glob(f"Dataset{dataset_id:03d}_*"))
+    if existing:
+        folder = existing[0]
+        step(f"dataset: reusing {folder}")
+    else:
+        step(f"dataset: writing synthetic pancreas CT ({cases} training + {test_cases} test cases) into {raw}")
+        folder = make_dataset(raw, dataset_id=dataset_id, num_cases=cases, num_test_cases=test_cases,
+                              size_scale=size_scale, seed=seed)
+    dataset_json = folder / "dataset.json"
+    plans_file = pre / folder.name / "nnUNetPlans.json"
+    data_done = (pre / folder.name / f"nnUNetPlans_{configuration}").is_dir() and plans_file.is_file()
+    if data_done:
+        step("plan and preprocess: reusing nnUNet_preprocessed")
+    else:
+        step(f"plan and preprocess (nnUNetv2_plan_and_preprocess -d {dataset_id} -c {configuration})")
+        # nnU-Net 2.8.1's planner fails with nnUNet_n_proc_DA=0 (torch.set_num_threads(0)): plan with 1
+        _run_logged([_exe("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration, "-np", "1", "-npfp", "1",
+                     "--verify_dataset_integrity"], {**env, "nnUNet_n_proc_DA": "1"}, logs / "plan_and_preprocess.log")
+
+    schedule = f"_{epochs}epoch{'s' if epochs != 1 else ''}_{iters}iters"
+    rows = []
+    for k, base in enumerate((trainer, STOCK)):
+        name = base + schedule
+        out = res / folder.name / f"{name}__nnUNetPlans__{configuration}"
+        ckpt = out / "fold_0" / "checkpoint_final.pth"
+        timing_file = out / "fold_0" / "nnunet_ext_demo_timing.json"
+        if ckpt.is_file():
+            step(f"train {name}: reusing {ckpt}")
+            train_s = json.loads(timing_file.read_text())["train_s"] if timing_file.is_file() else float("nan")
+        else:
+            step(f"train {name} ({configuration}, fold 0, {epochs} epochs x {iters} iterations, {device})")
+            train_s = _run_logged([_exe("nnUNetv2_train"), str(dataset_id), configuration, "0", "-tr", name,
+                                   "-device", device], env, logs / f"train_{name}.log",
+                                  echo=lambda l: ("Epoch " in l and "time" not in l) or "Pseudo dice" in l)
+            timing_file.write_text(json.dumps({"train_s": train_s}))
+        pred = workdir / "predictions" / name
+        cases_ts = sorted((folder / "imagesTs").glob("*_0000.nii.gz"))
+        have = pred.is_dir() and all((pred / c.name.replace("_0000.nii.gz", ".nii.gz")).is_file() for c in cases_ts)
+        if have and (pred / "nnunet_ext_demo_timing.json").is_file():
+            predict_s = json.loads((pred / "nnunet_ext_demo_timing.json").read_text())["predict_s"]
+        else:
+            predict_s = _run_logged([_exe("nnUNetv2_predict"), "-i", str(folder / "imagesTs"), "-o", str(pred),
+                                     "-d", str(dataset_id), "-c", configuration, "-tr", name, "-f", "0",
+                                     "-device", device, "-npp", "1", "-nps", "1"], env, logs / f"predict_{name}.log")
+            (pred / "nnunet_ext_demo_timing.json").write_text(json.dumps({"predict_s": predict_s}))
+        metrics = _evaluate(folder / "labelsTs", pred, dataset_json, plans_file)
+        prev = {k: os.environ.get(k) for k in ("nnUNet_extTrainer",)}
+        os.environ["nnUNet_extTrainer"] = env["nnUNet_extTrainer"]
+        try:
+            params = _count_params(name, plans_file, dataset_json, configuration)
+        finally:
+            for kk, v in prev.items():
+                os.environ.pop(kk) if v is None else os.environ.__setitem__(kk, v)
+        rows.append(dict(trainer=name, params=params, train_s=train_s, predict_s=predict_s, metrics=metrics))
+    step("table")
+    table = format_table(rows, json.loads(dataset_json.read_text())["labels"])
+    print(table)
+    result = {"configuration": configuration, "device": device, "rows": rows,
+              "total_s": time.perf_counter() - t_all}
+    (workdir / "demo_results.json").write_text(json.dumps(result, indent=2))
+    (workdir / "demo_results.md").write_text(table + "\n")
+    print(f"\nwritten: {workdir / 'demo_results.md'} and demo_results.json; logs in {logs}")
+    return result
+
+
+def format_table(rows: List[dict], labels: Dict[str, int]) -> str:
+    classes = [(name, str(v)) for name, v in labels.items() if v != 0]
+    metric_names = [m for m in ("Dice", "HD95", "NSD") if any(m in r["metrics"].get(c, {}) for r in rows
+                                                              for _, c in classes)]
+    head = ["trainer", "params (M)", "train (s)", "predict (s)"] + [f"{m} {n}" for n, _ in classes
+                                                                     for m in metric_names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["trainer"], f"{r['params'] / 1e6:.2f}", f"{r['train_s']:.0f}", f"{r['predict_s']:.1f}"]
+        for _, c in classes:
+            for m in metric_names:
+                v = r["metrics"].get(c, {}).get(m, float("nan"))
+                cells.append(f"{v:.3f}" if m != "HD95" else f"{v:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_demo(args) -> int:
+    import torch
+
+    from nnunet_ext import trainers
+    from nnunet_ext.cli import UserError
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    trainer = args.trainer
+    if trainer is None:
+        trainer = DEFAULT_TRAINER if DEFAULT_TRAINER in trainers.exported_trainers() else FALLBACK_TRAINER
+    if trainer not in trainers.exported_trainers():
+        raise UserError(f"unknown trainer {trainer!r}; trainers of nnunet-ext: "
+                        f"{', '.join(trainers.exported_trainers())}")
+    for flag, v in (("--epochs", args.epochs), ("--iters", args.iters)):
+        if v < 1:
+            raise UserError(f"{flag} must be >= 1, got {v}")
+    run_demo(Path(args.workdir), trainer, args.configuration, args.epochs, args.iters, args.cases,
+             args.test_cases, args.size_scale, device)
+    return 0
+
+
+def register_cli(sub) -> None:
+    s = sub.add_parser(
+        "demo", help="the main job on the embedded synthetic dataset: ours vs stock nnU-Net, end to end",
+        description="Makes the synthetic pancreas CT dataset, runs nnUNetv2_plan_and_preprocess, trains a short "
+                    "schedule of one of our trainers and of stock nnUNetTrainer on the same plans and split (fold 0), "
+                    "predicts the test cases with nnUNetv2_predict, evaluates both and prints a side-by-side table. "
+                    "Uses CUDA when present, the CPU otherwise. A second run reuses what is there.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--workdir", default="nnunet_ext_demo", help="[OPTIONAL] work folder (nnUNet_raw, "
+                   "nnUNet_preprocessed, nnUNet_results, predictions, logs are made inside)")
+    s.add_argument("-tr", "--trainer", default=None,
+                   help=f"[OPTIONAL] our trainer to compare with stock nnUNetTrainer (default {DEFAULT_TRAINER})")
+    s.add_argument("-c", "--configuration", default="3d_fullres", help="[OPTIONAL] nnU-Net configuration")
+    s.add_argument("--epochs", type=int, default=4, help="[OPTIONAL] epochs of the short schedule")
+    s.add_argument("--iters", type=int, default=25, help="[OPTIONAL] training iterations per epoch")
+    s.add_argument("--cases", type=int, default=8, help="[OPTIONAL] synthetic training cases")
+    s.add_argument("--test-cases", type=int, default=4, help="[OPTIONAL] synthetic test cases")
+    s.add_argument("--size-scale", type=float, default=1.0, help="[OPTIONAL] size of the synthetic volumes")
+    s.add_argument("-device", "--device", choices=["cuda", "cpu", "mps"], default=None,
+                   help="[OPTIONAL] default: cuda if available, else cpu")
+    s.set_defaults(func=cmd_demo)

@@ -1,0 +1,95 @@
+"""Shared fixtures: a tiny synthetic dataset planned and preprocessed once per test session with the STOCK nnU-Net
+commands, and helpers that run the stock ``nnUNetv2_train`` / ``nnUNetv2_predict`` in subprocesses on the CPU with
+our trainers found through ``nnUNet_extTrainer`` (exactly what a user does after ``eval "$(nnunet-ext env)"``)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import List, Optional
+
+import numpy as np
+import pytest
+
+import nnunet_ext
+
+DATASET_ID = 991
+DATASET_NAME = "SyntheticPancreas"
+
+
+def stock_env(raw: Path, preprocessed: Path, results: Path) -> dict:
+    """The environment of a user of nnU-Net on a small CPU machine, plus our ``nnUNet_extTrainer``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet")}
+    env.update(nnUNet_raw=str(raw), nnUNet_preprocessed=str(preprocessed), nnUNet_results=str(results),
+               nnUNet_extTrainer=nnunet_ext.EXT_TRAINER_DIR, nnUNet_n_proc_DA="0", nnUNet_compile="f",
+               nnUNet_def_n_proc="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
+               PYTHONWARNINGS="ignore")
+    return env
+
+
+def run(cmd: List[str], env: dict, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a console command (resolved next to the running python), fail the test with its output on error."""
+    exe = Path(sys.executable).parent / cmd[0]
+    full = [str(exe) if exe.exists() else cmd[0], *cmd[1:]]
+    proc = subprocess.run(full, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
+                    f"--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def nnunet_dataset(tmp_path_factory):
+    """Synthetic dataset 991 (6 training cases, 2 test cases), planned and preprocessed for 2d and 3d_fullres by
+    ``nnUNetv2_plan_and_preprocess``. Returns a namespace with the folders, ``env`` and ``dataset_id``."""
+    from nnunet_ext.synthetic import make_dataset
+
+    base = tmp_path_factory.mktemp("nnunet")
+    raw, pre, res = base / "raw", base / "preprocessed", base / "results"
+    for p in (raw, pre, res):
+        p.mkdir()
+    folder = make_dataset(raw, dataset_id=DATASET_ID, name=DATASET_NAME, num_cases=6, num_test_cases=2, seed=0)
+    env = stock_env(raw, pre, res)
+    # nnU-Net 2.8.1's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0: plan with 1
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "3d_fullres", "-np", "1", "-npfp", "1",
+         "--verify_dataset_integrity"], {**env, "nnUNet_n_proc_DA": "1"})
+    return SimpleNamespace(base=base, raw=raw, preprocessed=pre, results=res, env=env, dataset_id=DATASET_ID,
+                           dataset_folder=folder, images_ts=folder / "imagesTs", labels_ts=folder / "labelsTs",
+                           plans_file=pre / folder.name / "nnUNetPlans.json")
+
+
+def train(ds, trainer: str, configuration: str, fold: int = 0, extra: Optional[List[str]] = None):
+    """Stock ``nnUNetv2_train`` on the CPU; returns the fold's output folder."""
+    run(["nnUNetv2_train", str(ds.dataset_id), configuration, str(fold), "-tr", trainer, "-device", "cpu",
+         *(extra or [])], ds.env)
+    out = ds.results / ds.dataset_folder.name / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}"
+    assert (out / "checkpoint_final.pth").is_file(), f"no final checkpoint in {out}"
+    return out
+
+
+def predict(ds, trainer: str, configuration: str, out: Path, fold: int = 0, extra: Optional[List[str]] = None):
+    """Stock ``nnUNetv2_predict`` of the test images on the CPU into ``out``."""
+    run(["nnUNetv2_predict", "-i", str(ds.images_ts), "-o", str(out), "-d", str(ds.dataset_id), "-c", configuration,
+         "-tr", trainer, "-f", str(fold), "-device", "cpu", "-npp", "1", "-nps", "1", *(extra or [])], ds.env)
+    return out
+
+
+def assert_predictions_match_inputs(pred_dir: Path, images_dir: Path, labels=(0, 1, 2)):
+    """A prediction for every input case, with the input's size, spacing, origin and direction, labels in ``labels``."""
+    import SimpleITK as sitk
+
+    images = sorted(images_dir.glob("*_0000.nii.gz"))
+    assert images, f"no test images in {images_dir}"
+    for img_path in images:
+        case = img_path.name[: -len("_0000.nii.gz")]
+        pred_path = pred_dir / f"{case}.nii.gz"
+        assert pred_path.is_file(), f"missing prediction {pred_path}"
+        img, pred = sitk.ReadImage(str(img_path)), sitk.ReadImage(str(pred_path))
+        assert pred.GetSize() == img.GetSize()
+        assert np.allclose(pred.GetSpacing(), img.GetSpacing())
+        assert np.allclose(pred.GetOrigin(), img.GetOrigin())
+        assert np.allclose(pred.GetDirection(), img.GetDirection())
+        values = set(np.unique(sitk.GetArrayFromImage(pred)).tolist())
+        assert values <= set(labels), f"{pred_path.name}: labels {values}"

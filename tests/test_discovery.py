@@ -1,0 +1,101 @@
+"""The stock nnU-Net lookup finds our trainers through ``nnUNet_extTrainer`` (as set by ``nnunet-ext env``), as the
+very class objects of ``nnunet_ext.trainers``, picklable; short schedules are reachable by name."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import nnunet_ext
+from nnunet_ext import trainers
+
+_CHILD = r"""
+import json, pickle, sys
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+import nnunet_ext.trainers as T
+names = json.loads(sys.stdin.read())
+bad = []
+for n in names:
+    cls = recursive_find_trainer_class_by_name(n)
+    if cls is not getattr(T, n):
+        bad.append(f"{n}: not the class of nnunet_ext.trainers ({cls.__module__})")
+    if pickle.loads(pickle.dumps(cls)) is not cls:
+        bad.append(f"{n}: does not pickle by reference")
+print(json.dumps(bad))
+"""
+
+
+def _clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet")}
+    env.update(extra)
+    return env
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "nnunet_ext.cli", *args], capture_output=True, text=True,
+                          env=env or os.environ.copy())
+
+
+def test_stock_lookup_finds_every_listed_trainer():
+    listed = _cli("trainers", "--all").stdout.split()
+    assert set(trainers.exported_trainers()) <= set(listed)
+    names = listed + ["nnUNetTrainerPlainUNet_3epochs_7iters", "nnUNetTrainerPlainUNet_1epoch"]
+    env = _clean_env(nnUNet_extTrainer=nnunet_ext.EXT_TRAINER_DIR)
+    proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(names), capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_env_line_works_in_bash():
+    line = _cli("env").stdout.strip()
+    assert line.startswith("export nnUNet_extTrainer=")
+    for before, expected_tail in (("", ""), ("/some/other/dir", os.pathsep + "/some/other/dir")):
+        env = _clean_env(**({"nnUNet_extTrainer": before} if before else {}))
+        out = subprocess.run(["bash", "-c", f'eval "{line}"; printf %s "$nnUNet_extTrainer"'], capture_output=True,
+                             text=True, env=env).stdout
+        assert out == nnunet_ext.EXT_TRAINER_DIR + expected_tail
+
+
+def test_shim_folder_holds_only_the_shim():
+    files = sorted(f for f in os.listdir(nnunet_ext.EXT_TRAINER_DIR) if f.endswith(".py"))
+    assert files == ["nnunet_ext_trainers.py"]
+
+
+def test_short_schedules_by_name():
+    c = trainers.get_trainer("nnUNetTrainerPlainUNet_5epochs")
+    assert c is trainers.nnUNetTrainerPlainUNet_5epochs
+    assert issubclass(c, trainers.nnUNetTrainerPlainUNet)
+    assert c.merged_hparams() == {"num_epochs": 5}
+    c = trainers.get_trainer("nnUNetTrainerPlainUNet_1epoch_4iters")
+    assert c.merged_hparams() == {"num_epochs": 1, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 1}
+    for n in (1, 2, 5, 10, 50, 100):
+        assert f"nnUNetTrainerPlainUNet_{n}epoch{'s' if n > 1 else ''}" in trainers.__all__
+    for bad in ("nnUNetTrainerPlainUNet_0epochs", "nnUNetTrainerPlainUNet_xyz"):
+        with pytest.raises((AttributeError, ValueError)):
+            trainers.get_trainer(bad)
+    with pytest.raises(AttributeError):
+        trainers.get_trainer("nnUNetTrainerPlainUNet_5epochs_10epochs")
+
+
+def test_hparams_are_applied_to_the_instance(nnunet_dataset):
+    """hparams of a trainer built by name reach the nnU-Net trainer instance (on real plans)."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    import torch
+
+    plans = load_json(str(nnunet_dataset.plans_file))
+    plans["continue_training"] = False
+    ds_json = load_json(str(nnunet_dataset.dataset_folder / "dataset.json"))
+    old = os.environ.get("nnUNet_results")
+    os.environ["nnUNet_results"] = str(nnunet_dataset.base / "hp_results")
+    try:
+        cls = trainers.get_trainer("nnUNetTrainerPlainUNet_3epochs_10iters")
+        t = cls(plans, "2d", 0, ds_json, torch.device("cpu"))
+    finally:
+        if old is None:
+            os.environ.pop("nnUNet_results")
+        else:
+            os.environ["nnUNet_results"] = old
+    assert (t.num_epochs, t.num_iterations_per_epoch, t.num_val_iterations_per_epoch) == (3, 10, 2)
+    assert t.my_init_kwargs["configuration"] == "2d"  # nnU-Net's explicit signature is kept
