@@ -1,0 +1,656 @@
+"""DMC-Net: Dynamic Multi-scale and Multi-resolution Convolution network (Yang, Marcus, Sotiras, "DMC-Net:
+Lightweight Dynamic Multi-Scale and Multi-Resolution Convolution Network for Pancreas Segmentation in CT Images",
+Biomedical Signal Processing and Control 109, 107896, 2025), its ablations DMSC-Net, DMRC-Net and the paper's
+U-Net baseline, as nnU-Net architectures.
+
+One class per module, each serving 2D and 3D through ``conv_op`` (dynamic_network_architectures habits):
+
+:class:`DMRC`   Dynamic Multi-Resolution Convolution (Sec. 2.2).
+:class:`DMSC`   Dynamic Multi-Scale Convolution (Sec. 2.3) with the lightweight depth-wise design (Sec. 2.4).
+:class:`DMCBlock`  the basic block of a U-Net stage: DMSC -> DMRC (DMC-Net, Sec. 2.1); DMSC -> conv and
+                DMRC -> conv (DMSC-Net / DMRC-Net: the module replaces the first of two convolutions, Sec. 3.4);
+                conv -> conv (the U-Net baseline, Sec. 3.4).
+:class:`DMCNet` the U-Net: (optional 1x1 projection of the input,) per stage max pooling then a block; decoder of
+                3x3 transposed convolutions, concatenated skip, a block, a 1x1 segmentation head per stage
+                (deep supervision in nnU-Net's convention, all heads always built).
+
+Registered variants (``nnunet_ext.architectures.create(name)`` gives the paper configuration; the trainers use
+``create_from_plans``): ``dmcnet_2d``/``_3d`` (Sec. 2.1: DMSC 5x5 conv in 2D, 5x5x5 DWConv in 3D; DMRC 4x4 /
+1x4x4), ``dmc_dmscnet_{5x5,5x5dw,7x7,7x7dw}_{2d,3d}`` (DMSC-Net, Table 4), ``dmc_dmrcnet_{2d,3d}`` (DMRC-Net,
+4x4 / 1x4x4 average pooling), ``dmc_dmrcnet_pool2_{2d,3d}`` (Table 4's 2x2 row), ``dmc_unet_{2d,3d}`` (the
+paper's U-Net baseline). See ``docs/dmc_net.md``.
+
+Paper configuration (what reproduces Table 4's parameter counts, all 12 rows within 0.01%): one input channel,
+two classes (TCIA-Pancreas), BatchNorm and LeakyReLU(0.2) (the authors' public code, activation before the
+norm), bias in every convolution except DMSC's two 1x1 convolutions, no 1x1 input projection in the ablation
+networks (the first block reads the image directly); DMC-Net has the 1x1 projection to 32 channels of Fig. 1/2.
+
+nnU-Net-adaptive construction (from plans): number of stages, features per stage, per-axis strides (max pooling
+with kernel = stride; none along an axis whose stride is 1), conv/norm/dropout/nonlin ops of the plans
+(``batch_norm=True`` switches to the paper's BatchNorm). Kernel sizes are the paper's (3 and k on every axis);
+the plans' ``kernel_sizes`` are not used. DMRC pooling rule (see :class:`DMRC`): an int pool size P means P x P in
+2D and 1 x P x P in 3D (the paper's choice; nnU-Net puts the out-of-plane axis first); per axis the pool actually
+used is ``min(P_a, n_a)`` for a feature map of size ``n_a`` (floor mode), so it never exceeds the map, and the
+nearest-neighbour upsampling returns to the exact input size.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from dynamic_network_architectures.building_blocks.helper import (convert_conv_op_to_dim, get_matching_batchnorm,
+                                                                  get_matching_convtransp, get_matching_pool_op,
+                                                                  maybe_convert_scalar_to_list)
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+from torch import nn
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.dropout import _DropoutNd
+
+from ._registry import register
+
+__all__ = ["DMRC", "DMSC", "DMCBlock", "DMCEncoder", "DMCDecoder", "DMCNet", "BLOCKS", "TABLE4",
+           "count_flops", "flops_table", "benchmark", "main"]
+
+BLOCKS = ("dmc", "dmsc", "dmrc", "conv")
+_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+def _prod(xs) -> int:
+    return int(np.prod([int(x) for x in xs], dtype=np.int64))
+
+
+def _unit(conv_op, cin, cout, kernel_size, conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs,
+          nonlin, nonlin_kwargs, nonlin_first, groups=1) -> ConvDropoutNormReLU:
+    """conv -> (dropout) -> norm -> nonlin (order of the last two swapped with ``nonlin_first``), stride 1, same
+    padding: dynamic_network_architectures' ConvDropoutNormReLU; ``groups`` reaches the conv for depth-wise units."""
+    dim = convert_conv_op_to_dim(conv_op)
+    op = conv_op if groups == 1 else functools.partial(conv_op, groups=groups)
+    return ConvDropoutNormReLU(op, cin, cout, [kernel_size] * dim, [1] * dim, conv_bias, norm_op, norm_op_kwargs,
+                               dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, nonlin_first)
+
+
+def _check_spatial(x: torch.Tensor, dim: int, where: str) -> None:
+    if x.ndim != dim + 2:
+        raise ValueError(f"{where}: expected a {dim + 2}-D input (batch, channels, {dim} spatial axes), "
+                         f"got shape {tuple(x.shape)}")
+
+
+# ---------------------------------------------------------------------------------------------------------- DMRC
+class DMRC(nn.Module):
+    """Dynamic Multi-Resolution Convolution (Sec. 2.2, Fig. 1/2), a drop-in replacement of one 3x3 convolution.
+
+    For X in R^{C x H x W} (C x D x H x W in 3D):
+
+    - F1 = conv(X)                          3x3 conv with norm and nonlinearity (``conv_f1``);
+    - F2 = up(conv(AvgPool(X)))             P x P average pooling, stride P (1 x P x P in 3D), 3x3 conv
+                                            (``conv_f2``), nearest-neighbour upsampling to the exact input size;
+    - F3 = conv^(1)(X)                      1x1 conv (``conv_f3``);
+    - Fs = F2 (+) F3;  F = F1 (x) Sig(Fs)   spatial dynamic mechanism;
+    - F' = conv^(3)(F)                      3x3 conv with norm and nonlinearity (``conv_f_prime``);
+    - G = Sig(Conv^(1)(GAvgPool(F')))       channel dynamic mechanism, the paper's "Linear layer" as a 1x1 conv
+                                            with bias (``conv_g``);
+    - F* = F' (x) G.
+
+    ``pool_size``: the paper's 4 (Table 4's ablation: 2). An int P means (P, P) in 2D and (1, P, P) in 3D (Sec. 2.2,
+    "3D implementation details"); a sequence gives the pool per axis. **Pooling rule**: for a feature map of size
+    n_a along axis a, the pool used is p_a = min(P_a, n_a) (floor mode, kernel = stride = p_a), so the pooled map
+    always has at least one element per axis and pooling never exceeds the map; with n_a not divisible by p_a the
+    last n_a mod p_a positions do not enter the pooled average (PyTorch's AvgPool floor mode, as in the paper's
+    code). The upsampled F2 always has exactly the input size.
+    """
+
+    def __init__(self, conv_op: Type[_ConvNd], input_channels: int, output_channels: int,
+                 pool_size: Union[int, Sequence[int]] = 4, conv_bias: bool = True,
+                 norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
+                 dropout_op: Optional[Type[_DropoutNd]] = None, dropout_op_kwargs: Optional[dict] = None,
+                 nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
+                 nonlin_first: bool = False):
+        super().__init__()
+        self.dim = convert_conv_op_to_dim(conv_op)
+        self.pool_size = self.pool_tuple(pool_size, self.dim)
+        self.output_channels = output_channels
+        common = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
+                  nonlin_first)
+        self.conv_f1 = _unit(conv_op, input_channels, output_channels, 3, *common)
+        self.conv_f2 = conv_op(input_channels, output_channels, 3, padding=1, bias=True)
+        self.conv_f3 = conv_op(input_channels, output_channels, 1, bias=True)
+        self.conv_f_prime = _unit(conv_op, output_channels, output_channels, 3, *common)
+        self.conv_g = conv_op(output_channels, output_channels, 1, bias=True)
+
+    @staticmethod
+    def pool_tuple(pool_size: Union[int, Sequence[int]], dim: int) -> Tuple[int, ...]:
+        """The paper's pooling per axis: P -> (P, P) in 2D, (1, P, P) in 3D; a sequence is taken as is."""
+        if isinstance(pool_size, (int, np.integer)):
+            p = (1,) * (dim - 2) + (int(pool_size),) * min(dim, 2)
+        else:
+            p = tuple(int(v) for v in pool_size)
+        if len(p) != dim:
+            raise ValueError(f"DMRC pool_size {pool_size!r}: needs {dim} entries for {dim}D, got {len(p)}")
+        for a, v in enumerate(p):
+            if v < 1:
+                raise ValueError(f"DMRC pool_size axis {a}: size {v} must be >= 1")
+        return p
+
+    def effective_pool(self, spatial: Sequence[int]) -> Tuple[int, ...]:
+        """The pool used for a map of size ``spatial``: per axis min(P_a, n_a) (never exceeds the map)."""
+        return tuple(max(1, min(p, int(n))) for p, n in zip(self.pool_size, spatial))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_spatial(x, self.dim, "DMRC")
+        spatial = x.shape[2:]
+        pool = self.effective_pool(spatial)
+        pooled = _AVG_POOL[self.dim](x, pool, pool) if any(p > 1 for p in pool) else x
+        f2 = F.interpolate(self.conv_f2(pooled), size=tuple(spatial), mode="nearest")   # F2 = up(conv(AvgPool(X)))
+        fs = f2 + self.conv_f3(x)                                                       # Fs = F2 (+) F3
+        f = self.conv_f1(x) * torch.sigmoid(fs)                                         # F = F1 (x) Sig(Fs)
+        f_prime = self.conv_f_prime(f)                                                  # F' = conv(F)
+        g = torch.sigmoid(self.conv_g(f_prime.mean(dim=tuple(range(2, x.ndim)), keepdim=True)))
+        return f_prime * g                                                              # F* = F' (x) G
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        pooled = [n // p for n, p in zip(input_size, self.effective_pool(input_size))]
+        c, n = self.output_channels, _prod(input_size)
+        return 3 * c * n + c * _prod(pooled) + c   # F1, F3, F' at full size; F2 pooled; G is C x 1 x 1
+
+
+# ---------------------------------------------------------------------------------------------------------- DMSC
+class DMSC(nn.Module):
+    """Dynamic Multi-Scale Convolution (Sec. 2.3-2.4, Fig. 1/2), a drop-in replacement of one convolution.
+
+    - F1 = conv^(3)(X),  F1' = conv^(3)(F1)                          Eq. 1, 3 (``path_3``);
+    - F2 = conv^(k)(X),  F2' = conv^(k)(F2)                          Eq. 2, 4 (``path_k``), k = 5 in the paper
+      (Table 4 also 7); lightweight design (``depthwise=True``, Sec. 2.4): a 1x1 projection to C channels, then
+      F2 = DWConv^(k)(.), F2' = DWConv^(k)(F2) (the authors' code projects with a 1x1 conv first so that the
+      depth-wise convolution can read any number of input channels);
+    - F = [F1'; F2'] in R^{2C x H x W};  G = Sig(Conv^(1)(GAvgPool(F)))  (``conv_g``, no bias);
+    - F' = F (x) G;  F* = Conv^(1)(F') in R^{C x H x W}                 (``conv_out``, no bias).
+
+    Every k x k / 3x3 convolution is followed by the norm and the nonlinearity. ``kernel_size`` must be odd.
+    """
+
+    def __init__(self, conv_op: Type[_ConvNd], input_channels: int, output_channels: int, kernel_size: int = 5,
+                 depthwise: bool = False, conv_bias: bool = True,
+                 norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
+                 dropout_op: Optional[Type[_DropoutNd]] = None, dropout_op_kwargs: Optional[dict] = None,
+                 nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
+                 nonlin_first: bool = False):
+        super().__init__()
+        if int(kernel_size) != kernel_size or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"DMSC kernel_size k={kernel_size!r} must be an odd positive int (same padding)")
+        self.dim = convert_conv_op_to_dim(conv_op)
+        self.kernel_size, self.depthwise, self.output_channels = int(kernel_size), bool(depthwise), output_channels
+        c, k = output_channels, int(kernel_size)
+        common = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
+                  nonlin_first)
+        self.path_3 = nn.Sequential(_unit(conv_op, input_channels, c, 3, *common), _unit(conv_op, c, c, 3, *common))
+        if depthwise:
+            self.path_k = nn.Sequential(conv_op(input_channels, c, 1, bias=True),
+                                        _unit(conv_op, c, c, k, *common, groups=c),
+                                        _unit(conv_op, c, c, k, *common, groups=c))
+        else:
+            self.path_k = nn.Sequential(_unit(conv_op, input_channels, c, k, *common), _unit(conv_op, c, c, k, *common))
+        self.conv_g = conv_op(2 * c, 2 * c, 1, bias=False)
+        self.conv_out = conv_op(2 * c, c, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_spatial(x, self.dim, "DMSC")
+        f = torch.cat([self.path_3(x), self.path_k(x)], dim=1)                          # F = [F1'; F2']
+        g = torch.sigmoid(self.conv_g(f.mean(dim=tuple(range(2, x.ndim)), keepdim=True)))  # G
+        return self.conv_out(f * g)                                                     # F* = Conv(F (x) G)
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        c, n = self.output_channels, _prod(input_size)
+        convs = 4 + (1 if self.depthwise else 0)        # two per path (+ the projection of the lightweight design)
+        return convs * c * n + 2 * c + c * n             # + G (2C x 1 x 1) + the 1x1 reduction
+
+
+# ---------------------------------------------------------------------------------------------------------- block
+class DMCBlock(nn.Module):
+    """The block of one U-Net stage (Sec. 2.1 and 3.4); ``block`` selects the network:
+
+    ``"dmc"``   DMSC(in, C) -> DMRC(C, C)                (DMC-Net, "DMRC was placed after DMSC")
+    ``"dmsc"``  DMSC(in, C) -> 3x3 conv                  (DMSC-Net: DMSC replaces the first conv)
+    ``"dmrc"``  DMRC(in, C) -> 3x3 conv                  (DMRC-Net: DMRC replaces the first conv)
+    ``"conv"``  3x3 conv -> 3x3 conv                     (the paper's U-Net baseline)
+    """
+
+    def __init__(self, block: str, conv_op, input_channels: int, output_channels: int, dmsc_kernel_size: int = 5,
+                 dmsc_depthwise: bool = False, dmrc_pool_size: Union[int, Sequence[int]] = 4, conv_bias: bool = True,
+                 norm_op=None, norm_op_kwargs=None, dropout_op=None, dropout_op_kwargs=None, nonlin=None,
+                 nonlin_kwargs=None, nonlin_first: bool = False):
+        super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"block {block!r} is not one of {BLOCKS}")
+        self.block = block
+        ops = dict(conv_bias=conv_bias, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, dropout_op=dropout_op,
+                   dropout_op_kwargs=dropout_op_kwargs, nonlin=nonlin, nonlin_kwargs=nonlin_kwargs,
+                   nonlin_first=nonlin_first)
+        unit_args = tuple(ops.values())
+        c = output_channels
+        if block == "dmc":
+            first = DMSC(conv_op, input_channels, c, dmsc_kernel_size, dmsc_depthwise, **ops)
+            second = DMRC(conv_op, c, c, dmrc_pool_size, **ops)
+        elif block == "dmsc":
+            first = DMSC(conv_op, input_channels, c, dmsc_kernel_size, dmsc_depthwise, **ops)
+            second = _unit(conv_op, c, c, 3, *unit_args)
+        elif block == "dmrc":
+            first = DMRC(conv_op, input_channels, c, dmrc_pool_size, **ops)
+            second = _unit(conv_op, c, c, 3, *unit_args)
+        else:
+            first = _unit(conv_op, input_channels, c, 3, *unit_args)
+            second = _unit(conv_op, c, c, 3, *unit_args)
+        self.units = nn.Sequential(first, second)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.units(x)
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        return sum(int(u.compute_conv_feature_map_size(input_size)) for u in self.units)
+
+
+# ---------------------------------------------------------------------------------------------------------- U-Net
+class DMCEncoder(nn.Module):
+    """Optional 1x1 projection of the input (Fig. 1/2), then per stage: max pooling (kernel = stride, skipped where
+    the stride is 1 on every axis) and a :class:`DMCBlock`. Returns the skips, highest resolution first."""
+
+    def __init__(self, input_channels: int, features_per_stage: List[int], conv_op, strides: List[List[int]],
+                 input_projection: bool, block_kwargs: dict):
+        super().__init__()
+        self.conv_op, self.strides, self.output_channels = conv_op, strides, list(features_per_stage)
+        self.input_projection = (conv_op(input_channels, features_per_stage[0], 1, bias=True)
+                                 if input_projection else None)
+        pool_op = get_matching_pool_op(conv_op, pool_type="max")
+        cin = features_per_stage[0] if input_projection else input_channels
+        stages = []
+        for s, (c, st) in enumerate(zip(features_per_stage, strides)):
+            pool = pool_op(kernel_size=st, stride=st) if any(v > 1 for v in st) else nn.Identity()
+            stages.append(nn.Sequential(pool, DMCBlock(conv_op=conv_op, input_channels=cin, output_channels=c,
+                                                       **block_kwargs)))
+            cin = c
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        if self.input_projection is not None:
+            x = self.input_projection(x)
+        skips = []
+        for stage in self.stages:
+            x = stage(x)
+            skips.append(x)
+        return skips
+
+    def stage_sizes(self, input_size: Sequence[int]) -> List[List[int]]:
+        sizes, cur = [], list(input_size)
+        for st in self.strides:
+            cur = [n // s for n, s in zip(cur, st)]
+            sizes.append(cur)
+        return sizes
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        out = self.output_channels[0] * _prod(input_size) if self.input_projection is not None else 0
+        for stage, size in zip(self.stages, self.stage_sizes(input_size)):
+            out += stage[1].compute_conv_feature_map_size(size)
+        return int(out)
+
+
+class DMCDecoder(nn.Module):
+    """Per decoder stage (lowest resolution first): 3x3 transposed convolution with the encoder stage's stride
+    (padding 1, output padding stride - 1: exactly stride x the size), concatenation with the skip, a
+    :class:`DMCBlock` (2C -> C), a 1x1 segmentation head. ``deep_supervision`` (the switch nnU-Net flips) returns
+    one output per stage, highest resolution first; every head is always built."""
+
+    def __init__(self, encoder: DMCEncoder, num_classes: int, deep_supervision: bool, block_kwargs: dict):
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        self.num_classes = num_classes
+        conv_op, feats, strides = encoder.conv_op, encoder.output_channels, encoder.strides
+        transp_op = get_matching_convtransp(conv_op)
+        transpconvs, stages, seg_layers = [], [], []
+        for s in range(1, len(feats)):
+            below, skip, st = feats[-s], feats[-(s + 1)], strides[-s]
+            transpconvs.append(transp_op(below, skip, 3, stride=st, padding=1, output_padding=[v - 1 for v in st],
+                                         bias=True))
+            stages.append(DMCBlock(conv_op=conv_op, input_channels=2 * skip, output_channels=skip, **block_kwargs))
+            seg_layers.append(conv_op(skip, num_classes, 1, bias=True))
+        self.transpconvs = nn.ModuleList(transpconvs)
+        self.stages = nn.ModuleList(stages)
+        self.seg_layers = nn.ModuleList(seg_layers)
+
+    def forward(self, skips: List[torch.Tensor]):
+        x, outputs = skips[-1], []
+        for s, (up, stage, head) in enumerate(zip(self.transpconvs, self.stages, self.seg_layers)):
+            x = stage(torch.cat((up(x), skips[-(s + 2)]), dim=1))
+            if self.deep_supervision:
+                outputs.append(head(x))
+            elif s == len(self.stages) - 1:
+                outputs.append(head(x))
+        outputs = outputs[::-1]
+        return outputs if self.deep_supervision else outputs[0]
+
+    def compute_conv_feature_map_size(self, skip_sizes: List[List[int]], skip_channels: List[int]) -> int:
+        out = 0
+        for s in range(len(self.stages)):
+            size, c = skip_sizes[-(s + 2)], skip_channels[-(s + 2)]
+            out += c * _prod(size)                                        # transposed conv
+            out += self.stages[s].compute_conv_feature_map_size(size)
+            if self.deep_supervision or s == len(self.stages) - 1:
+                out += self.num_classes * _prod(size)
+        return int(out)
+
+
+class DMCNet(nn.Module):
+    """DMC-Net (Sec. 2.1) and its ablations (Sec. 3.4) as one U-Net class for 2D and 3D.
+
+    :param input_channels: image channels (the paper: 1, CT).
+    :param n_stages: resolution stages (the paper: 6 in 2D, 5 in 3D).
+    :param features_per_stage: channels per stage (2D: 32, 64, 128, 256, 512, 512; 3D: 32 ... 512).
+    :param conv_op: ``nn.Conv2d`` or ``nn.Conv3d``.
+    :param strides: per stage and axis, the max-pooling kernel = stride in front of the stage's block (the paper:
+        1 for the first stage, then 2x2 (2x2x2)); the decoder's transposed convolutions use the same strides.
+    :param num_classes: segmentation heads' channels (the paper's TCIA-Pancreas: 2).
+    :param block: ``"dmc"`` (DMC-Net), ``"dmsc"`` (DMSC-Net), ``"dmrc"`` (DMRC-Net), ``"conv"`` (U-Net).
+    :param dmsc_kernel_size: DMSC's k (5; Table 4: 7).
+    :param dmsc_depthwise: DMSC's lightweight design; ``None`` = the paper's choice per dimension: standard
+        convolutions in 2D, depth-wise in 3D (Sec. 3.5).
+    :param dmrc_pool_size: DMRC's average pooling (4; Table 4: 2), see :class:`DMRC` for the rule.
+    :param input_projection: the 1x1 convolution projecting the input to ``features_per_stage[0]`` channels
+        (Fig. 1/2; DMC-Net has it, the ablation networks of Table 4 do not).
+    :param batch_norm: use ``BatchNorm`` (eps 1e-5, affine) whatever ``norm_op`` says (the paper's norm).
+    :param nonlin_first: nonlinearity before the norm (the authors' code); nnU-Net's order by default.
+    :param deep_supervision: nnU-Net's deep supervision (``.decoder.deep_supervision``).
+    """
+
+    def __init__(self, input_channels: int, n_stages: int, features_per_stage: Union[int, List[int]],
+                 conv_op: Type[_ConvNd], strides: Union[int, List[int], List[List[int]]], num_classes: int,
+                 block: str = "dmc", dmsc_kernel_size: int = 5, dmsc_depthwise: Optional[bool] = None,
+                 dmrc_pool_size: Union[int, Sequence[int]] = 4, input_projection: bool = False,
+                 conv_bias: bool = True, norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
+                 dropout_op: Optional[Type[_DropoutNd]] = None, dropout_op_kwargs: Optional[dict] = None,
+                 nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
+                 deep_supervision: bool = False, batch_norm: bool = False, nonlin_first: bool = False):
+        super().__init__()
+        self.dim = dim = convert_conv_op_to_dim(conv_op)
+        if n_stages < 2:
+            raise ValueError(f"DMC-Net needs n_stages >= 2 (an encoder and a decoder), got {n_stages}")
+        if isinstance(features_per_stage, int):
+            features_per_stage = [features_per_stage] * n_stages
+        if isinstance(strides, int):
+            strides = [strides] * n_stages
+        if len(features_per_stage) != n_stages:
+            raise ValueError(f"features_per_stage has {len(features_per_stage)} entries, n_stages is {n_stages}")
+        if len(strides) != n_stages:
+            raise ValueError(f"strides has {len(strides)} entries, n_stages is {n_stages}")
+        strides = [list(maybe_convert_scalar_to_list(conv_op, st)) for st in strides]
+        for s, st in enumerate(strides):
+            if len(st) != dim:
+                raise ValueError(f"DMC-Net stage {s}: stride {st} has {len(st)} axes, the conv op is {dim}D")
+            for a, v in enumerate(st):
+                if int(v) != v or v < 1:
+                    raise ValueError(f"DMC-Net stage {s}, axis {a}: stride {v} must be an int >= 1")
+        strides = [[int(v) for v in st] for st in strides]
+        if block not in BLOCKS:
+            raise ValueError(f"block {block!r} is not one of {BLOCKS}")
+        if dmsc_depthwise is None:
+            dmsc_depthwise = dim == 3
+        if batch_norm:
+            norm_op, norm_op_kwargs = get_matching_batchnorm(conv_op), {"eps": 1e-5, "affine": True}
+        DMRC.pool_tuple(dmrc_pool_size, dim)  # validates
+        self.strides, self.features_per_stage, self.num_classes = strides, list(features_per_stage), num_classes
+        block_kwargs = dict(block=block, dmsc_kernel_size=dmsc_kernel_size, dmsc_depthwise=dmsc_depthwise,
+                            dmrc_pool_size=dmrc_pool_size, conv_bias=conv_bias, norm_op=norm_op,
+                            norm_op_kwargs=norm_op_kwargs, dropout_op=dropout_op, dropout_op_kwargs=dropout_op_kwargs,
+                            nonlin=nonlin, nonlin_kwargs=nonlin_kwargs, nonlin_first=nonlin_first)
+        self.encoder = DMCEncoder(input_channels, self.features_per_stage, conv_op, strides, input_projection,
+                                  block_kwargs)
+        self.decoder = DMCDecoder(self.encoder, num_classes, deep_supervision, block_kwargs)
+
+    def check_input_size(self, spatial: Sequence[int]) -> None:
+        """ValueError naming the stage, axis and size for an input the U-Net cannot take: every stride must
+        divide the size of the map it pools (the decoder returns to the skip's size exactly)."""
+        if len(spatial) != self.dim:
+            raise ValueError(f"DMC-Net: input has {len(spatial)} spatial axes, the network is {self.dim}D")
+        cur = [int(n) for n in spatial]
+        for s, st in enumerate(self.strides):
+            for a, (n, v) in enumerate(zip(cur, st)):
+                if n < v or n % v:
+                    raise ValueError(f"DMC-Net stage {s}, axis {a}: size {n} cannot be pooled with stride {v} "
+                                     f"(input size {tuple(spatial)}; every axis must be divisible by the product "
+                                     f"of its strides, {math.prod(t[a] for t in self.strides)} along axis {a})")
+            cur = [n // v for n, v in zip(cur, st)]
+
+    def forward(self, x: torch.Tensor):
+        _check_spatial(x, self.dim, "DMC-Net")
+        self.check_input_size(x.shape[2:])
+        return self.decoder(self.encoder(x))
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        self.check_input_size(input_size)
+        sizes = self.encoder.stage_sizes(input_size)
+        return int(self.encoder.compute_conv_feature_map_size(input_size)
+                   + self.decoder.compute_conv_feature_map_size(sizes, self.features_per_stage))
+
+    @staticmethod
+    def initialize(module):
+        InitWeights_He(1e-2)(module)
+
+
+# ---------------------------------------------------------------------------------------------------------- registry
+def _paper_kwargs(dim: int) -> dict:
+    """The paper's configuration (Sec. 2.1, 3.2; Table 4 on TCIA-Pancreas: 1 channel, 2 classes); BatchNorm and
+    LeakyReLU(0.2) with the activation first follow the authors' public code."""
+    n = 6 if dim == 2 else 5
+    return dict(input_channels=1, num_classes=2, n_stages=n, features_per_stage=[32, 64, 128, 256, 512, 512][:n],
+                conv_op=f"torch.nn.Conv{dim}d", strides=[[1] * dim] + [[2] * dim] * (n - 1), conv_bias=True,
+                norm_op=f"torch.nn.BatchNorm{dim}d", norm_op_kwargs={"eps": 1e-5, "affine": True},
+                dropout_op=None, dropout_op_kwargs=None, nonlin="torch.nn.LeakyReLU",
+                nonlin_kwargs={"negative_slope": 0.2, "inplace": True}, nonlin_first=True, deep_supervision=False)
+
+
+#: Table 4 of the paper: registered name -> trainable parameters (M) reported
+TABLE4: Dict[str, float] = {
+    "dmc_unet_2d": 22.80, "dmc_dmrcnet_pool2_2d": 43.77, "dmc_dmrcnet_2d": 43.77, "dmc_dmscnet_5x5_2d": 89.61,
+    "dmc_dmscnet_5x5dw_2d": 38.49, "dmc_dmscnet_7x7_2d": 139.89, "dmc_dmscnet_7x7dw_2d": 38.61,
+    "dmc_unet_3d": 25.89, "dmc_dmrcnet_pool2_3d": 47.86, "dmc_dmrcnet_3d": 47.86, "dmc_dmscnet_5x5_3d": 138.35,
+    "dmc_dmscnet_5x5dw_3d": 41.02, "dmc_dmscnet_7x7_3d": 309.35, "dmc_dmscnet_7x7dw_3d": 41.66,
+}
+#: Table 4's FLOPs (G) as reported, for the comparison in docs/dmc_net.md
+TABLE4_GFLOPS: Dict[str, float] = {
+    "dmc_unet_2d": 94.86, "dmc_dmrcnet_pool2_2d": 145.47, "dmc_dmrcnet_2d": 138.86, "dmc_dmscnet_5x5_2d": 343.13,
+    "dmc_dmscnet_5x5dw_2d": 147.80, "dmc_dmscnet_7x7_2d": 536.81, "dmc_dmscnet_7x7dw_2d": 150.15,
+    "dmc_unet_3d": 1398.81, "dmc_dmrcnet_pool2_3d": 2098.93, "dmc_dmrcnet_3d": 2011.70, "dmc_dmscnet_5x5_3d": 6766.37,
+    "dmc_dmscnet_5x5dw_3d": 2140.72, "dmc_dmscnet_7x7_3d": 15061.43, "dmc_dmscnet_7x7dw_3d": 2337.84,
+}
+
+
+def _register_variants() -> None:
+    fam = "dmc_net"
+    for dim in (2, 3):
+        d = f"{dim}d"
+        paper = _paper_kwargs(dim)
+        register(f"dmcnet_{d}", DMCNet, family=fam, paper_kwargs=paper,
+                 variant_kwargs=dict(block="dmc", dmsc_kernel_size=5, dmsc_depthwise=dim == 3, dmrc_pool_size=4,
+                                     input_projection=True),
+                 description=f"DMC-Net {d} (Yang et al. 2025): DMSC ({'5x5x5 DWConv' if dim == 3 else '5x5 conv'}) "
+                             f"then DMRC ({'1x4x4' if dim == 3 else '4x4'} avg pool) per block, 1x1 input projection")
+        for k in (5, 7):
+            for dw in (False, True):
+                kk = "x".join([str(k)] * dim)
+                register(f"dmc_dmscnet_{k}x{k}{'dw' if dw else ''}_{d}", DMCNet, family=fam, paper_kwargs=paper,
+                         variant_kwargs=dict(block="dmsc", dmsc_kernel_size=k, dmsc_depthwise=dw),
+                         description=f"DMSC-Net {d}, {kk} {'DWConv' if dw else 'conv'}: DMSC replaces the first conv "
+                                     f"of each block (DMC-Net paper, Table 4)")
+        for pool in (4, 2):
+            pp = "x".join(["1"] * (dim - 2) + [str(pool)] * 2)
+            register(f"dmc_dmrcnet{'_pool2' if pool == 2 else ''}_{d}", DMCNet, family=fam, paper_kwargs=paper,
+                     variant_kwargs=dict(block="dmrc", dmrc_pool_size=pool),
+                     description=f"DMRC-Net {d}, {pp} avg pool: DMRC replaces the first conv of each block "
+                                 f"(DMC-Net paper, Table 4)")
+        register(f"dmc_unet_{d}", DMCNet, family=fam, paper_kwargs=paper, variant_kwargs=dict(block="conv"),
+                 description=f"the DMC-Net paper's U-Net baseline {d}: two 3x3 convs per block, 3x3 transposed convs")
+
+
+# ---------------------------------------------------------------------------------------------------------- FLOPs
+#: input sizes (spatial) at which flops_table counts: the paper's 2D patch (512 x 512, Sec. 3.2) and a 3D patch
+#: of 96 x 192 x 192 voxels (D x H x W)
+FLOPS_INPUT = {2: (512, 512), 3: (96, 192, 192)}
+
+
+def count_flops(name: str, spatial: Optional[Sequence[int]] = None, batch: int = 1) -> int:
+    """FLOPs of one forward pass of variant ``name`` (paper configuration) counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` on the meta device (convolutions, transposed convolutions,
+    matmuls; 1 multiply-add = 2 FLOPs; pooling, sigmoid, element-wise ops are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ._registry import get_spec
+
+    spec = get_spec(name)
+    kwargs = spec.default_kwargs()
+    dim = convert_conv_op_to_dim(kwargs["conv_op"])
+    spatial = tuple(spatial or FLOPS_INPUT[dim])
+    with torch.device("meta"):
+        net = spec.cls(**kwargs)
+        x = torch.empty(batch, kwargs["input_channels"], *spatial)
+    net.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x)
+    return int(counter.get_total_flops())
+
+
+def flops_table(names: Optional[Sequence[str]] = None) -> List[dict]:
+    """Rows (name, input, params_M, paper_params_M, GFLOPs, GMACs, paper_GFLOPs) for the paper configurations."""
+    from ._registry import get_spec, list_architectures
+
+    rows = []
+    for name in names or list_architectures("dmc*"):
+        spec = get_spec(name)
+        kwargs = spec.default_kwargs()
+        with torch.device("meta"):
+            net = spec.cls(**kwargs)
+        params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        dim = convert_conv_op_to_dim(kwargs["conv_op"])
+        flops = count_flops(name)
+        rows.append(dict(name=name, input=FLOPS_INPUT[dim], params_M=params / 1e6, paper_params_M=TABLE4.get(name),
+                         GFLOPs=flops / 1e9, GMACs=flops / 2e9, paper_GFLOPs=TABLE4_GFLOPS.get(name)))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------- bench
+def benchmark_plans(configuration: str) -> Tuple[dict, Tuple[int, ...], int]:
+    """nnU-Net-like arch_kwargs for the issue's benchmark: MSD Task07-like spacing (2.5, 0.8, 0.8) mm; 3d_fullres
+    patch 40 x 224 x 224, batch 2; 2d patch 512 x 512, batch 12; strides from nnU-Net's own topology function,
+    features 32 * 2^s capped at 320 (3D) / 512 (2D), InstanceNorm, LeakyReLU(0.01) (nnU-Net's defaults)."""
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    if configuration == "3d_fullres":
+        spacing, patch, batch, cap = (2.5, 0.8, 0.8), (40, 224, 224), 2, 320
+    elif configuration == "2d":
+        spacing, patch, batch, cap = (0.8, 0.8), (512, 512), 12, 512
+    else:
+        raise ValueError(f"configuration {configuration!r}: use 2d or 3d_fullres")
+    _, pool, kernels, patch, _ = get_pool_and_conv_props(spacing, patch, 4, 999999)   # pool[0] is all ones
+    dim, n = len(patch), len(pool)
+    arch = dict(n_stages=n, features_per_stage=[min(32 * 2 ** s, cap) for s in range(n)],
+                conv_op=f"torch.nn.Conv{dim}d", kernel_sizes=kernels, strides=[list(p) for p in pool],
+                n_conv_per_stage=[2] * n, n_conv_per_stage_decoder=[2] * (n - 1), conv_bias=True,
+                norm_op=f"torch.nn.InstanceNorm{dim}d", norm_op_kwargs={"eps": 1e-5, "affine": True},
+                dropout_op=None, dropout_op_kwargs=None, nonlin="torch.nn.LeakyReLU",
+                nonlin_kwargs={"inplace": True})
+    return arch, tuple(int(p) for p in patch), batch
+
+
+def benchmark(names: Sequence[str] = ("dmcnet_3d", "dmc_dmscnet_5x5dw_3d", "dmc_dmrcnet_3d", "plain_unet"),
+              configuration: str = "3d_fullres", device: str = "cuda", warmup: int = 5, iters: int = 20,
+              num_classes: int = 3, amp: bool = True) -> List[dict]:
+    """Forward+backward step time (median of ``iters`` after ``warmup``) and peak memory on the same plans, with
+    autocast + GradScaler as nnU-Net trains (SGD step included). Built from plans with deep supervision on and
+    the loss summed over the deep-supervision outputs (a stand-in for nnU-Net's DS loss)."""
+    import time
+
+    from ._registry import create_from_plans
+
+    arch, patch, batch = benchmark_plans(configuration)
+    dev = torch.device(device)
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        net = create_from_plans(name, arch, 1, num_classes, True).to(dev)
+        opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
+        use_amp = amp and dev.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        x = torch.randn(batch, 1, *patch, device=dev)
+        times = []
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+        for i in range(warmup + iters):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(dev.type, enabled=use_amp):
+                out = net(x)
+                loss = sum(o.float().mean() for o in out)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        peak = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == "cuda" else float("nan")
+        rows.append(dict(name=name, configuration=configuration, patch=patch, batch=batch,
+                         step_ms=1e3 * float(np.median(times)), peak_GiB=peak,
+                         params_M=sum(p.numel() for p in net.parameters()) / 1e6))
+        del net, opt, x
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m nnunet_ext.architectures.dmc_net flops`` | ``bench --device cuda [--configuration 2d]``."""
+    ap = argparse.ArgumentParser(prog="python -m nnunet_ext.architectures.dmc_net")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("flops", help="parameters and FLOPs of the paper configurations (meta device)")
+    b = sub.add_parser("bench", help="step time and peak memory on nnU-Net-like plans")
+    b.add_argument("--device", default="cuda")
+    b.add_argument("--configuration", default="3d_fullres", choices=["3d_fullres", "2d"])
+    b.add_argument("--iters", type=int, default=20)
+    b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--names", nargs="+", default=None)
+    args = ap.parse_args(argv)
+    if args.cmd == "flops":
+        print("| variant | input | params (M) | paper params (M) | GFLOPs | GMACs | paper FLOPs (G) |")
+        print("|---|---|---|---|---|---|---|")
+        for r in flops_table():
+            pp = "" if r["paper_params_M"] is None else f"{r['paper_params_M']:.2f}"
+            pf = "" if r["paper_GFLOPs"] is None else f"{r['paper_GFLOPs']:.2f}"
+            print(f"| {r['name']} | {'x'.join(map(str, r['input']))} | {r['params_M']:.2f} | {pp} | "
+                  f"{r['GFLOPs']:.2f} | {r['GMACs']:.2f} | {pf} |")
+        return 0
+    if args.iters < 20:
+        ap.error("--iters must be >= 20 (median of at least 20 steps)")
+    d = "3d" if args.configuration == "3d_fullres" else "2d"
+    names = args.names or [f"dmcnet_{d}", "dmc_dmscnet_5x5dw_3d" if d == "3d" else "dmc_dmscnet_5x5_2d",
+                           f"dmc_dmrcnet_{d}", "plain_unet"]
+    rows = benchmark(names, args.configuration, args.device, args.warmup, args.iters)
+    print(f"| network | configuration | patch x batch | step (ms, median of {args.iters}) | peak memory (GiB) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['configuration']} | {'x'.join(map(str, r['patch']))} x {r['batch']} | "
+              f"{r['step_ms']:.1f} | {r['peak_GiB']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    # run as a script: the package import has registered the variants already (by the module of that name);
+    # use its functions rather than registering this __main__ copy a second time
+    from nnunet_ext.architectures.dmc_net import main as _main
+
+    sys.exit(_main())
+else:
+    _register_variants()

@@ -1,0 +1,200 @@
+"""DMC-Net family (architectures/dmc_net.py, trainers/dmc_net.py): Table 4's parameter counts, the modules'
+equations and the DMRC pooling rule, bad input, the trainers (found by nnU-Net's lookup, built per dimension), and
+an end-to-end run of the stock nnUNetv2_train / nnUNetv2_predict in 2d and 3d_fullres. The registry-wide contract
+(shapes, deep supervision, gradients, feature-map size, plans round trip) is tests/test_registry.py's."""
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import assert_predictions_match_inputs, predict, train
+from nnunet_ext import architectures as A
+from nnunet_ext.architectures.dmc_net import DMRC, DMSC, TABLE4, DMCNet, count_flops
+
+# Table 4 (TCIA-Pancreas): the paper's trainable parameters (M); 2x2 AvgPool rows have the 4x4 rows' count
+TABLE4_ROWS = ["dmc_unet_2d", "dmc_dmrcnet_2d", "dmc_dmscnet_5x5_2d", "dmc_dmscnet_5x5dw_2d", "dmc_dmscnet_7x7_2d",
+               "dmc_dmscnet_7x7dw_2d", "dmc_unet_3d", "dmc_dmrcnet_3d", "dmc_dmscnet_5x5_3d", "dmc_dmscnet_5x5dw_3d",
+               "dmc_dmscnet_7x7_3d", "dmc_dmscnet_7x7dw_3d"]
+
+
+def _meta_params(name, **overrides):
+    spec = A.get_spec(name)
+    with torch.device("meta"):
+        net = spec.cls(**{**spec.default_kwargs(), **overrides})
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", TABLE4_ROWS + ["dmc_dmrcnet_pool2_2d", "dmc_dmrcnet_pool2_3d"])
+def test_table4_parameters(name):
+    ours = _meta_params(name) / 1e6
+    assert abs(ours - TABLE4[name]) / TABLE4[name] < 0.01, f"{name}: {ours:.3f}M vs paper {TABLE4[name]}M"
+
+
+def test_table4_rows_are_distinct_networks():
+    # the counts above would pass for a wrong network only by accident: the switches must change the count
+    counts = {n: _meta_params(n) for n in TABLE4_ROWS}
+    assert len(set(counts.values())) == len(counts)
+    assert _meta_params("dmcnet_2d") > _meta_params("dmc_dmscnet_5x5_2d")
+    # the 1x1 input projection of DMC-Net (Fig. 1) is what the ablation rows do not have
+    assert _meta_params("dmc_unet_2d", input_projection=True) - _meta_params("dmc_unet_2d") == (1 * 32 + 32) + 3 * 3 * (32 - 1) * 32
+
+
+def test_paper_configuration_is_batchnorm_and_2_classes():
+    net = A.create("dmc_dmrcnet_2d")
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in net.modules())
+    assert net.decoder.seg_layers[-1].out_channels == 2 and net.encoder.stages[0][1].units[0].conv_f1.conv.in_channels == 1
+
+
+# ----------------------------------------------------------------------------------------------- module equations
+def _ops(conv_op, dim):
+    return dict(norm_op=getattr(nn, f"InstanceNorm{dim}d"), norm_op_kwargs={"affine": True},
+                nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": False})
+
+
+def test_dmrc_follows_the_equations():
+    torch.manual_seed(0)
+    m = DMRC(nn.Conv2d, 3, 5, pool_size=4, **_ops(nn.Conv2d, 2)).eval()
+    x = torch.randn(2, 3, 16, 12)
+    f1 = m.conv_f1(x)
+    f2 = F.interpolate(m.conv_f2(F.avg_pool2d(x, 4, 4)), size=(16, 12), mode="nearest")
+    f = f1 * torch.sigmoid(f2 + m.conv_f3(x))
+    fp = m.conv_f_prime(f)
+    g = torch.sigmoid(m.conv_g(fp.mean(dim=(2, 3), keepdim=True)))
+    torch.testing.assert_close(m(x), fp * g)
+
+
+def test_dmsc_follows_the_equations_and_lightweight_design():
+    torch.manual_seed(0)
+    m = DMSC(nn.Conv3d, 3, 4, kernel_size=5, depthwise=True, **_ops(nn.Conv3d, 3)).eval()
+    x = torch.randn(1, 3, 6, 7, 5)
+    fcat = torch.cat([m.path_3(x), m.path_k(x)], 1)
+    g = torch.sigmoid(m.conv_g(fcat.mean(dim=(2, 3, 4), keepdim=True)))
+    torch.testing.assert_close(m(x), m.conv_out(fcat * g))
+    dw = [c for c in m.path_k.modules() if isinstance(c, nn.Conv3d) and c.kernel_size == (5, 5, 5)]
+    assert len(dw) == 2 and all(c.groups == 4 for c in dw)
+    std = DMSC(nn.Conv3d, 3, 4, kernel_size=7, depthwise=False)
+    assert [c.kernel_size for c in std.path_k.modules() if isinstance(c, nn.Conv3d)] == [(7, 7, 7)] * 2
+    with pytest.raises(ValueError, match="odd"):
+        DMSC(nn.Conv2d, 3, 4, kernel_size=4)
+
+
+@pytest.mark.parametrize("conv_op,size,expected_pool", [
+    (nn.Conv2d, (16, 12), (4, 4)), (nn.Conv2d, (3, 9), (3, 4)), (nn.Conv2d, (1, 2), (1, 2)),
+    (nn.Conv3d, (7, 10, 3), (1, 4, 3)), (nn.Conv3d, (2, 1, 5), (1, 1, 4))])
+def test_dmrc_pooling_rule_and_exact_upsampling(conv_op, size, expected_pool):
+    """Pool min(P_a, n_a) per axis (1 x P x P in 3D), never more than the map; F2 returns to the exact size."""
+    m = DMRC(conv_op, 2, 3, pool_size=4)
+    assert m.effective_pool(size) == expected_pool
+    seen = {}
+    m.conv_f2.register_forward_hook(lambda mod, i, o: seen.update(pooled=tuple(i[0].shape[2:])))
+    y = m(torch.randn(1, 2, *size))
+    assert tuple(y.shape[2:]) == size
+    assert seen["pooled"] == tuple(n // p for n, p in zip(size, expected_pool))
+    assert all(p >= 1 for p in seen["pooled"])
+    assert DMRC.pool_tuple(2, 3) == (1, 2, 2) and DMRC.pool_tuple(4, 2) == (4, 4)
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+def _plans(dim, strides, features):
+    n = len(strides)
+    return dict(n_stages=n, features_per_stage=features, conv_op=f"torch.nn.Conv{dim}d", kernel_sizes=[[3] * dim] * n,
+                strides=strides, n_conv_per_stage=[2] * n, n_conv_per_stage_decoder=[2] * (n - 1), conv_bias=True,
+                norm_op=f"torch.nn.InstanceNorm{dim}d", norm_op_kwargs={"eps": 1e-5, "affine": True},
+                dropout_op=None, dropout_op_kwargs=None, nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
+
+
+def test_bad_input_size_names_stage_axis_and_size():
+    net = A.create_from_plans("dmcnet_3d", _plans(3, [[1, 1, 1], [1, 2, 2], [2, 2, 2]], [4, 8, 8]), 1, 2, False)
+    with pytest.raises(ValueError, match=r"stage 2, axis 0: size 5"):
+        net(torch.randn(1, 1, 5, 16, 16))
+    with pytest.raises(ValueError, match=r"stage 1, axis 2: size 7"):
+        net.compute_conv_feature_map_size((8, 16, 7))
+    with pytest.raises(ValueError, match="spatial axes"):
+        net.check_input_size((8, 16))
+
+
+def test_bad_plans_name_stage_and_axis():
+    with pytest.raises(ValueError, match=r"stage 1: stride \[2, 2\] has 2 axes"):
+        A.create_from_plans("dmc_dmrcnet_3d", _plans(3, [[1, 1, 1], [2, 2], [2, 2, 2]], [4, 8, 8]), 1, 2, False)
+    with pytest.raises(ValueError, match=r"stage 2, axis 1: stride 0"):
+        A.create_from_plans("dmc_unet_2d", _plans(2, [[1, 1], [2, 2], [2, 0]], [4, 8, 8]), 1, 2, False)
+    with pytest.raises(ValueError, match="unknown architecture 'dmcnet_4d'.*dmcnet_2d"):
+        A.create("dmcnet_4d")
+
+
+def test_plans_norm_by_default_and_batchnorm_switch():
+    plans = _plans(2, [[1, 1], [2, 2]], [4, 8])
+    assert any(isinstance(m, nn.InstanceNorm2d) for m in A.create_from_plans("dmcnet_2d", plans, 1, 2, True).modules())
+    bn = A.create_from_plans("dmcnet_2d", plans, 1, 2, True, batch_norm=True)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in bn.modules())
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in bn.modules())
+
+
+# ----------------------------------------------------------------------------------------------- FLOPs
+def test_flop_count_on_meta_device_scales_with_pixels():
+    small, big = count_flops("dmc_unet_2d", (64, 64)), count_flops("dmc_unet_2d", (128, 128))
+    assert small > 0 and big == 4 * small   # every conv of the U-Net is proportional to the pixel count
+    assert count_flops("dmc_dmrcnet_2d", (64, 64)) < count_flops("dmc_dmrcnet_pool2_2d", (64, 64))  # Table 4's order
+
+
+# ----------------------------------------------------------------------------------------------- trainers
+DMC_TRAINERS = ["nnUNetTrainerDMCNet", "nnUNetTrainerDMSCNet", "nnUNetTrainerDMRCNet", "nnUNetTrainerDMCNetPaper"]
+
+
+def test_trainers_found_by_nnunet_lookup(monkeypatch):
+    import nnunet_ext
+    from nnunet_ext import trainers as T
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    monkeypatch.setenv("nnUNet_extTrainer", nnunet_ext.EXT_TRAINER_DIR)
+    names = DMC_TRAINERS + ["nnUNetTrainerDMCNet_1epoch_4iters"]
+    assert [recursive_find_trainer_class_by_name(n) for n in names] == [getattr(T, n) for n in names]
+    assert T.nnUNetTrainerDMCNetPaper.merged_hparams()["initial_lr"] == 1e-3
+
+
+def test_trainers_build_per_dimension_from_plans():
+    from nnunet_ext import trainers as T
+
+    def cm(dim, strides, features):
+        return SimpleNamespace(patch_size=[32] * dim, network_arch_init_kwargs=_plans(dim, strides, features))
+
+    net2 = T.nnUNetTrainerDMCNet.build_network_architecture(None, cm(2, [[1, 1], [2, 2]], [4, 8]), 1, 3, True)
+    net3 = T.nnUNetTrainerDMCNet.build_network_architecture(None, cm(3, [[1, 1, 1], [1, 2, 2], [2, 2, 2]], [4, 8, 8]),
+                                                          1, 3, True)
+    assert isinstance(net2, DMCNet) and isinstance(net3, DMCNet)
+    assert not net2.encoder.stages[0][1].units[0].depthwise       # 2D: 5x5 conv
+    assert net3.encoder.stages[0][1].units[0].depthwise           # 3D: 5x5x5 DWConv
+    assert net3.encoder.stages[1][1].units[1].pool_size == (1, 4, 4)
+    assert [o.shape[2:] for o in net3(torch.randn(1, 1, 4, 16, 16))] == [(4, 16, 16), (4, 8, 8)]
+    paper = T.nnUNetTrainerDMCNetPaper.build_network_architecture(None, cm(2, [[1, 1], [2, 2]], [4, 8]), 1, 3, True)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in paper.modules())
+    dmrc = T.nnUNetTrainerDMRCNet.build_network_architecture(None, cm(2, [[1, 1], [2, 2]], [4, 8]), 1, 3, True)
+    assert isinstance(dmrc.encoder.stages[0][1].units[0], DMRC)
+
+
+# 3d_fullres: on the shared 2-core CPU the 3D training run (DMSC's 5x5x5 depth-wise convs have no fast CPU kernel)
+# exceeded conftest.run's 900 s subprocess limit, so it is behind `-m slow` until it can run on a faster machine
+@pytest.mark.parametrize("configuration", ["2d", pytest.param("3d_fullres", marks=pytest.mark.slow)])
+def test_end_to_end_train_and_predict(nnunet_dataset, tmp_path, configuration):
+    """Stock nnUNetv2_train (1 epoch of 4 iterations, CPU) then stock nnUNetv2_predict (without test-time mirroring,
+    to keep the CPU run short) with nnUNetTrainerDMCNet; predictions match the inputs' geometry and labels."""
+    trainer = "nnUNetTrainerDMCNet_1epoch_4iters"
+    t0 = time.perf_counter()
+    out = train(nnunet_dataset, trainer, configuration)
+    assert any(out.glob("training_log*.txt")) and (out / "validation" / "summary.json").is_file()
+    pred = predict(nnunet_dataset, trainer, configuration, tmp_path / "pred", extra=["--disable_tta"])
+    assert_predictions_match_inputs(pred, nnunet_dataset.images_ts)
+    print(f"DMC-Net end-to-end {configuration} (train + predict): {time.perf_counter() - t0:.1f}s")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_benchmark_runs_on_cuda():
+    from nnunet_ext.architectures.dmc_net import benchmark
+
+    rows = benchmark(["dmcnet_2d", "plain_unet"], "2d", "cuda", warmup=2, iters=20)
+    assert all(r["step_ms"] > 0 and r["peak_GiB"] > 0 for r in rows)
