@@ -1,0 +1,414 @@
+"""DLKUNet: a U-shaped network of depthwise-separable convolutions and large-kernel attention (seed paper
+``dlkunet.txt``: Sec. 3 "Method", Table 1 "Configurations of different DLKUNet models", Table 5 "kernel sizes").
+
+Building blocks (one class per block, all dimension-agnostic: the conv op is injected, pooling, transposed
+convolution and normalisation are derived from it, so the same code builds the 2D paper networks and 3D networks):
+
+:class:`ConvPart`
+    eqs. 1-2: ``Z' = ReLU(BN(PW(DW(Z))))``, ``Z = BN(PW(DW(Z')))`` with 3x3 depthwise (DW) and 1x1 pointwise (PW)
+    convolutions. The first pointwise convolution changes the width ``C_in -> C_out`` (the first encoder block
+    "expands the input feature channels to C", Sec. 3.1).
+:class:`LargeKernelAttention`
+    eqs. 3-4: ``Z_LK = PW(SpatialConv(DW(Z)))`` with a 5x5 depthwise convolution (padding 2) and a 7x7 depthwise
+    convolution of dilation 3 (the spatial conv; Table 5 names "5x5, 7x7"), then ``Z_out = Z (x) Z_LK`` (Hadamard
+    product) plus a residual connection ``+ Z`` (Sec. 3.2: "the residual connection maintains the integrity of
+    information"; parameter-free).
+:class:`EBlock`
+    Sec. 3.2: convolution part followed by attention part.
+:class:`DFB`
+    Sec. 3.3, Decoder Fusion Block: fusion part (x2 upsampling of the decoder map, zero-padding to the skip's size =
+    "auto-resize", channel concatenation ``[skip, up]``), then a convolution part and an attention part as in the
+    encoder (``2 C -> C``).
+:class:`DLKUNet`
+    Sec. 3.1: encoder of EBlocks separated by max-pooling (2x2, stride 2), decoder of DFBs, a 1x1 reprojection layer
+    to the classes.
+
+Design decisions where the paper is ambiguous (each checked against Table 1's parameter counts, see
+``docs/dlkunet.md``):
+
+* **Transposed convolution of the DFB.** Sec. 3.1 says "a transposed convolution with 3x3 kernel size, stride as 1,
+  and padding as 1 to double the resolution"; with stride 1 and padding 1 a 3x3 transposed convolution keeps the
+  size (``(n-1)*1 - 2 + 3 = n``), it cannot double it. We use a transposed convolution with **kernel = stride = the
+  pooling stride** (2x2, stride 2 in the paper configuration; nnU-Net's own choice on anisotropic plans), mapping
+  ``C_{s+1} -> C_s``. It doubles the size exactly, and it is the only one of the candidate readings that reproduces
+  Table 1 within 0.3 % (a 3x3 stride-2 transposed convolution has 9/4 times those weights: +0.46 M on
+  DLKUNet-S, +41 %).
+* **"PointwiseConv" (eq. 3) and "ChannelConv_1x1" (eq. 4) are one 1x1 convolution.** Sec. 3.2 describes the same
+  1x1 convolution after the large kernel twice ("processed through pointwise convolution", "combined with the
+  output from the 1x1 channel convolution"). A second, separate 1x1 convolution per attention part would add
+  C^2 weights per block (DLKUNet-S 1.37 M instead of 1.13 M, outside Table 1); it is available as
+  ``separate_channel_conv=True`` for the literal reading.
+* **No ReLU after the second BN** (eq. 2 has none).
+
+nnU-Net adaptation (``create_from_plans``): stages, pooling strides (anisotropic ones included), conv op (2D/3D),
+the per-stage depthwise kernel sizes and the norm op come from the plans. The large-kernel attention keeps the
+paper's kernels (5 and 7 dilated 3) on every axis where the plans' kernel is > 1 and uses 1 on axes where nnU-Net
+plans a kernel of 1 (anisotropic data), so 3D kernels are 5x5x5 and 7x7x7 (dilation 3). The variants S/M/L keep
+their paper width ``C = 96`` doubling per stage and are told apart by their widest stage (S 384, M 768, L 1536,
+Table 1's bottleneck widths): nnU-Net's planner fixes the depth from the patch size, so the paper's depth (3/4/5
+stages) cannot carry the distinction on plans; the width cap does. With ``base_features=None`` the plans'
+``features_per_stage`` are used as they are.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Type, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from dynamic_network_architectures.building_blocks.helper import (convert_conv_op_to_dim, get_matching_batchnorm,
+                                                                   get_matching_convtransp, get_matching_pool_op)
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+from torch import nn
+from torch.nn.modules.conv import _ConvNd
+
+from ._registry import register
+
+__all__ = ["ConvPart", "LargeKernelAttention", "EBlock", "DFB", "DLKEncoder", "DLKDecoder", "DLKUNet"]
+
+IntOrSeq = Union[int, Sequence[int]]
+
+
+def _tuple(v: IntOrSeq, dim: int) -> Tuple[int, ...]:
+    return tuple(int(i) for i in v) if isinstance(v, (list, tuple)) else (int(v),) * dim
+
+
+def _prod(t) -> int:
+    return int(np.prod(t, dtype=np.int64))
+
+
+class ConvPart(nn.Module):
+    """Convolution part of EBlock / DFB (eqs. 1-2)::
+
+        Z'_{l-1} = sigma_1(BN(PointwiseConv(DepthwiseConv(Z_{l-1}))))      (1)
+        Z_l      = BN(PointwiseConv(DepthwiseConv(Z'_{l-1})))               (2)
+
+    ``kernel_size`` is the depthwise kernel (3x3 in the paper; the plans' kernel size on nnU-Net plans).
+    """
+
+    def __init__(self, conv_op: Type[_ConvNd], in_channels: int, out_channels: int, kernel_size: IntOrSeq,
+                 conv_bias: bool, norm_op: Type[nn.Module], norm_op_kwargs: dict):
+        super().__init__()
+        dim = convert_conv_op_to_dim(conv_op)
+        k = _tuple(kernel_size, dim)
+        pad = tuple(i // 2 for i in k)
+        self.dw1 = conv_op(in_channels, in_channels, k, padding=pad, groups=in_channels, bias=conv_bias)
+        self.pw1 = conv_op(in_channels, out_channels, 1, bias=conv_bias)
+        self.norm1 = norm_op(out_channels, **norm_op_kwargs)
+        self.sigma1 = nn.ReLU(inplace=True)
+        self.dw2 = conv_op(out_channels, out_channels, k, padding=pad, groups=out_channels, bias=conv_bias)
+        self.pw2 = conv_op(out_channels, out_channels, 1, bias=conv_bias)
+        self.norm2 = norm_op(out_channels, **norm_op_kwargs)
+        self.in_channels, self.out_channels = in_channels, out_channels
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = self.sigma1(self.norm1(self.pw1(self.dw1(z))))  # eq. 1
+        return self.norm2(self.pw2(self.dw2(z)))  # eq. 2
+
+    def conv_feature_map_size(self, spatial: Sequence[int]) -> int:
+        n = _prod(spatial)
+        return (self.in_channels + 3 * self.out_channels) * n  # dw1 (C_in), pw1, dw2, pw2 (C_out)
+
+
+class LargeKernelAttention(nn.Module):
+    """Attention part of EBlock / DFB (eqs. 3-4)::
+
+        Z_LargeKernel = PointwiseConv(SpatialConv(DepthwiseConv(Z_{l-1})))   (3)
+        Z_l = Z_{l-1} (x) ChannelConv_1x1(Z_LargeKernel)  [+ Z_{l-1}]         (4)
+
+    DepthwiseConv: ``lk_kernel`` (5, padding 2); SpatialConv: depthwise ``dilated_kernel`` (7) with ``dilation``
+    (3), "same" padding; PointwiseConv = ChannelConv_1x1 (one 1x1 convolution, see the module docstring), unless
+    ``separate_channel_conv`` adds a second one. ``residual`` adds the input (Sec. 3.2's residual connection).
+    Per-axis kernels of 1 (anisotropic nnU-Net plans) switch the large kernel off along that axis.
+    """
+
+    def __init__(self, conv_op: Type[_ConvNd], channels: int, lk_kernel: IntOrSeq = 5, dilated_kernel: IntOrSeq = 7,
+                 dilation: IntOrSeq = 3, conv_bias: bool = True, separate_channel_conv: bool = False,
+                 residual: bool = True):
+        super().__init__()
+        dim = convert_conv_op_to_dim(conv_op)
+        k5, k7, d = _tuple(lk_kernel, dim), _tuple(dilated_kernel, dim), _tuple(dilation, dim)
+        d = tuple(di if ki > 1 else 1 for di, ki in zip(d, k7))
+        self.depthwise = conv_op(channels, channels, k5, padding=tuple(i // 2 for i in k5), groups=channels,
+                                 bias=conv_bias)
+        self.spatial = conv_op(channels, channels, k7, padding=tuple((k // 2) * di for k, di in zip(k7, d)),
+                               dilation=d, groups=channels, bias=conv_bias)
+        self.pointwise = conv_op(channels, channels, 1, bias=conv_bias)
+        self.channel_conv = conv_op(channels, channels, 1, bias=conv_bias) if separate_channel_conv else None
+        self.residual = residual
+        self.channels = channels
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        a = self.pointwise(self.spatial(self.depthwise(z)))  # eq. 3
+        if self.channel_conv is not None:
+            a = self.channel_conv(a)
+        out = z * a  # eq. 4, Hadamard product
+        return out + z if self.residual else out
+
+    def conv_feature_map_size(self, spatial: Sequence[int]) -> int:
+        return (3 + (self.channel_conv is not None)) * self.channels * _prod(spatial)
+
+
+class EBlock(nn.Module):
+    """Encoder Block (Sec. 3.2, Fig. 2): convolution part (eqs. 1-2, ``C_in -> C_out``) then attention part (eqs. 3-4)."""
+
+    def __init__(self, conv_op: Type[_ConvNd], in_channels: int, out_channels: int, kernel_size: IntOrSeq,
+                 conv_bias: bool, norm_op: Type[nn.Module], norm_op_kwargs: dict, lk_kernel: IntOrSeq = 5,
+                 dilated_kernel: IntOrSeq = 7, dilation: IntOrSeq = 3, separate_channel_conv: bool = False,
+                 residual: bool = True):
+        super().__init__()
+        self.conv = ConvPart(conv_op, in_channels, out_channels, kernel_size, conv_bias, norm_op, norm_op_kwargs)
+        self.attention = LargeKernelAttention(conv_op, out_channels, lk_kernel, dilated_kernel, dilation, conv_bias,
+                                              separate_channel_conv, residual)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.attention(self.conv(z))
+
+    def conv_feature_map_size(self, spatial: Sequence[int]) -> int:
+        return self.conv.conv_feature_map_size(spatial) + self.attention.conv_feature_map_size(spatial)
+
+
+class DFB(nn.Module):
+    """Decoder Fusion Block (Sec. 3.3, Fig. 3).
+
+    Fusion part: the decoder map (``C_{s+1}`` channels) is upsampled by a transposed convolution with
+    **kernel = stride = the pooling stride** (2x2 stride 2 in the paper configuration; it doubles the size -- the
+    paper's "3x3, stride 1, padding 1" cannot), mapping ``C_{s+1} -> C_s``; then zero-padded to the skip's size
+    (auto-resize: pooling floors odd sizes, the padding restores them, split as evenly as possible with the extra
+    voxel at the end), and concatenated with the skip (``[skip, up]``, ``2 C_s`` channels). Then a convolution part
+    ``2 C_s -> C_s`` and an attention part as in the encoder (an :class:`EBlock`).
+    """
+
+    def __init__(self, conv_op: Type[_ConvNd], below_channels: int, skip_channels: int, stride: IntOrSeq,
+                 kernel_size: IntOrSeq, conv_bias: bool, norm_op: Type[nn.Module], norm_op_kwargs: dict,
+                 **attention_kwargs):
+        super().__init__()
+        dim = convert_conv_op_to_dim(conv_op)
+        self.stride = _tuple(stride, dim)
+        self.upsample = get_matching_convtransp(conv_op)(below_channels, skip_channels, self.stride, self.stride,
+                                                         bias=conv_bias)
+        self.block = EBlock(conv_op, 2 * skip_channels, skip_channels, kernel_size, conv_bias, norm_op,
+                            norm_op_kwargs, **attention_kwargs)
+        self.skip_channels = skip_channels
+
+    def forward(self, below: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = self.upsample(below)
+        diff = [s - u for s, u in zip(skip.shape[2:], up.shape[2:])]
+        if any(d < 0 for d in diff):
+            raise ValueError(f"DFB: upsampled map {tuple(up.shape[2:])} is larger than the skip "
+                             f"{tuple(skip.shape[2:])}")
+        if any(diff):
+            pad = []
+            for d in reversed(diff):  # F.pad takes the last axis first
+                pad += [d // 2, d - d // 2]
+            up = F.pad(up, pad)
+        return self.block(torch.cat((skip, up), dim=1))
+
+    def conv_feature_map_size(self, below_spatial: Sequence[int], skip_spatial: Sequence[int]) -> int:
+        up = [b * s for b, s in zip(below_spatial, self.stride)]
+        return self.skip_channels * _prod(up) + self.block.conv_feature_map_size(skip_spatial)
+
+
+class DLKEncoder(nn.Module):
+    """Encoder (Sec. 3.1): stage ``s`` = max-pooling with kernel = stride = ``strides[s]`` (none where the stride is
+    1; 2x2 stride 2 in the paper) followed by an :class:`EBlock` ``C_{s-1} -> C_s``. Returns the skips, highest
+    resolution first."""
+
+    def __init__(self, input_channels: int, features: List[int], conv_op: Type[_ConvNd],
+                 kernel_sizes: List[Tuple[int, ...]], strides: List[Tuple[int, ...]], conv_bias: bool,
+                 norm_op: Type[nn.Module], norm_op_kwargs: dict, attention_kwargs: List[dict]):
+        super().__init__()
+        pool_op = get_matching_pool_op(conv_op, pool_type="max")
+        self.pools = nn.ModuleList()
+        self.stages = nn.ModuleList()
+        cin = input_channels
+        for s, (c, k, st) in enumerate(zip(features, kernel_sizes, strides)):
+            self.pools.append(pool_op(st, st) if any(i > 1 for i in st) else nn.Identity())
+            self.stages.append(EBlock(conv_op, cin, c, k, conv_bias, norm_op, norm_op_kwargs, **attention_kwargs[s]))
+            cin = c
+        self.output_channels = list(features)
+        self.strides = [tuple(s) for s in strides]
+        self.conv_op = conv_op
+        self.kernel_sizes = kernel_sizes
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        skips = []
+        for s, (pool, stage) in enumerate(zip(self.pools, self.stages)):
+            _check_poolable(s, x.shape[2:], self.strides[s])
+            x = stage(pool(x))
+            skips.append(x)
+        return skips
+
+    def stage_sizes(self, input_size: Sequence[int]) -> List[Tuple[int, ...]]:
+        sizes, cur = [], tuple(int(i) for i in input_size)
+        for s, st in enumerate(self.strides):
+            _check_poolable(s, cur, st)
+            cur = tuple(c // t for c, t in zip(cur, st))
+            sizes.append(cur)
+        return sizes
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        return sum(stage.conv_feature_map_size(sz) for stage, sz in zip(self.stages, self.stage_sizes(input_size)))
+
+
+def _check_poolable(stage: int, size: Sequence[int], stride: Sequence[int]) -> None:
+    for axis, (n, st) in enumerate(zip(size, stride)):
+        if st > 1 and n < st:
+            raise ValueError(f"DLKUNet: stage {stage} cannot max-pool axis {axis} of size {int(n)} with stride {st} "
+                             f"(input too small for the plans' strides)")
+
+
+class DLKDecoder(nn.Module):
+    """Decoder (Sec. 3.1): one :class:`DFB` per skip below the bottleneck, deepest first, each with a 1x1
+    segmentation head; the head of the highest-resolution DFB is the paper's reprojection layer. All heads are
+    always built (same state_dict with deep supervision on and off); ``deep_supervision`` (the switch nnU-Net flips)
+    selects whether all outputs (highest resolution first) or only the reprojection output are returned."""
+
+    def __init__(self, encoder: DLKEncoder, num_classes: int, deep_supervision: bool, conv_bias: bool,
+                 norm_op: Type[nn.Module], norm_op_kwargs: dict, attention_kwargs: List[dict]):
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        conv_op, ch = encoder.conv_op, encoder.output_channels
+        n = len(ch)
+        self.stages = nn.ModuleList()
+        self.seg_layers = nn.ModuleList()
+        for s in range(n - 2, -1, -1):  # deepest DFB first
+            self.stages.append(DFB(conv_op, ch[s + 1], ch[s], encoder.strides[s + 1], encoder.kernel_sizes[s],
+                                   conv_bias, norm_op, norm_op_kwargs, **attention_kwargs[s]))
+            self.seg_layers.append(conv_op(ch[s], num_classes, 1, bias=True))
+        self.num_classes = num_classes
+
+    def forward(self, skips: List[torch.Tensor]):
+        x = skips[-1]
+        outputs = []
+        last = len(self.stages) - 1
+        for i, dfb in enumerate(self.stages):
+            x = dfb(x, skips[-(i + 2)])
+            if self.deep_supervision:
+                outputs.append(self.seg_layers[i](x))
+            elif i == last:
+                outputs.append(self.seg_layers[-1](x))
+        outputs = outputs[::-1]  # highest resolution first
+        return outputs if self.deep_supervision else outputs[0]
+
+    def compute_conv_feature_map_size(self, stage_sizes: List[Tuple[int, ...]]) -> int:
+        total = 0
+        n = len(stage_sizes)
+        for i, dfb in enumerate(self.stages):
+            s = n - 2 - i
+            total += dfb.conv_feature_map_size(stage_sizes[s + 1], stage_sizes[s])
+            if self.deep_supervision or i == len(self.stages) - 1:
+                total += self.num_classes * _prod(stage_sizes[s])
+        return total
+
+
+class DLKUNet(nn.Module):
+    """DLKUNet (Sec. 3, Fig. 1), one class for 2D and 3D (``conv_op``).
+
+    Parameters (dynamic_network_architectures / nnU-Net plans names; paper symbols in brackets):
+      input_channels; n_stages (number of EBlocks: S 3, M 4, L 5); features_per_stage (channels per stage, used
+      when ``base_features`` is None); conv_op (``nn.Conv2d`` / ``nn.Conv3d``); kernel_sizes (per-stage depthwise
+      kernel of the convolution part, 3x3 in the paper); strides (per-stage max-pooling stride, ``[1, 2, 2, ...]`` =
+      2x2 max-pooling in the paper); num_classes (reprojection layer outputs); deep_supervision;
+      conv_bias; norm_op / norm_op_kwargs (BN in the paper; default: BatchNorm matching ``conv_op``);
+      base_features [C] and max_features: if ``base_features`` is set, stage ``s`` has
+      ``min(C * 2**s, max_features)`` channels (paper: C = 96, widest stage S 384 / M 768 / L 1536);
+      lk_kernel (5), dilated_kernel (7), dilation (3): the attention part's kernels (Table 5);
+      separate_channel_conv: a second 1x1 conv in eq. 4 (literal reading; not the Table 1 network);
+      attention_residual: the residual connection of the attention part (parameter-free).
+
+    ``n_conv_per_stage`` and the plans' nonlinearity are not used: the blocks are fixed by the paper (ReLU, eq. 1).
+    Output: logits; with deep supervision a list of ``n_stages - 1`` maps, highest resolution first.
+    """
+
+    def __init__(self, input_channels: int, n_stages: int, features_per_stage: Union[int, Sequence[int]],
+                 conv_op: Type[_ConvNd], kernel_sizes: Union[int, Sequence], strides: Union[int, Sequence],
+                 num_classes: int, deep_supervision: bool = False, conv_bias: bool = True,
+                 norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
+                 base_features: Optional[int] = None, max_features: Optional[int] = None,
+                 lk_kernel: int = 5, dilated_kernel: int = 7, dilation: int = 3,
+                 separate_channel_conv: bool = False, attention_residual: bool = True):
+        super().__init__()
+        dim = convert_conv_op_to_dim(conv_op)
+        if n_stages < 2:
+            raise ValueError(f"DLKUNet: n_stages must be >= 2 (one EBlock and one DFB at least), got {n_stages}")
+        if base_features is not None:
+            cap = max_features if max_features is not None else base_features * 2 ** (n_stages - 1)
+            features = [int(min(base_features * 2 ** s, cap)) for s in range(n_stages)]
+        elif isinstance(features_per_stage, int):
+            features = [features_per_stage] * n_stages
+        else:
+            features = [int(f) for f in features_per_stage]
+        ks = self._per_stage(kernel_sizes, n_stages, dim, "kernel_sizes")
+        st = self._per_stage(strides, n_stages, dim, "strides")
+        if len(features) != n_stages:
+            raise ValueError(f"DLKUNet: features_per_stage has {len(features)} entries for n_stages={n_stages}")
+        for s, k in enumerate(ks):
+            for axis, ki in enumerate(k):
+                if ki < 1 or ki % 2 == 0:
+                    raise ValueError(f"DLKUNet: stage {s} axis {axis}: kernel size {ki} must be odd and >= 1")
+        for s, t in enumerate(st):
+            for axis, ti in enumerate(t):
+                if ti < 1:
+                    raise ValueError(f"DLKUNet: stage {s} axis {axis}: stride {ti} must be >= 1")
+        if norm_op is None:
+            norm_op = get_matching_batchnorm(conv_op)
+        norm_op_kwargs = dict(norm_op_kwargs or {})
+        # large kernels only along axes where the plans convolve (kernel > 1), per stage
+        attention_kwargs = [dict(lk_kernel=tuple(lk_kernel if ki > 1 else 1 for ki in k),
+                                 dilated_kernel=tuple(dilated_kernel if ki > 1 else 1 for ki in k),
+                                 dilation=dilation, separate_channel_conv=separate_channel_conv,
+                                 residual=attention_residual) for k in ks]
+        self.encoder = DLKEncoder(input_channels, features, conv_op, ks, st, conv_bias, norm_op, norm_op_kwargs,
+                                  attention_kwargs)
+        self.decoder = DLKDecoder(self.encoder, num_classes, deep_supervision, conv_bias, norm_op, norm_op_kwargs,
+                                  attention_kwargs)
+        self.features_per_stage = features
+
+    @staticmethod
+    def _per_stage(v, n: int, dim: int, what: str) -> List[Tuple[int, ...]]:
+        if isinstance(v, int):
+            return [(v,) * dim] * n
+        v = list(v)
+        if len(v) != n:
+            raise ValueError(f"DLKUNet: {what} has {len(v)} entries for n_stages={n}")
+        out = [_tuple(i, dim) for i in v]
+        for s, t in enumerate(out):
+            if len(t) != dim:
+                raise ValueError(f"DLKUNet: stage {s}: {what} {t} does not have {dim} axes (conv_op is {dim}D)")
+        return out
+
+    def forward(self, x: torch.Tensor):
+        return self.decoder(self.encoder(x))
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        sizes = self.encoder.stage_sizes(input_size)
+        return self.encoder.compute_conv_feature_map_size(input_size) + self.decoder.compute_conv_feature_map_size(sizes)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        InitWeights_He(1e-2)(module)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registered variants: default construction = the paper configuration (Table 1; Synapse: 224x224, 1 channel,
+# 9 classes, C = 96); create_from_plans = nnU-Net plans with the variant's widths.
+_PAPER_COMMON = dict(input_channels=1, num_classes=9, conv_op="torch.nn.Conv2d", conv_bias=True,
+                     norm_op="torch.nn.BatchNorm2d", norm_op_kwargs={"eps": 1e-5, "momentum": 0.1, "affine": True},
+                     deep_supervision=False)
+
+#: variant -> (number of EBlocks = stages, widest stage); Table 1
+TABLE1 = {"s": (3, 384), "m": (4, 768), "l": (5, 1536)}
+#: Table 1 as printed: params (M), FLOPs (G) at 224x224
+TABLE1_PAPER = {"s": (1.13, 15.95), "m": (4.49, 22.84), "l": (17.70, 29.64)}
+
+for _v, (_n, _cap) in TABLE1.items():
+    register(f"dlkunet_{_v}", DLKUNet, family="dlkunet",
+             description=f"DLKUNet-{_v.upper()}: EBlocks/DFBs with large-kernel attention, C=96, widest {_cap} "
+                         f"(Table 1: {TABLE1_PAPER[_v][0]} M params)",
+             variant_kwargs=dict(base_features=96, max_features=_cap),
+             # registry contract test at CPU-friendly widths (C = 8, same width ratios 1:2:4(:8:16))
+             test_kwargs=dict(base_features=8, max_features=_cap // 12),
+             paper_kwargs=dict(_PAPER_COMMON, n_stages=_n, features_per_stage=[min(96 * 2 ** s, _cap) for s in range(_n)],
+                               kernel_sizes=[[3, 3]] * _n, strides=[[1, 1]] + [[2, 2]] * (_n - 1)))
+del _v, _n, _cap

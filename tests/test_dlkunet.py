@@ -1,0 +1,413 @@
+"""DLKUNet (seed paper dlkunet.txt): Table 1 parameters and FLOPs, the blocks' geometry in 2D/3D, the loss schedules of
+Sec. 4.4 (eqs. 10-13) with nnU-Net's deep supervision, the lookup of trainers built by name, and a tiny end-to-end
+``nnUNetv2_train`` + ``nnUNetv2_predict`` in 2d. (The registry-wide contract test covers dlkunet_s/m/l on plans.)"""
+import math
+import re
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules.conv import _ConvNd
+from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import assert_predictions_match_inputs, predict, run, stock_env, train
+from nnunet_ext import architectures as A
+from nnunet_ext.architectures.dlkunet import DFB, TABLE1_PAPER, DLKUNet, LargeKernelAttention
+from nnunet_ext.trainers import get_trainer
+from nnunet_ext.trainers.loss_schedules import (DynamicLossMixin, PhaseLossMixin, dynamic_weights,
+                                                phase_weights)
+
+VARIANTS = ["s", "m", "l"]
+
+
+def _meta_paper_net(v):
+    spec = A.get_spec(f"dlkunet_{v}")
+    with torch.device("meta"):
+        return spec.cls(**spec.default_kwargs())
+
+
+# --------------------------------------------------------------------------------------------- Table 1
+@pytest.mark.parametrize("v", VARIANTS)
+def test_table1_parameters_within_3_percent(v):
+    net = A.create(f"dlkunet_{v}")
+    n = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    paper = TABLE1_PAPER[v][0] * 1e6
+    assert abs(n - paper) / paper < 0.03, f"DLKUNet-{v.upper()}: {n / 1e6:.3f} M vs Table 1 {paper / 1e6} M"
+    # Table 1's structure: EBlocks = stages, DFBs = stages - 1, skip channels {96, 192, ...}
+    n_stages = {"s": 3, "m": 4, "l": 5}[v]
+    assert len(net.encoder.stages) == n_stages and len(net.decoder.stages) == n_stages - 1
+    assert net.features_per_stage[:-1] == [96 * 2 ** i for i in range(n_stages - 1)]
+
+
+def _torchinfo_mult_adds(net, x):
+    """torchinfo's "Total mult-adds" convention for convolutions (what the authors' scripts print): parameters of
+    the layer times the output's spatial size. For a transposed convolution this counts every weight at every
+    OUTPUT voxel, i.e. stride**dim times its true multiply-accumulates."""
+    total = [0]
+
+    def hook(mod, inp, out):
+        total[0] += sum(p.numel() for p in mod.parameters(recurse=False)) * out[0, 0].numel()
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, _ConvNd)]
+    net(x)
+    for h in hooks:
+        h.remove()
+    return total[0]
+
+
+def _true_macs(net, x):
+    """Multiply-accumulates of every convolution (weights x positions they are applied at), bias adds excluded."""
+    total = [0]
+
+    def hook(mod, inp, out):
+        w = mod.weight
+        if isinstance(mod, nn.modules.conv._ConvTransposeNd):  # each weight applied once per INPUT voxel
+            total[0] += w.numel() * inp[0][0, 0].numel()
+        else:
+            total[0] += w.numel() * out[0, 0].numel()
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, _ConvNd)]
+    net(x)
+    for h in hooks:
+        h.remove()
+    return total[0]
+
+
+@pytest.mark.parametrize("v", VARIANTS)
+def test_table1_flops_at_224(v):
+    """FlopCounterMode (2 FLOPs per multiply-add) on the meta device at 224x224 = 2 x the true MACs; Table 1's
+    "GFLOPs" are torchinfo mult-adds (MACs, transposed convolutions counted per output voxel), not FLOPs."""
+    net = _meta_paper_net(v)
+    x = torch.empty(1, 1, 224, 224, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(x)
+    flops = counter.get_total_flops()
+    with torch.no_grad():
+        macs = _true_macs(net, x)
+        ti = _torchinfo_mult_adds(net, x)
+    assert flops == 2 * macs
+    paper = TABLE1_PAPER[v][1] * 1e9
+    assert abs(ti - paper) / paper < 0.005, f"torchinfo mult-adds {ti / 1e9:.3f} G vs Table 1 {paper / 1e9} G"
+    # neither FLOPs nor true MACs reproduce the printed figure
+    assert abs(flops - paper) / paper > 0.2 and abs(macs - paper) / paper > 0.2
+
+
+def test_table4_flops_at_512():
+    """Sec. 5 / Table 4: DLKUNet-L at 512x512 "154.86G" -- same convention."""
+    net = _meta_paper_net("l")
+    with torch.no_grad():
+        ti = _torchinfo_mult_adds(net, torch.empty(1, 1, 512, 512, device="meta"))
+    assert abs(ti - 154.86e9) / 154.86e9 < 0.005
+
+
+# --------------------------------------------------------------------------------------------- blocks
+def test_dfb_doubles_and_pads_to_odd_skip():
+    dfb = DFB(nn.Conv2d, 16, 8, stride=(2, 2), kernel_size=(3, 3), conv_bias=True, norm_op=nn.BatchNorm2d,
+              norm_op_kwargs={})
+    below, skip = torch.randn(2, 16, 5, 6), torch.randn(2, 8, 11, 12)
+    up = dfb.upsample(below)
+    assert tuple(up.shape[2:]) == (10, 12)  # x2 exactly
+    assert tuple(dfb(below, skip).shape) == (2, 8, 11, 12)  # zero-padded to the skip (odd axis)
+    with pytest.raises(ValueError, match="larger than the skip"):
+        dfb(torch.randn(2, 16, 7, 6), skip)
+
+
+def test_attention_kernels_3d_and_anisotropic():
+    lka = LargeKernelAttention(nn.Conv3d, 4, lk_kernel=(1, 5, 5), dilated_kernel=(1, 7, 7), dilation=3)
+    assert lka.depthwise.kernel_size == (1, 5, 5) and lka.spatial.kernel_size == (1, 7, 7)
+    assert lka.spatial.dilation == (1, 3, 3) and lka.spatial.groups == 4
+    z = torch.randn(1, 4, 3, 9, 10)
+    assert lka(z).shape == z.shape
+    # attention = Hadamard product with the input (+ residual): a zero input gives a zero output
+    assert torch.count_nonzero(lka(torch.zeros_like(z))) == 0
+
+    net = DLKUNet(1, 3, [4, 8, 8], nn.Conv3d, [[1, 3, 3], [3, 3, 3], [3, 3, 3]], [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+                  num_classes=2, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"affine": True})
+    att0, att1 = net.encoder.stages[0].attention, net.encoder.stages[1].attention
+    assert att0.depthwise.kernel_size == (1, 5, 5) and att1.depthwise.kernel_size == (5, 5, 5)
+    assert att1.spatial.kernel_size == (7, 7, 7) and att1.spatial.dilation == (3, 3, 3)
+    assert net.encoder.stages[0].conv.dw1.kernel_size == (1, 3, 3)
+    assert isinstance(net.encoder.pools[1], nn.MaxPool3d) and net.encoder.pools[2].kernel_size == (2, 2, 2)
+    assert isinstance(net.decoder.stages[0].upsample, nn.ConvTranspose3d)
+    assert net(torch.randn(1, 1, 5, 9, 13)).shape == (1, 2, 5, 9, 13)
+
+
+def test_too_small_input_names_stage_and_axis():
+    net = A.create("dlkunet_s", input_channels=1, num_classes=2, base_features=4)
+    with pytest.raises(ValueError, match=r"stage 2 .*axis 1 of size 1"):
+        net(torch.randn(1, 1, 16, 3))
+    with pytest.raises(ValueError, match=r"stage 2 .*axis 1"):
+        net.compute_conv_feature_map_size((16, 3))
+
+
+def test_separate_channel_conv_is_the_literal_reading():
+    base = A.create("dlkunet_s")
+    literal = A.create("dlkunet_s", separate_channel_conv=True)
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    # a second 1x1 conv per attention part: C^2 + C more per block -> outside Table 1
+    extra = sum(c * c + c for c in [96, 192, 384, 192, 96])
+    assert count(literal) - count(base) == extra
+    assert abs(count(literal) - 1.13e6) / 1.13e6 > 0.03
+
+
+def test_plans_adaptation_uses_variant_widths():
+    kw = dict(n_stages=6, features_per_stage=[32, 64, 128, 256, 512, 512], conv_op="torch.nn.Conv2d",
+              kernel_sizes=[[3, 3]] * 6, strides=[[1, 1]] + [[2, 2]] * 5, n_conv_per_stage=[2] * 6,
+              n_conv_per_stage_decoder=[2] * 5, conv_bias=True, norm_op="torch.nn.InstanceNorm2d",
+              norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
+              nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
+    with torch.device("meta"):
+        nets = {v: A.create_from_plans(f"dlkunet_{v}", kw, 1, 3, True) for v in VARIANTS}
+    assert nets["s"].features_per_stage == [96, 192, 384, 384, 384, 384]
+    assert nets["m"].features_per_stage == [96, 192, 384, 768, 768, 768]
+    assert nets["l"].features_per_stage == [96, 192, 384, 768, 1536, 1536]
+    assert isinstance(nets["s"].encoder.stages[0].conv.norm1, nn.InstanceNorm2d)
+
+
+# --------------------------------------------------------------------------------------------- loss schedules
+def _eq12_13(x, N, A_=0.3, B_=0.7, k=None):
+    """eqs. 12-13 written out independently (x: 1-based epoch, x0 = N / 2, k = 20 / N)."""
+    k = 20 / N if k is None else k
+    s = 1 / (1 + np.exp(-k * (x - 0.5 * N)))
+    return A_ + (1 - A_) * (1 - s), 1 + (B_ - 1) * (1 - s)
+
+
+@pytest.mark.parametrize("N", [400, 1000, 10, 1])
+def test_phase_weights_eq11(N):
+    for epoch in range(N):  # nnU-Net's current_epoch is 0-based; the paper's epochs are 1-based
+        x = epoch + 1
+        expected = (0.6, 0.4) if x <= N / 2 else (0.7, 0.3)
+        assert phase_weights(epoch, N) == expected
+    if N == 400:  # eq. 11 literally: [1, 200] and (200, 400]
+        assert phase_weights(199, 400) == (0.6, 0.4) and phase_weights(200, 400) == (0.7, 0.3)
+
+
+@pytest.mark.parametrize("N", [400, 200, 7])
+def test_dynamic_weights_eq12_13(N):
+    for epoch in sorted({0, 1, N // 4, N // 2 - 1, N // 2, N - 1}):
+        a, b = dynamic_weights(epoch, N)
+        ea, eb = _eq12_13(epoch + 1, N)
+        assert math.isclose(a, ea, abs_tol=1e-12) and math.isclose(b, eb, abs_tol=1e-12)
+    # midpoint x = x0: sigma = 1/2
+    if N % 2 == 0:
+        a, b = dynamic_weights(N // 2 - 1, N)
+        assert math.isclose(a, 0.65) and math.isclose(b, 0.85)
+    # endpoints: alpha 1 -> A, beta B -> 1, monotone
+    a0, b0 = dynamic_weights(0, N)
+    a1, b1 = dynamic_weights(N - 1, N)
+    if N >= 200:
+        assert a0 > 0.999 and abs(b0 - 0.7) < 1e-3 and a1 < 0.301 and b1 > 0.999
+    alphas = [dynamic_weights(e, N)[0] for e in range(N)]
+    assert all(x > y for x, y in zip(alphas, alphas[1:]))
+
+
+def test_dynamic_k_matches_public_script_at_200_epochs():
+    # k = 20 / num_epochs -> 0.1 at 200 epochs (the authors' script), 0.05 at the paper's 400
+    a, b = dynamic_weights(149, 200)
+    ea, eb = _eq12_13(150, 200, k=0.1)
+    assert math.isclose(a, ea) and math.isclose(b, eb)
+    a, b = dynamic_weights(299, 400)
+    ea, eb = _eq12_13(300, 400, k=0.05)
+    assert math.isclose(a, ea) and math.isclose(b, eb)
+
+
+class _StandInTrainer:
+    """The two methods the mixins override, as nnU-Net's trainer has them (loss built like nnUNetTrainer._build_loss
+    with deep supervision: DC_and_CE_loss inside DeepSupervisionWrapper with nnU-Net's scale weights)."""
+
+    def __init__(self, num_epochs, n_scales=3):
+        self.num_epochs, self.current_epoch, self.n_scales, self.log = num_epochs, 0, n_scales, []
+
+    def _build_loss(self):
+        from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+        from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+        from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+        loss = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
+                              weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
+        w = np.array([1 / 2 ** i for i in range(self.n_scales)])
+        w[-1] = 0
+        self.ds_weights = w / w.sum()
+        return DeepSupervisionWrapper(loss, self.ds_weights)
+
+    def on_train_epoch_start(self):
+        self.log.append(f"epoch {self.current_epoch}")
+
+    def print_to_log_file(self, *args):
+        self.log.append(" ".join(str(a) for a in args))
+
+
+@pytest.mark.parametrize("mixin,fn", [(PhaseLossMixin, phase_weights), (DynamicLossMixin, dynamic_weights)])
+def test_schedule_applies_to_every_deep_supervision_scale(mixin, fn):
+    N = 10
+    trainer = type("T", (mixin, _StandInTrainer), {})(N)
+    loss = trainer._build_loss()
+    inner = loss.loss
+    torch.manual_seed(0)
+    outs = [torch.randn(2, 3, 16 // 2 ** i, 16 // 2 ** i) for i in range(3)]
+    tgts = [torch.randint(0, 3, (2, 1, 16 // 2 ** i, 16 // 2 ** i)).float() for i in range(3)]
+    for epoch in (0, 4, 5, 9):
+        trainer.current_epoch = epoch
+        trainer.on_train_epoch_start()
+        a, b = fn(epoch, N)
+        assert (inner.weight_dice, inner.weight_ce) == (a, b)
+        assert trainer.log[-2] == f"epoch {epoch}"  # nnU-Net's own epoch start still runs
+        assert re.search(rf"alpha \(Dice\) = {a:.4f}, beta \(CE\) = {b:.4f}", trainer.log[-1])
+        expected = sum(w * (a * inner.dc(o, t) + b * inner.ce(o, t[:, 0]))
+                       for w, o, t in zip(trainer.ds_weights, outs, tgts) if w != 0)
+        assert torch.allclose(loss(outs, tgts), expected)
+    assert trainer.log and phase_weights(0, N) != phase_weights(9, N)
+
+
+def test_schedule_suffix_on_any_trainer():
+    for name, mixin in [("nnUNetTrainerDLKUNetM_phaseloss", PhaseLossMixin),
+                        ("nnUNetTrainerPlainUNet_dynloss_5epochs", DynamicLossMixin),
+                        ("nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters", DynamicLossMixin)]:
+        cls = get_trainer(name)
+        assert cls.__mro__[1] is mixin and cls is get_trainer(name)
+    assert get_trainer("nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters").merged_hparams()["num_epochs"] == 1
+    with pytest.raises(AttributeError):
+        get_trainer("nnUNetTrainerDLKUNetS_phaseloss_dynloss")
+
+
+def test_stock_lookup_finds_schedule_names(tmp_path):
+    env = stock_env(tmp_path / "raw", tmp_path / "pre", tmp_path / "res")
+    code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f\n"
+            "c = f('nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters')\n"
+            "print('FOUND', c.__name__, c.arch, [k.__name__ for k in c.__mro__[:3]], c.merged_hparams())\n")
+    out = run([sys.executable, "-c", code], env).stdout
+    line = [l for l in out.splitlines() if l.startswith("FOUND")][0]
+    assert "nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters dlkunet_s" in line
+    assert "DynamicLossMixin" in line and "'num_epochs': 1" in line and "'num_iterations_per_epoch': 4" in line
+
+
+# --------------------------------------------------------------------------------------------- end to end
+def test_train_predict_2d_dlkunet_s_dynloss(nnunet_dataset, tmp_path):
+    """Stock nnUNetv2_train + nnUNetv2_predict (CPU, 1 epoch of 4 iterations) with DLKUNet-S and the dynamic loss."""
+    trainer = "nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters"
+    fold_dir = train(nnunet_dataset, trainer, "2d")
+    log = "\n".join(p.read_text() for p in fold_dir.glob("training_log_*.txt"))
+    a, b = dynamic_weights(0, 1)
+    assert f"loss schedule dynloss: alpha (Dice) = {a:.4f}, beta (CE) = {b:.4f}" in log
+    # without test-time mirroring (nnU-Net's, not ours): 4x fewer forward passes of a network whose depthwise and
+    # dilated convolutions are slow on a shared CPU
+    out = predict(nnunet_dataset, trainer, "2d", tmp_path / "pred", extra=["--disable_tta"])
+    assert_predictions_match_inputs(out, nnunet_dataset.images_ts)
+
+
+# --------------------------------------------------------------------------------------------- GPU table (issue 4)
+#: (configuration, patch, batch size, spacing): the issue's 2d (512x512, batch 12) and 3d_fullres (40x224x224,
+#: batch 2) settings; topology from nnU-Net's planner function for a pancreas-like spacing
+BENCH_SETTINGS = {"2d": ((512, 512), 12, (0.8, 0.8)), "3d_fullres": ((40, 224, 224), 2, (2.5, 0.8, 0.8))}
+BENCH_ARCHS = ("plain_unet", "dlkunet_s", "dlkunet_m", "dlkunet_l")
+
+
+def bench_arch_kwargs(patch, spacing):
+    """nnU-Net-like plans ``arch_kwargs`` for ``patch``: strides/kernels from nnU-Net's ``get_pool_and_conv_props``,
+    features 32*2^s capped at 512 (2D) / 320 (3D), 2 convs per stage, instance norm, leaky ReLU (nnU-Net defaults)."""
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+    dim = len(patch)
+    _, strides, kernels, _, _ = get_pool_and_conv_props(list(spacing), list(patch), 4, 999999)
+    n = len(strides)
+    return dict(n_stages=n, features_per_stage=[min(32 * 2 ** s, 512 if dim == 2 else 320) for s in range(n)],
+                conv_op=f"torch.nn.Conv{dim}d", kernel_sizes=[list(k) for k in kernels],
+                strides=[list(s) for s in strides], n_conv_per_stage=[2] * n, n_conv_per_stage_decoder=[2] * (n - 1),
+                conv_bias=True, norm_op=f"torch.nn.InstanceNorm{dim}d", norm_op_kwargs={"eps": 1e-5, "affine": True},
+                dropout_op=None, dropout_op_kwargs=None, nonlin="torch.nn.LeakyReLU",
+                nonlin_kwargs={"inplace": True})
+
+
+def bench_train_step(name, patch, batch, spacing, device="cuda", warmup=5, repeats=20, num_classes=3):
+    """Median time of one nnU-Net training step (forward with deep supervision, Dice+CE in nnU-Net's
+    DeepSupervisionWrapper, backward, grad-norm clip 12, SGD nesterov 0.99) with AMP (fp16 autocast + GradScaler) on
+    CUDA, over ``repeats`` steps after ``warmup``; peak CUDA memory over construction and steps. Returns a dict."""
+    import time
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    kw = bench_arch_kwargs(patch, spacing)
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+    net = A.create_from_plans(name, kw, 1, num_classes, True).to(dev)
+    params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    n_out = kw["n_stages"] - 1
+    w = np.array([1 / 2 ** i for i in range(n_out)])
+    w[-1] = 0
+    loss_fn = DeepSupervisionWrapper(
+        DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
+                       weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss), w / w.sum())
+    opt = torch.optim.SGD(net.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
+    scaler = torch.amp.GradScaler("cuda") if cuda else None
+    x = torch.randn(batch, 1, *patch, device=dev)
+    scales = np.cumprod(np.vstack(kw["strides"]), axis=0)[:n_out]
+    tgt = [torch.randint(0, num_classes, (batch, 1, *[p // int(s) for p, s in zip(patch, sc)]), device=dev).float()
+           for sc in scales]
+    times = []
+    for i in range(warmup + repeats):
+        if cuda:
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, enabled=cuda):
+            loss = loss_fn(net(x), tgt)
+        if cuda:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+            scaler.step(opt)
+            scaler.update()
+            torch.cuda.synchronize(dev)
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+            opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(dev) / 2 ** 20 if cuda else float("nan")
+    return dict(arch=name, params_M=params / 1e6, step_ms=float(np.median(times)) * 1e3, peak_MiB=peak,
+                loss_finite=bool(torch.isfinite(loss).item()), n_stages=kw["n_stages"])
+
+
+def test_bench_train_step_cpu_smoke():
+    """The GPU benchmark's code path at a tiny size on the CPU (AMP/CUDA parts are exercised only with -m gpu)."""
+    r = bench_train_step("dlkunet_s", (32, 32), 2, (1.0, 1.0), device="cpu", warmup=1, repeats=2)
+    assert r["loss_finite"] and r["step_ms"] > 0 and r["n_stages"] == 4 and r["params_M"] > 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("config", list(BENCH_SETTINGS))
+def test_gpu_step_time_and_memory(config):
+    patch, batch, spacing = BENCH_SETTINGS[config]
+    rows = [bench_train_step(a, patch, batch, spacing, "cuda") for a in BENCH_ARCHS]
+    for r in rows:
+        print(f"{config}\t{r['arch']}\t{r['params_M']:.2f} M\t{r['step_ms']:.1f} ms\t{r['peak_MiB']:.0f} MiB")
+        assert r["loss_finite"] and r["peak_MiB"] > 0
+
+
+if __name__ == "__main__":  # python tests/test_dlkunet.py --device cuda  (the docs/dlkunet.md GPU table)
+    import argparse
+
+    ap = argparse.ArgumentParser(description="DLKUNet-S/M/L vs PlainConvUNet: AMP training step time and peak memory")
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    ap.add_argument("--configs", nargs="+", default=list(BENCH_SETTINGS), choices=list(BENCH_SETTINGS))
+    ap.add_argument("--archs", nargs="+", default=list(BENCH_ARCHS))
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=20)
+    a = ap.parse_args()
+    if a.repeats < 20:
+        print("note: the docs table uses --repeats >= 20", file=sys.stderr)
+    print("| configuration | patch x batch | network | params (M) | step time median (ms) | peak memory (MiB) |")
+    print("|---|---|---|---|---|---|")
+    for c in a.configs:
+        patch, batch, spacing = BENCH_SETTINGS[c]
+        for arch in a.archs:
+            r = bench_train_step(arch, patch, batch, spacing, a.device, a.warmup, a.repeats)
+            print(f"| {c} | {'x'.join(map(str, patch))} x {batch} | {arch} | {r['params_M']:.2f} | "
+                  f"{r['step_ms']:.1f} | {r['peak_MiB']:.0f} |", flush=True)
