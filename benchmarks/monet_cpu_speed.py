@@ -1,0 +1,221 @@
+#!/usr/bin/env python
+"""CPU inference speed of MoNet against stock nnU-Net 2d — the headline of Knolle, Kaissis et al. (2021):
+a CT of 150 slices at 256×256 on an 8-core CPU in 14.88 s by MoNet vs 45.34 s by U-Net (3.0×).
+
+What is timed: nnU-Net's own ``nnUNetPredictor.predict_sliding_window_return_logits`` on one preprocessed-like
+volume (``1 × slices × size × size``, z-scored noise: the cost does not depend on the content) for
+
+* ``stock``: nnU-Net's 2d network (``PlainConvUNet``) exactly as the plans describe it;
+* ``monet``: MoNet as ``nnUNetTrainerMoNet`` builds it from the SAME plans (the plans' first 3 stages, widths
+  16·2^s, see :mod:`nnunet_ext.trainers.monet`);
+* optionally ``monet_fulldepth`` (``--archs``): MoNet on every stage of the plans (``nnUNetTrainerMoNetFullDepth``).
+
+Same plans, same thread count (``--threads``), same tile step (``--step``), Gaussian weighting on, with and without
+test-time mirroring (nnU-Net's 2d mirroring: axes (0, 1), 4 forward passes per tile). The runs are interleaved
+(repeat r: every network × mirroring setting) so that load drifts on a shared machine hit all of them alike; the
+median of ``--repeats`` runs is reported, after one untimed warm-up run per setting on ``--warmup-slices`` slices.
+
+The plans are built as nnU-Net's ``ExperimentPlanner.get_plans_for_configuration`` does for a 2d configuration of
+``size × size`` slices at spacing 1×1 whose median shape is ``size × size``: patch = the slice,
+``get_pool_and_conv_props(spacing, patch, 4, 999999)`` for strides and kernels, features ``min(32·2^s, 512)``,
+2 convs per stage, InstanceNorm, LeakyReLU (for 256: 7 stages, 256 → 4). The 2d VRAM-driven patch shrinking
+never triggers at 256×256, so this is the plan the planner writes for such data.
+
+Examples::
+
+    OMP_NUM_THREADS=2 python benchmarks/monet_cpu_speed.py --threads 2 --repeats 3          # the full benchmark
+    OMP_NUM_THREADS=1 python benchmarks/monet_cpu_speed.py --slices 4 --size 64 --repeats 1 # a quick check
+
+It is a benchmark, not a test: nothing is asserted. ``--json PATH`` writes the raw timings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Dict, List
+
+import torch
+
+LABELS = {"background": 0, "pancreas": 1, "tumour": 2}
+
+
+def make_2d_plans(size: int) -> dict:
+    """nnU-Net plans with one ``2d`` configuration for ``size × size`` slices (see the module docstring)."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    spacing = [1.0, 1.0]
+    _, strides, kernels, patch, _ = get_pool_and_conv_props(spacing, [size, size], 4, 999999)
+    n = len(strides)
+    arch_kwargs = {
+        "n_stages": n, "features_per_stage": [min(512, 32 * 2 ** i) for i in range(n)],
+        "conv_op": "torch.nn.modules.conv.Conv2d", "kernel_sizes": [list(k) for k in kernels],
+        "strides": [list(s) for s in strides], "n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1),
+        "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+        "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
+    }
+    config = {
+        "data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 12,
+        "patch_size": [int(p) for p in patch], "median_image_size_in_voxels": [size, size], "spacing": spacing,
+        "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "batch_dice": True,
+        "architecture": {"network_class_name": f"{PlainConvUNet.__module__}.{PlainConvUNet.__name__}",
+                         "arch_kwargs": arch_kwargs,
+                         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
+    }
+    return {
+        "dataset_name": "Dataset999_MoNetSpeed", "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": [2.5, 1.0, 1.0],
+        "original_median_shape_after_transp": [150, size, size], "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "configurations": {"2d": config},
+        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {},
+    }
+
+
+DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": 0, "file_ending": ".nii.gz"}
+
+
+def build_networks(plans: dict, archs: List[str]) -> Dict[str, torch.nn.Module]:
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_ext.trainers.monet import nnUNetTrainerMoNet, nnUNetTrainerMoNetFullDepth
+
+    pm = PlansManager(plans)
+    cm = pm.get_configuration("2d")
+    n_in, n_out = len(DATASET_JSON["channel_names"]), len(LABELS)
+    nets = {}
+    for a in archs:
+        if a == "stock":  # what stock nnUNetTrainer.build_network_architecture builds
+            arch = cm.configuration["architecture"]
+            nets[a] = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"],
+                                             arch["_kw_requires_import"], n_in, n_out, allow_init=True,
+                                             deep_supervision=False)
+        elif a == "monet":
+            nets[a] = nnUNetTrainerMoNet.build_network_architecture(pm, cm, n_in, n_out, False)
+        elif a == "monet_fulldepth":
+            nets[a] = nnUNetTrainerMoNetFullDepth.build_network_architecture(pm, cm, n_in, n_out, False)
+        else:
+            raise SystemExit(f"--archs: unknown network {a!r} (stock, monet, monet_fulldepth)")
+    return nets
+
+
+def make_predictor(net, plans, step: float, mirroring: bool, device: torch.device):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(plans)
+    cm = pm.get_configuration("2d")
+    pred = nnUNetPredictor(tile_step_size=step, use_gaussian=True, use_mirroring=mirroring,
+                           perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
+                           allow_tqdm=False)
+    pred.manual_initialization(net, pm, cm, None, DATASET_JSON, "benchmark", inference_allowed_mirroring_axes=(0, 1))
+    return pred
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_once(pred, data, device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    out = pred.predict_sliding_window_return_logits(data)
+    _sync(device)
+    dt = time.perf_counter() - t0
+    del out
+    return dt
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--slices", type=int, default=150, help="slices of the volume (default 150, the paper's)")
+    ap.add_argument("--size", type=int, default=256, help="in-plane size (default 256, the paper's)")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                    help="torch intra-op threads for every network (default: torch's current)")
+    ap.add_argument("--step", type=float, default=0.5, help="nnU-Net tile step size (default 0.5)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per setting; the median is reported")
+    ap.add_argument("--mirroring", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--archs", default="stock,monet", help="comma list of stock, monet, monet_fulldepth")
+    ap.add_argument("--warmup-slices", type=int, default=2, help="slices of the untimed warm-up run (0: none)")
+    ap.add_argument("--device", default="cpu", help="cpu (the benchmark) or cuda")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="write the raw timings here")
+    args = ap.parse_args(argv)
+
+    if args.slices < 1 or args.size < 8 or args.repeats < 1 or not 0 < args.step <= 1:
+        raise SystemExit("--slices >= 1, --size >= 8, --repeats >= 1 and 0 < --step <= 1 are required")
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    mirrorings = {"both": [False, True], "on": [True], "off": [False]}[args.mirroring]
+
+    plans = make_2d_plans(args.size)
+    nets = build_networks(plans, archs)
+    torch.manual_seed(args.seed)
+    data = torch.randn(1, args.slices, args.size, args.size)
+    load0 = os.getloadavg()
+    print(f"# MoNet vs stock nnU-Net 2d, sliding-window prediction of 1 x {args.slices} x {args.size} x {args.size}")
+    print(f"# device {device} | torch {torch.__version__} | threads {torch.get_num_threads()} | step {args.step} | "
+          f"patch {plans['configurations']['2d']['patch_size']} | stock stages "
+          f"{plans['configurations']['2d']['architecture']['arch_kwargs']['n_stages']} | "
+          f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()} | load avg before {load0}")
+    print(f"# command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
+    params = {a: sum(p.numel() for p in n.parameters()) for a, n in nets.items()}
+    preds = {(a, m): make_predictor(nets[a], plans, args.step, m, device) for a in archs for m in mirrorings}
+
+    if args.warmup_slices > 0:
+        warm = data[:, : args.warmup_slices]
+        for key, pred in preds.items():
+            time_once(pred, warm, device)
+    times: Dict[tuple, List[float]] = {k: [] for k in preds}
+    for r in range(args.repeats):
+        for key, pred in preds.items():
+            t = time_once(pred, data, device)
+            times[key].append(t)
+            print(f"  run {r + 1}/{args.repeats} {key[0]:>16s} mirroring={'on ' if key[1] else 'off'} {t:9.2f} s",
+                  flush=True)
+    load1 = os.getloadavg()
+
+    print()
+    print(f"| network | parameters | mirroring | median (s) | min (s) | ms / slice | runs (s) |")
+    print(f"|---|---:|---|---:|---:|---:|---|")
+    for (a, m), ts in times.items():
+        med = statistics.median(ts)
+        print(f"| {a} | {params[a]:,} | {'on' if m else 'off'} | {med:.2f} | {min(ts):.2f} | "
+              f"{1000 * med / args.slices:.1f} | {', '.join(f'{t:.2f}' for t in ts)} |")
+    print()
+    ratios = {}
+    if "stock" in archs:
+        for a in archs:
+            if a == "stock":
+                continue
+            for m in mirrorings:
+                ratio = statistics.median(times[("stock", m)]) / statistics.median(times[(a, m)])
+                ratios[f"{a}/mirroring_{'on' if m else 'off'}"] = ratio
+                print(f"speed-up {a} vs stock 2d, mirroring {'on ' if m else 'off'}: {ratio:.2f}x "
+                      f"(median stock / median {a})")
+    print(f"# load avg after {load1}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "params": params, "load_before": load0, "load_after": load1,
+                       "times": {f"{a}/mirroring_{'on' if m else 'off'}": ts for (a, m), ts in times.items()},
+                       "ratios": ratios}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
