@@ -1,0 +1,397 @@
+"""Coarse-to-fine: box arithmetic, fine-stage patch sampling, centre loss, ``predict-c2f`` end to end and bad input,
+``make-coarse-config``."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_predictions_match_inputs, run, train
+
+import nnunet_ext
+from nnunet_ext import c2f
+from nnunet_ext.trainers import c2f as tc2f
+from nnunet_ext.trainers.c2f import (FgBoxCroppedDataset, bbox_with_margin_mm, expand_bbox, foreground_bbox,
+                                     margin_in_voxels, scale_bbox)
+
+
+# ------------------------------------------------------------------------------------------------ box arithmetic
+def test_foreground_bbox():
+    m = np.zeros((5, 6, 7), bool)
+    assert foreground_bbox(m) is None
+    m[1, 2, 3] = m[3, 4, 3] = True
+    assert foreground_bbox(m) == ((1, 4), (2, 5), (3, 4))
+    m[:] = True
+    assert foreground_bbox(m) == ((0, 5), (0, 6), (0, 7))
+
+
+def test_margin_in_voxels_anisotropic():
+    # 10 mm with 2.5 mm slices and 0.8 mm pixels: 4 slices, ceil(12.5) = 13 pixels
+    assert margin_in_voxels(10, (2.5, 0.8, 0.8)) == (4, 13, 13)
+    # exact multiples do not round up (float noise tolerated)
+    assert margin_in_voxels(5, (2.5, 0.5, 1 / 3)) == (2, 10, 15)
+    assert margin_in_voxels(0, (2.5, 0.8, 0.8)) == (0, 0, 0)
+    assert margin_in_voxels((5, 1, 0), (2.5, 0.8, 0.8)) == (2, 2, 0)
+    with pytest.raises(ValueError):
+        margin_in_voxels(-1, (1, 1, 1))
+    with pytest.raises(ValueError):
+        margin_in_voxels(1, (1, 0, 1))
+    with pytest.raises(ValueError):
+        margin_in_voxels((1, 1), (1, 1, 1))
+
+
+def test_expand_bbox_clips_at_borders():
+    box = ((1, 3), (5, 9), (0, 2))
+    assert expand_bbox(box, (2, 2, 2), (10, 10, 10)) == ((0, 5), (3, 10), (0, 4))
+    assert expand_bbox(box, (0, 0, 0), (10, 10, 10)) == box
+    assert expand_bbox(((0, 10),), (100,), (10,)) == ((0, 10),)
+
+
+def test_bbox_with_margin_mm_anisotropic():
+    m = np.zeros((20, 100, 100), bool)
+    m[10, 50:52, 40] = True
+    # 5 mm: 2 slices at 2.5 mm, 7 pixels at 0.75 mm (5 / 0.75 = 6.67), 10 pixels at 0.5 mm
+    assert bbox_with_margin_mm(m, 5.0, (2.5, 0.75, 0.5)) == ((8, 13), (43, 59), (30, 51))
+    # clipped at the volume borders
+    m[:] = False
+    m[0, 0, 99] = True
+    assert bbox_with_margin_mm(m, 5.0, (2.5, 0.75, 0.5)) == ((0, 3), (0, 8), (89, 100))
+    assert bbox_with_margin_mm(np.zeros((3, 3, 3), bool), 5.0, (1, 1, 1)) is None
+
+
+def test_scale_bbox_rounds_outwards():
+    # a box of a 4x downsampled grid onto the full grid: multiplied by R
+    assert scale_bbox(((1, 3), (0, 2)), (10, 8), (40, 32)) == ((4, 12), (0, 8))
+    # uneven ratio (shape 10 -> 25): covers at least the physical extent, clipped
+    assert scale_bbox(((1, 3), (9, 10)), (10, 10), (25, 25)) == ((2, 8), (22, 25))
+
+
+def test_preprocessed_box_to_raw_with_crop_and_transpose():
+    props = {"shape_after_cropping_and_before_resampling": (20, 40, 60),  # transposed axes
+             "bbox_used_for_cropping": [[2, 22], [5, 45], [0, 60]]}
+    box = ((1, 2), (0, 5), (10, 30))  # on a (10, 20, 30) preprocessed grid
+    raw = c2f.preprocessed_box_to_raw(box, (10, 20, 30), props, transpose_backward=(2, 0, 1))
+    # scaled: (2, 4), (0, 10), (20, 60); shifted by the crop: (4, 6), (5, 15), (20, 60); transposed back
+    assert raw == ((20, 60), (4, 6), (5, 15))
+
+
+def test_remove_small_components_paste_and_vote():
+    seg = np.zeros((1, 20, 20), np.uint8)
+    seg[0, 0:5, 0:5] = 1   # 25 voxels
+    seg[0, 10:12, 10:12] = 2  # 4 voxels: 4 / 29 < 0.2
+    seg[0, 15:18, 15:18] = 1  # 9 voxels: 9 / 38 > 0.2
+    out = c2f.remove_small_components(seg, 0.2)
+    assert out[0, 10:12, 10:12].sum() == 0 and out[0, 0:5, 0:5].all() and out[0, 15:18, 15:18].all()
+    assert c2f.remove_small_components(seg, 0) is seg
+    assert (c2f.remove_small_components(np.zeros_like(seg), 0.2) == 0).all()
+
+    full = c2f.paste(np.ones((2, 3), np.uint8), ((1, 3), (2, 5)), (4, 6))
+    assert full.sum() == 6 and full[1:3, 2:5].all()
+    with pytest.raises(ValueError):
+        c2f.paste(np.ones((2, 2), np.uint8), ((1, 3), (2, 5)), (4, 6))
+
+    f1, f2, c = np.array([1, 1, 0, 2, 1]), np.array([1, 0, 2, 2, 2]), np.array([0, 0, 2, 1, 0])
+    assert c2f.majority_vote(f1, f2, c).tolist() == [1, 0, 2, 2, 1]
+
+
+# ------------------------------------------------------------------------------------------------ trainers by name
+def test_fine_and_centre_suffixes_found_by_nnunet(monkeypatch):
+    monkeypatch.setenv("nnUNet_extTrainer", nnunet_ext.EXT_TRAINER_DIR)
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    cls = recursive_find_trainer_class_by_name("nnUNetTrainerPlainUNet_fine_1epoch_4iters")
+    assert issubclass(cls, tc2f.FineStageMixin)
+    assert cls.fine_margin_mm == tc2f.DEFAULT_FINE_MARGIN_MM and cls.fine_margin_vox is None
+    assert cls.merged_hparams() == {"num_epochs": 1, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 1}
+    cls = recursive_find_trainer_class_by_name("nnUNetTrainerPlainUNet_fine7p5mm_centre20pct")
+    assert cls.fine_margin_mm == 7.5 and issubclass(cls, tc2f.CentreLossMixin) and cls.centre_epoch_fraction == 0.2
+    cls = recursive_find_trainer_class_by_name("nnUNetTrainerPlainUNet_fine10vox")
+    assert cls.fine_margin_vox == 10 and cls.fine_margin_mm is None
+    explicit = recursive_find_trainer_class_by_name("nnUNetTrainerPlainUNetFine")
+    assert issubclass(explicit, tc2f.FineStageMixin)
+
+
+def test_resdsn_fine_trainers_when_resdsn_exists():
+    from nnunet_ext import trainers
+
+    names = trainers.exported_trainers()
+    if "nnUNetTrainerResDSN" not in names:
+        pytest.skip("trainers/resdsn.py is not there")
+    assert issubclass(names["nnUNetTrainerResDSNFine"], names["nnUNetTrainerResDSN"])
+    assert issubclass(names["nnUNetTrainerResDSNFine"], tc2f.FineStageMixin)
+    if "nnUNetTrainerTwoStageUNet" in names:
+        assert names["nnUNetTrainerTwoStageUNetFine"].fine_margin_vox == tc2f.TWO_STAGE_FINE_MARGIN_VOX
+
+
+# ------------------------------------------------------------------------------------------------ fine-stage sampling
+class _FakeDataset:
+    """Stand-in for nnU-Net's dataset classes: one synthetic case, values 1 inside the expected crop, -5 outside."""
+
+    def __init__(self, shape=(20, 60, 60), fg=((8, 11), (25, 31), (30, 34)), with_fg=True):
+        self.identifiers = ["case"]
+        self.shape, self.fg = shape, fg
+        self.seg = np.zeros((1, *shape), np.int8)
+        if with_fg:
+            self.seg[(0, *[slice(a, b) for a, b in fg])] = 1
+            self.seg[0, fg[0][0], fg[1][0], fg[2][0]] = 2
+        locs = np.argwhere(self.seg > 0)
+        self.props = {"spacing": [2.5, 0.8, 0.8],
+                      "class_locations": {1: locs[self.seg[tuple(locs.T)] == 1], 2: locs[self.seg[tuple(locs.T)] == 2]}}
+
+    def load_case(self, identifier):
+        return np.zeros((1, *self.shape), np.float32), self.seg, None, self.props
+
+
+def test_fg_box_cropped_dataset_crops_and_shifts():
+    ds = _FakeDataset()
+    w = FgBoxCroppedDataset(ds, margin_mm=5.0, spacing=(2.5, 0.8, 0.8))
+    data, seg, _, props = w.load_case("case")
+    # margin: 2 slices, 7 pixels (5 / 0.8 = 6.25)
+    assert props["c2f_fg_box"] == ((6, 13), (18, 38), (23, 41))
+    assert data.shape == (1, 7, 20, 18) and seg.shape == data.shape
+    assert seg.sum() == ds.seg.sum()  # all foreground kept
+    for k, v in props["class_locations"].items():
+        assert len(v) == len(ds.props["class_locations"][k])
+        assert np.all(seg[tuple(v.T)] == k)  # shifted locations point at the same voxels
+    assert ds.props["class_locations"][1].shape == (len(ds.props["class_locations"][1]), 4)  # original untouched
+    wv = FgBoxCroppedDataset(ds, margin_vox=3)
+    assert wv.load_case("case")[3]["c2f_fg_box"] == ((5, 14), (22, 34), (27, 37))
+    # no foreground: the case stays whole
+    empty = FgBoxCroppedDataset(_FakeDataset(with_fg=False), margin_vox=3)
+    assert empty.load_case("case")[0].shape == (1, 20, 60, 60)
+    with pytest.raises(ValueError):
+        FgBoxCroppedDataset(ds, margin_mm=1.0, margin_vox=1)
+
+
+def test_nnunet_dataloader_samples_only_inside_the_box():
+    """nnU-Net's own data loader on the wrapped dataset: every patch voxel is inside the box or padding."""
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    class Marked(_FakeDataset):
+        def load_case(self, identifier):
+            data, seg, prev, props = super().load_case(identifier)
+            data = np.full_like(data, -5.0)  # outside the box + margin
+            data[(0, *[slice(lo, hi) for lo, hi in ((6, 13), (18, 38), (23, 41))])] = 1.0
+            return data, seg, prev, props
+
+    ds = Marked()
+    w = FgBoxCroppedDataset(ds, margin_mm=5.0, spacing=(2.5, 0.8, 0.8))
+    lm = LabelManager({"background": 0, "a": 1, "b": 2}, regions_class_order=None)
+    np.random.seed(0)
+    dl = nnUNetDataLoader(w, 4, (10, 24, 24), (8, 16, 16), lm, oversample_foreground_percent=0.5)
+    seen_inside = 0
+    for _ in range(30):
+        batch = dl.generate_train_batch()
+        d = batch["data"].numpy()
+        assert not np.any(d == -5.0), "a patch reached outside the ground-truth box + margin"
+        seen_inside += int((d == 1.0).sum())
+        assert set(np.unique(batch["target"].numpy())) <= {-1, 0, 1, 2}
+    assert seen_inside > 0
+    # and without the wrapper the same loader does leave the box (the test can fail)
+    dl_plain = nnUNetDataLoader(ds, 4, (10, 24, 24), (8, 16, 16), lm, oversample_foreground_percent=0.0)
+    assert any(np.any(dl_plain.generate_train_batch()["data"].numpy() == -5.0) for _ in range(10))
+
+
+# ------------------------------------------------------------------------------------------------ centre loss
+def test_slice_centres_and_centre_loss():
+    m = torch.zeros(1, 2, 5, 7)
+    m[0, 0, 1, 2] = 1
+    m[0, 0, 3, 4] = 1
+    c, mass = tc2f.slice_centres(m)
+    assert torch.allclose(c[0, 0], torch.tensor([2.0, 3.0])) and mass[0, 1] == 0
+
+    target = torch.zeros(1, 1, 2, 8, 8, dtype=torch.long)
+    target[0, 0, 0, 2:4, 2:4] = 1
+    perfect = torch.full((1, 3, 2, 8, 8), -20.0)
+    perfect[:, 0] = 20.0
+    perfect[0, 0, 0, 2:4, 2:4] = -20.0
+    perfect[0, 1, 0, 2:4, 2:4] = 20.0
+    assert tc2f.centre_loss(perfect, target).item() < 1e-3
+    shifted = torch.roll(perfect, shifts=3, dims=-1).requires_grad_(True)
+    loss = tc2f.centre_loss(shifted, target)
+    assert abs(loss.item() - 3.0) < 1e-2  # the centre moved by 3 pixels in the only labelled slice
+    loss.backward()
+    assert shifted.grad is not None and shifted.grad.abs().sum() > 0
+
+
+def test_centre_gamma_schedule_and_wrapper():
+    t = SimpleNamespace(centre_gamma=1e-3, centre_epoch_fraction=0.05, num_epochs=1000)
+    g = lambda e: tc2f.CentreLossMixin.centre_gamma_at(t, e)  # noqa: E731
+    assert g(0) == 1e-3 and g(49) == 1e-3 and g(50) == 0.0
+    t.num_epochs = 5  # short schedules keep the term for at least one epoch
+    assert g(0) == 1e-3 and g(1) == 0.0
+
+    base = lambda o, tg: torch.tensor(1.0)  # noqa: E731
+    w = tc2f.CentreLossWrapper(base, 0.5, regions=False, ignore_label=None)
+    target = torch.zeros(1, 1, 1, 8, 8, dtype=torch.long)
+    target[0, 0, 0, 0, 0] = 1
+    out = torch.zeros(1, 2, 1, 8, 8)
+    out[:, 1, :, 7, 7] = 30
+    assert w([out], [target]).item() > 1.0
+    w.gamma = 0.0
+    assert w([out], [target]).item() == 1.0
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def _c2f_cmd(ds, out, coarse, fine, *extra):
+    return ["nnunet-ext", "predict-c2f", "-i", str(ds.images_ts), "-o", str(out), "-d", str(ds.dataset_id),
+            "--coarse", coarse, "--fine", fine, "-f", "0", "--device", "cpu", "--disable-tta", *extra]
+
+
+@pytest.fixture(scope="module")
+def c2f_models(nnunet_dataset):
+    coarse = "nnUNetTrainerPlainUNet_1epoch_4iters"
+    fine = "nnUNetTrainerPlainUNet_fine_1epoch_4iters"
+    train(nnunet_dataset, coarse, "3d_fullres")
+    train(nnunet_dataset, fine, "3d_fullres")
+    return SimpleNamespace(coarse=f"{coarse}:3d_fullres", fine=f"{fine}:3d_fullres")
+
+
+def test_predict_c2f_end_to_end(nnunet_dataset, c2f_models, tmp_path):
+    ds = nnunet_dataset
+    out = tmp_path / "pred"
+    proc = run(_c2f_cmd(ds, out, c2f_models.coarse, c2f_models.fine, "--coarse-step", "0.9", "--fine-step", "0.5"),
+               ds.env)
+    assert_predictions_match_inputs(out, ds.images_ts)
+    times = json.loads((out / c2f.TIMES_FILE).read_text())
+    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in ds.images_ts.glob("*_0000.nii.gz"))
+    assert sorted(times["cases"]) == cases
+    for case, rec in times["cases"].items():
+        assert rec["coarse_s"] > 0 and rec["fine_s"] > 0
+        assert abs(rec["total_s"] - rec["coarse_s"] - rec["fine_s"]) < 1e-6
+        assert f"{case}: coarse " in proc.stdout
+        # a 1-epoch model may find no foreground: either path is fine, but it must be the one reported
+        notice = f"{case}: the coarse model found no foreground" in proc.stdout
+        assert notice == rec["fallback_whole_volume"]
+        if rec["fallback_whole_volume"]:
+            assert rec["boxes"] is None and rec["fine_voxels_fraction"] == 1.0
+        else:
+            (box,) = rec["boxes"]
+            assert all(0 <= lo < hi <= n for (lo, hi), n in zip(box, rec["shape"]))
+            # everything outside the box is background
+            import SimpleITK as sitk
+            seg = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
+            inside = np.zeros(seg.shape, bool)
+            inside[tuple(slice(lo, hi) for lo, hi in box)] = True
+            assert not np.any(seg[~inside])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pred")]  # temp folder gone
+
+
+@pytest.mark.parametrize("what", ["missing_fold", "missing_config", "missing_trainer", "bad_spec", "bad_input"])
+def test_predict_c2f_bad_input_writes_nothing(nnunet_dataset, c2f_models, tmp_path, what):
+    ds = nnunet_dataset
+    out = tmp_path / "pred"
+    coarse, fine, extra, inp = c2f_models.coarse, c2f_models.fine, [], ds.images_ts
+    expect = {"missing_fold": "fold 3", "missing_config": "3d_lowres", "missing_trainer": "nnUNetTrainerNope",
+              "bad_spec": "TRAINER:CONFIGURATION", "bad_input": "broken_0000.nii.gz"}[what]
+    if what == "missing_fold":
+        extra = ["-f", "3"]
+    elif what == "missing_config":
+        fine = fine.replace("3d_fullres", "3d_lowres")
+    elif what == "missing_trainer":
+        coarse = "nnUNetTrainerNope:3d_fullres"
+    elif what == "bad_spec":
+        fine = "nnUNetTrainerPlainUNet"
+    elif what == "bad_input":
+        inp = tmp_path / "in"
+        shutil.copytree(ds.images_ts, inp)
+        (inp / "broken_0000.nii.gz").write_bytes(b"not a nifti")
+    cmd = _c2f_cmd(ds, out, coarse, fine, *extra)
+    cmd[cmd.index("-i") + 1] = str(inp)
+    proc = run(cmd, ds.env, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nnunet-ext predict-c2f: error:") and expect in err[0], proc.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pred")]
+
+
+def test_predict_c2f_refuses_models_of_different_datasets(nnunet_dataset, c2f_models, tmp_path):
+    """A coarse model of another dataset (same trainer/config names) is refused, naming both datasets."""
+    ds = nnunet_dataset
+    trainer, config = c2f_models.coarse.split(":")
+    src = ds.results / ds.dataset_folder.name / f"{trainer}__nnUNetPlans__{config}"
+    other = ds.results / "Dataset992_OtherOrgan" / src.name
+    if not other.exists():
+        shutil.copytree(src, other)
+        plans = json.loads((other / "plans.json").read_text())
+        plans["dataset_name"] = "Dataset992_OtherOrgan"
+        (other / "plans.json").write_text(json.dumps(plans))
+    out = tmp_path / "pred"
+    proc = run(_c2f_cmd(ds, out, c2f_models.coarse, c2f_models.fine, "--coarse-dataset", "992"), ds.env,
+               check=False)
+    assert proc.returncode == 2 and "Dataset992_OtherOrgan" in proc.stderr and "Dataset991" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    # a different label set is refused too
+    dj = json.loads((other / "dataset.json").read_text())
+    plans = json.loads((other / "plans.json").read_text())
+    plans["dataset_name"] = ds.dataset_folder.name
+    (other / "plans.json").write_text(json.dumps(plans))
+    dj["labels"] = {"background": 0, "liver": 1}
+    (other / "dataset.json").write_text(json.dumps(dj))
+    proc = run(_c2f_cmd(ds, out, c2f_models.coarse, c2f_models.fine, "--coarse-dataset", "992"), ds.env,
+               check=False)
+    assert proc.returncode == 2 and "label sets" in proc.stderr and not out.exists()
+    shutil.rmtree(other.parent)
+
+
+def test_make_coarse_config(nnunet_dataset):
+    ds = nnunet_dataset
+    src = json.loads(ds.plans_file.read_text())
+    src["plans_name"] = "C2fTestPlans"
+    plans_file = ds.plans_file.with_name("C2fTestPlans.json")
+    plans_file.write_text(json.dumps(src))
+    run(["nnunet-ext", "make-coarse-config", "-d", str(ds.dataset_id), "--plans", "C2fTestPlans"], ds.env)
+    plans = json.loads(plans_file.read_text())
+    entry = plans["configurations"]["3d_coarse4"]
+    assert entry["inherits_from"] == "3d_fullres"
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    cm = PlansManager(plans).get_configuration("3d_coarse4")
+    full = PlansManager(plans).get_configuration("3d_fullres")
+    assert np.allclose(cm.spacing, np.array(full.spacing) * 4)
+    assert cm.data_identifier == "C2fTestPlans_3d_coarse4"
+    assert cm.normalization_schemes == full.normalization_schemes  # inherited
+    assert all(p <= max(m, 8) * 2 for p, m in zip(cm.patch_size, cm.median_image_size_in_voxels))
+    n = cm.network_arch_init_kwargs["n_stages"]
+    assert len(cm.network_arch_init_kwargs["strides"]) == n
+    # again: refused without --overwrite, one line
+    proc = run(["nnunet-ext", "make-coarse-config", "-d", str(ds.dataset_id), "--plans", "C2fTestPlans"], ds.env,
+               check=False)
+    assert proc.returncode == 2 and "exists already" in proc.stderr
+    proc = run(["nnunet-ext", "make-coarse-config", "-d", str(ds.dataset_id), "--plans", "NoSuchPlans"], ds.env,
+               check=False)
+    assert proc.returncode == 2 and "NoSuchPlans.json" in proc.stderr
+    plans_file.unlink()
+
+
+@pytest.mark.slow
+def test_two_stage_end_to_end(nnunet_dataset, tmp_path):
+    """make-coarse-config (R = 4) -> preprocess -> coarse + fine (box + 10 voxels) -> predict-c2f --mode two-stage."""
+    ds = nnunet_dataset
+    run(["nnunet-ext", "make-coarse-config", "-d", str(ds.dataset_id), "--name", "3d_coarse4ts", "--preprocess"],
+        {**ds.env, "nnUNet_n_proc_DA": "1"})
+    train(ds, "nnUNetTrainerPlainUNet_1epoch_4iters", "3d_coarse4ts")
+    train(ds, "nnUNetTrainerPlainUNet_fine10vox_centre_1epoch_4iters", "3d_fullres")
+    out = tmp_path / "pred"
+    proc = run(["nnunet-ext", "predict-c2f", "-i", str(ds.images_ts), "-o", str(out), "-d", str(ds.dataset_id),
+                "--coarse", "nnUNetTrainerPlainUNet_1epoch_4iters:3d_coarse4ts",
+                "--fine", "nnUNetTrainerPlainUNet_fine10vox_centre_1epoch_4iters:3d_fullres", "-f", "0",
+                "--mode", "two-stage", "--device", "cpu", "--disable-tta"], ds.env)
+    assert_predictions_match_inputs(out, ds.images_ts)
+    times = json.loads((out / c2f.TIMES_FILE).read_text())
+    for case, rec in times["cases"].items():
+        assert rec["mode"] == "two-stage"
+        assert rec["fallback_whole_volume"] == (f"{case}: the coarse model found no foreground" in proc.stdout)
+        if not rec["fallback_whole_volume"]:
+            assert len(rec["boxes"]) == 2

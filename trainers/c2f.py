@@ -1,0 +1,341 @@
+"""Fine-stage training and the centre loss of the coarse-to-fine methods, as name suffixes for ANY of our trainers.
+
+**Fine stage** (resdsn_c2f Sec. 3.2 / 4.1: "we randomly cropped 64x64x64 sub-volumes constrained to be from the
+pancreas regions defined by ground-truth labels"; two_stage_unet Sec. 2.2: "the bounding boxes are extracted from the
+ground-truth mask Y, and then enlarged by adding margins (10 pixels)"). ``<Trainer>_fine`` trains ``<Trainer>`` on
+cases cropped to the ground-truth bounding box of the foreground (all non-background labels) plus a margin. The
+crop happens when nnU-Net's data loader loads a case (:class:`FgBoxCroppedDataset` wraps nnU-Net's dataset class),
+so nnU-Net's own patch sampling, foreground oversampling, padding and augmentation run unchanged on the cropped
+case. A crop smaller than the patch is zero-padded (in normalised intensities) exactly as nnU-Net's sliding window
+pads the coarse box at inference (``nnunet-ext predict-c2f``), so training and inference see the same thing.
+
+Suffix tokens (no ``_`` inside a token):
+
+``fine``          box + :data:`DEFAULT_FINE_MARGIN_MM` mm on every axis
+``fine<M>mm``     box + M mm (``fine7p5mm`` = 7.5 mm), converted per axis with the configuration's spacing
+``fine<K>vox``    box + K voxels of the preprocessed data (two_stage_unet: ``fine10vox``)
+
+Only the training/validation *data loaders* see crops; nnU-Net's final validation (``perform_actual_validation``)
+still predicts the full validation cases, i.e. it measures the fine model used alone over the whole volume.
+
+**Centre loss** (two_stage_unet Eq. 1): ``L = L_seg + gamma * L_center`` with ``L_center = sum_d |f(Y_d) - f(Yhat_d)|``,
+``f`` the centre of mass of slice ``d`` (first spatial axis, the axial slices in nnU-Net's z, y, x order) of the
+foreground (all non-background labels; the prediction's soft foreground probability 1 - p_background). ``gamma`` is
+1e-3 for the first part of the schedule, then 0. The paper keeps it for "the initial 50 epochs" without giving its
+total; we read that as 50 of nnU-Net's default 1000 epochs, i.e. the first 5% of ``num_epochs`` (at least one
+epoch), changeable with the suffix. ``L_seg`` is the trainer's own loss (nnU-Net's Dice + CE with deep supervision);
+the centre term is computed on the full-resolution output only.
+
+``centre`` / ``center``    gamma = 1e-3 for the first 5% of the epochs
+``centre<P>pct``           ... for the first P% of the epochs
+
+Explicit trainers (one line each) at the bottom of the module: ``nnUNetTrainerPlainUNetFine``,
+``nnUNetTrainerResDSNFine`` (box + 10 mm) and ``nnUNetTrainerTwoStageUNetFine`` (box + 10 voxels); any other
+fine-stage trainer is a name, e.g. ``nnUNetTrainerSResDSN_fine``, ``nnUNetTrainerDSN_fine5mm_10epochs``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._naming import register_suffix
+from .plain_unet import nnUNetTrainerPlainUNet
+from .resdsn import nnUNetTrainerResDSN, nnUNetTrainerTwoStageUNet
+
+#: margin of ``_fine`` (mm); also the default ``--margin-mm`` of ``nnunet-ext predict-c2f``
+DEFAULT_FINE_MARGIN_MM = 10.0
+#: two_stage_unet Sec. 2.2: ground-truth boxes + 10 voxels
+TWO_STAGE_FINE_MARGIN_VOX = 10
+#: two_stage_unet Sec. 2.3: gamma = 1e-3 ...
+CENTRE_GAMMA = 1e-3
+#: ... for the initial 50 epochs; read as 50 of nnU-Net's default 1000 epochs
+CENTRE_EPOCH_FRACTION = 50 / 1000
+
+
+# ------------------------------------------------------------------------------------------------ box arithmetic
+Box = Tuple[Tuple[int, int], ...]  # per axis (lo, hi), hi exclusive
+
+
+def foreground_bbox(mask: np.ndarray) -> Optional[Box]:
+    """Tight bounding box ``((lo, hi), ...)`` (hi exclusive) of the nonzero voxels of ``mask``; None if there are none."""
+    mask = np.asarray(mask)
+    if not mask.any():
+        return None
+    box = []
+    for ax in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != ax)
+        idx = np.flatnonzero(mask.any(axis=other) if other else mask)
+        box.append((int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
+
+
+def margin_in_voxels(margin_mm, spacing: Sequence[float]) -> Tuple[int, ...]:
+    """A margin in mm (scalar or per axis) as whole voxels per axis for ``spacing`` (mm, same axis order): the
+    smallest number of voxels that covers at least ``margin_mm`` (``ceil``, with a tolerance for float noise)."""
+    spacing = [float(s) for s in spacing]
+    if any(not (s > 0 and math.isfinite(s)) for s in spacing):
+        raise ValueError(f"spacing must be positive, got {spacing}")
+    mm = [float(margin_mm)] * len(spacing) if np.isscalar(margin_mm) else [float(m) for m in margin_mm]
+    if len(mm) != len(spacing):
+        raise ValueError(f"margin {margin_mm} has {len(mm)} axes, spacing {spacing} has {len(spacing)}")
+    if any(m < 0 or not math.isfinite(m) for m in mm):
+        raise ValueError(f"margin must be >= 0 mm, got {margin_mm}")
+    return tuple(int(math.ceil(m / s - 1e-6)) for m, s in zip(mm, spacing))
+
+
+def expand_bbox(box: Box, margin_vox: Sequence[int], shape: Sequence[int]) -> Box:
+    """``box`` grown by ``margin_vox`` voxels on both sides of every axis, clipped to ``[0, shape)``."""
+    if not (len(box) == len(margin_vox) == len(shape)):
+        raise ValueError(f"box {box}, margin {margin_vox} and shape {shape} differ in dimensions")
+    return tuple((max(0, int(lo) - int(m)), min(int(n), int(hi) + int(m)))
+                 for (lo, hi), m, n in zip(box, margin_vox, shape))
+
+
+def bbox_with_margin_mm(mask: np.ndarray, margin_mm, spacing: Sequence[float]) -> Optional[Box]:
+    """Foreground box of ``mask`` + ``margin_mm`` (converted per axis with ``spacing``), clipped at the borders."""
+    box = foreground_bbox(mask)
+    if box is None:
+        return None
+    return expand_bbox(box, margin_in_voxels(margin_mm, spacing), mask.shape)
+
+
+def scale_bbox(box: Box, from_shape: Sequence[int], to_shape: Sequence[int]) -> Box:
+    """Map a box on a grid of ``from_shape`` onto a grid covering the same extent with ``to_shape`` voxels (e.g. a
+    box on a volume downsampled by R onto the full-resolution volume: multiply by R, two_stage_unet Sec. 2.2).
+    Rounds outwards, so the scaled box covers at least the physical extent of the original one."""
+    out = []
+    for (lo, hi), a, b in zip(box, from_shape, to_shape):
+        f = float(b) / float(a)
+        out.append((max(0, int(math.floor(lo * f + 1e-6))), min(int(b), int(math.ceil(hi * f - 1e-6)))))
+    return tuple(out)
+
+
+def box_slices(box: Box) -> Tuple[slice, ...]:
+    return tuple(slice(lo, hi) for lo, hi in box)
+
+
+def box_size(box: Box) -> Tuple[int, ...]:
+    return tuple(hi - lo for lo, hi in box)
+
+
+# ------------------------------------------------------------------------------------------------ fine-stage data
+class FgBoxCroppedDataset:
+    """nnU-Net dataset (any of its classes) whose ``load_case`` returns the case cropped to the ground-truth
+    foreground box plus a margin; ``class_locations`` (nnU-Net's foreground-oversampling samples) are shifted into
+    the crop. Boxes are computed once per case from the preprocessed segmentation and cached."""
+
+    def __init__(self, dataset, margin_mm: Optional[float] = None, margin_vox: Optional[int] = None,
+                 spacing: Optional[Sequence[float]] = None, ignore_label: Optional[int] = None,
+                 transpose_forward: Sequence[int] = (0, 1, 2)):
+        if (margin_mm is None) == (margin_vox is None):
+            raise ValueError("give exactly one of margin_mm and margin_vox")
+        self.dataset = dataset
+        self.identifiers = dataset.identifiers
+        self.margin_mm, self.margin_vox = margin_mm, margin_vox
+        self.spacing = None if spacing is None else [float(s) for s in spacing]
+        self.ignore_label = ignore_label
+        self.transpose_forward = list(transpose_forward)
+        self._boxes: Dict[str, Optional[Box]] = {}
+
+    def __getattr__(self, item):  # everything else (source_folder, ...) from the wrapped dataset
+        if item == "dataset":
+            raise AttributeError(item)
+        return getattr(self.dataset, item)
+
+    def __getitem__(self, identifier):
+        return self.load_case(identifier)
+
+    def _spacing_of(self, properties: dict, ndim: int) -> Sequence[float]:
+        if self.spacing is not None and len(self.spacing) == ndim:
+            return self.spacing
+        # 2d configurations keep the case's own spacing between slices
+        original = [properties["spacing"][i] for i in self.transpose_forward]
+        return [original[0], *self.spacing] if self.spacing is not None else original
+
+    def box_of(self, identifier: str, seg, properties: dict) -> Optional[Box]:
+        if identifier not in self._boxes:
+            s = np.asarray(seg[:])[0]
+            fg = s > 0
+            if self.ignore_label is not None:
+                fg &= s != self.ignore_label
+            box = foreground_bbox(fg)
+            if box is not None:
+                margin = ([self.margin_vox] * fg.ndim if self.margin_vox is not None
+                          else margin_in_voxels(self.margin_mm, self._spacing_of(properties, fg.ndim)))
+                box = expand_bbox(box, margin, fg.shape)
+            self._boxes[identifier] = box
+        return self._boxes[identifier]
+
+    def load_case(self, identifier):
+        data, seg, seg_prev, properties = self.dataset.load_case(identifier)
+        box = self.box_of(identifier, seg, properties)
+        if box is None:  # no foreground in this case: nothing to crop to, keep it whole
+            return data, seg, seg_prev, properties
+        sl = (slice(None), *box_slices(box))
+        data = np.asarray(data[sl])
+        seg = np.asarray(seg[sl])
+        if seg_prev is not None:
+            seg_prev = np.asarray(seg_prev[box_slices(box)] if np.ndim(seg_prev) == len(box) else seg_prev[sl])
+        properties = dict(properties)
+        lo = np.array([0] + [b[0] for b in box])
+        hi = np.array([np.iinfo(np.int64).max] + [b[1] for b in box])
+        locs = {}
+        for k, v in properties.get("class_locations", {}).items():
+            v = np.asarray(v)
+            if v.size == 0:
+                locs[k] = v
+                continue
+            inside = np.all((v >= lo) & (v < hi), axis=1)
+            locs[k] = v[inside] - lo
+        properties["class_locations"] = locs
+        properties["c2f_fg_box"] = box
+        return data, seg, seg_prev, properties
+
+
+class FineStageMixin:
+    """Mixin of ``<Trainer>_fine``: the training and validation data loaders see each case cropped to its
+    ground-truth foreground box + margin (class attributes ``fine_margin_mm`` / ``fine_margin_vox``)."""
+
+    fine_margin_mm: Optional[float] = DEFAULT_FINE_MARGIN_MM
+    fine_margin_vox: Optional[int] = None
+
+    def get_tr_and_val_datasets(self):
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        kw = dict(margin_mm=None if self.fine_margin_vox is not None else self.fine_margin_mm,
+                  margin_vox=self.fine_margin_vox, spacing=self.configuration_manager.spacing,
+                  ignore_label=self.label_manager.ignore_label,
+                  transpose_forward=self.plans_manager.transpose_forward)
+        margin = f"{self.fine_margin_vox} voxels" if self.fine_margin_vox is not None else f"{self.fine_margin_mm} mm"
+        self.print_to_log_file(f"fine stage: patches sampled inside the ground-truth foreground box + {margin}")
+        return FgBoxCroppedDataset(dataset_tr, **kw), FgBoxCroppedDataset(dataset_val, **kw)
+
+
+def _fine_suffix(m: "re.Match[str]"):
+    value, unit = m.group(1), m.group(2)
+    if value is None:
+        return {}, {"fine_margin_mm": DEFAULT_FINE_MARGIN_MM, "fine_margin_vox": None}, (FineStageMixin,)
+    v = float(value.replace("p", "."))
+    if unit == "vox":
+        if v != int(v):
+            raise ValueError(f"a margin in voxels must be a whole number, got {m.group(0)!r}")
+        return {}, {"fine_margin_mm": None, "fine_margin_vox": int(v)}, (FineStageMixin,)
+    return {}, {"fine_margin_mm": v, "fine_margin_vox": None}, (FineStageMixin,)
+
+
+register_suffix("fine", r"fine(?:(\d+(?:p\d+)?)(mm|vox))?", _fine_suffix,
+                "fine stage: patches only inside the ground-truth foreground box + margin "
+                f"(_fine = {DEFAULT_FINE_MARGIN_MM:g} mm, _fine<M>mm, _fine<K>vox)",
+                applies_to=lambda base: not issubclass(base, FineStageMixin))
+
+
+# ------------------------------------------------------------------------------------------------ centre loss
+def slice_centres(mask: torch.Tensor, eps: float = 1e-6) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Centre of mass (in voxel coordinates) of every slice along the first spatial axis of a soft/binary mask.
+
+    ``mask``: (b, z, y, x) or (b, y, x) (a 2D image is one slice). Returns ``(centres, mass)``: centres (b, d, 2)
+    (y, x) = ``sum_(u,v) (u, v) Y_d(u, v) / zeta`` with ``zeta = sum Y_d`` (two_stage_unet Eq. 1), and the mass
+    (b, d) (zeta)."""
+    if mask.ndim == 3:
+        mask = mask[:, None]
+    b, d, h, w = mask.shape
+    mass = mask.sum(dim=(2, 3))
+    yy = torch.arange(h, device=mask.device, dtype=mask.dtype)
+    xx = torch.arange(w, device=mask.device, dtype=mask.dtype)
+    cy = (mask.sum(dim=3) * yy).sum(dim=2) / (mass + eps)
+    cx = (mask.sum(dim=2) * xx).sum(dim=2) / (mass + eps)
+    return torch.stack((cy, cx), dim=-1), mass
+
+
+def centre_loss(logits: torch.Tensor, target: torch.Tensor, regions: bool = False,
+                ignore_label: Optional[int] = None) -> torch.Tensor:
+    """``L_center = sum_d |f(Y_d) - f(Yhat_d)|`` (two_stage_unet Eq. 1), averaged over the batch. ``Yhat`` is the
+    soft foreground (1 - softmax background; for region training the max of the sigmoids), ``Y`` the binary
+    foreground of ``target`` (b, 1, ...). Slices without ground-truth foreground have no centre and are skipped."""
+    logits = logits.float()
+    if regions:
+        p_fg = torch.sigmoid(logits).amax(dim=1)
+        y = (target > 0).any(dim=1)
+    else:
+        p_fg = 1 - torch.softmax(logits, dim=1)[:, 0]
+        t = target[:, 0]
+        y = t > 0
+        if ignore_label is not None:
+            y = y & (t != ignore_label)
+    c_pred, _ = slice_centres(p_fg)
+    c_true, mass_true = slice_centres(y.to(p_fg.dtype))
+    dist = torch.linalg.vector_norm(c_pred - c_true, dim=-1)
+    dist = torch.where(mass_true > 0, dist, torch.zeros_like(dist))
+    return dist.sum(dim=1).mean()
+
+
+class CentreLossWrapper(nn.Module):
+    """``loss(output, target) + gamma * centre_loss(highest-resolution output, target)``; ``gamma`` is set by the
+    trainer at every epoch start."""
+
+    def __init__(self, loss: nn.Module, gamma: float, regions: bool, ignore_label: Optional[int]):
+        super().__init__()
+        self.loss, self.gamma, self.regions, self.ignore_label = loss, float(gamma), regions, ignore_label
+
+    def forward(self, output, target):
+        base = self.loss(output, target)
+        if self.gamma == 0:
+            return base
+        out0 = output[0] if isinstance(output, (list, tuple)) else output
+        tgt0 = target[0] if isinstance(target, (list, tuple)) else target
+        return base + self.gamma * centre_loss(out0, tgt0, self.regions, self.ignore_label)
+
+
+class CentreLossMixin:
+    """Mixin of ``<Trainer>_centre``: adds two_stage_unet's centre loss (gamma = ``centre_gamma`` for the first
+    ``centre_epoch_fraction`` of ``num_epochs``, at least one epoch; then 0)."""
+
+    centre_gamma: float = CENTRE_GAMMA
+    centre_epoch_fraction: float = CENTRE_EPOCH_FRACTION
+
+    def centre_gamma_at(self, epoch: int) -> float:
+        n_on = max(1, int(math.ceil(self.centre_epoch_fraction * self.num_epochs - 1e-9)))
+        return self.centre_gamma if epoch < n_on else 0.0
+
+    def _build_loss(self):
+        return CentreLossWrapper(super()._build_loss(), self.centre_gamma_at(0), self.label_manager.has_regions,
+                                 self.label_manager.ignore_label)
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self.loss.gamma = self.centre_gamma_at(self.current_epoch)
+
+
+def _centre_suffix(m: "re.Match[str]"):
+    if m.group(1) is None:
+        return {}, {"centre_epoch_fraction": CENTRE_EPOCH_FRACTION}, (CentreLossMixin,)
+    pct = int(m.group(1))
+    if not 0 < pct <= 100:
+        raise ValueError(f"centre-loss percentage must be in 1..100, got {m.group(0)!r}")
+    return {}, {"centre_epoch_fraction": pct / 100}, (CentreLossMixin,)
+
+
+register_suffix("centre", r"cent(?:re|er)(?:(\d+)pct)?", _centre_suffix,
+                "two_stage_unet's centre loss: + 1e-3 * per-slice centre-of-mass distance for the first 5% "
+                "(or <P>pct) of the epochs", applies_to=lambda base: not issubclass(base, CentreLossMixin))
+
+
+# ------------------------------------------------------------------------------------------------ explicit trainers
+class nnUNetTrainerPlainUNetFine(FineStageMixin, nnUNetTrainerPlainUNet):
+    """Plain U-Net fine stage (box + 10 mm)."""
+
+
+class nnUNetTrainerResDSNFine(FineStageMixin, nnUNetTrainerResDSN):
+    """ResDSN Fine (resdsn_c2f Sec. 3.2): patches inside the ground-truth box + 10 mm."""
+
+
+class nnUNetTrainerTwoStageUNetFine(FineStageMixin, nnUNetTrainerTwoStageUNet):
+    """Two-stage 3D U-Net, stage 2 (two_stage_unet Sec. 2.2): ground-truth box + 10 voxels. The paper's loss adds
+    the centre loss in both stages: ``nnUNetTrainerTwoStageUNetFine_centre`` (and ``nnUNetTrainerTwoStageUNet_centre``
+    for the coarse stage on ``make-coarse-config``'s configuration)."""
+    fine_margin_mm = None
+    fine_margin_vox = TWO_STAGE_FINE_MARGIN_VOX
