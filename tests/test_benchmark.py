@@ -1,0 +1,320 @@
+"""``nnunet-ext benchmark``: model figures on tiny explicit patches, FLOPs convention, Wilcoxon numbers, the accuracy
+part on fabricated nnU-Net-layout folders, and one-line errors for bad input (nothing written into --out)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_ext import benchmark as B
+from nnunet_ext.cli import main
+
+STOCK = "nnUNetTrainer"
+OURS = "nnUNetTrainerPlainUNet"
+
+
+# ------------------------------------------------------------------------------------------------ FLOPs convention
+@pytest.mark.parametrize("conv,in_shape,kw", [
+    (torch.nn.Conv2d, (1, 3, 17, 12), dict(kernel_size=3, padding=1)),
+    (torch.nn.Conv2d, (2, 4, 16, 16), dict(kernel_size=(3, 1), stride=2)),
+    (torch.nn.Conv3d, (1, 2, 8, 10, 12), dict(kernel_size=3, padding=1)),
+    (torch.nn.Conv3d, (1, 4, 6, 9, 7), dict(kernel_size=(1, 3, 3), stride=(1, 2, 2), bias=False)),
+])
+def test_conv_flops_equal_analytic_count(conv, in_shape, kw):
+    """torch's FlopCounterMode on the meta device: 2 * C_in * C_out * prod(k) * output voxels (batch included);
+    a multiply-add counts as 2 FLOPs, the bias is not counted."""
+    c_in, c_out = in_shape[1], 5
+    with torch.device("meta"):
+        m = conv(c_in, c_out, **kw)
+    out = m(torch.zeros(in_shape, device="meta"))
+    k = kw["kernel_size"]
+    k = (k,) * (len(in_shape) - 2) if isinstance(k, int) else k
+    analytic = 2 * c_in * c_out * int(np.prod(k)) * int(np.prod(out.shape[2:])) * in_shape[0]
+    assert B.forward_flops(m, in_shape, "meta") == analytic
+    # the same count on real tensors (the meta device does not change it)
+    m_cpu = conv(c_in, c_out, **kw)
+    assert B.forward_flops(m_cpu, in_shape, "cpu") == analytic
+
+
+# ------------------------------------------------------------------------------------------------ model figures
+def _direct_param_count(trainer, patch, batch):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans, dj, cfg = B.explicit_plans(patch, batch)
+    pm = PlansManager(plans)
+    cm = pm.get_configuration(cfg)
+    net = B.find_trainer_class(trainer).build_network_architecture(pm, cm, 1, 3, True)
+    return sum(p.numel() for p in net.parameters() if p.requires_grad), net, plans, dj, cfg
+
+
+@pytest.mark.parametrize("patch,batch,volume,isolate", [
+    ((32, 32), 2, (3, 40, 36), True),          # 2d: a fresh subprocess per trainer (the CLI's path)
+    ((16, 32, 32), 1, (16, 40, 32), False),    # 3d: in process
+])
+def test_model_figures_tiny_patch(patch, batch, volume, isolate):
+    plans, dj, cfg = B.explicit_plans(patch, batch)
+    res = B.run_model_figures([STOCK, OURS], plans, dj, cfg, device="cpu", warmup=1, repeats=2,
+                              volume_shape=list(volume), mirroring=False, isolate=isolate, log=lambda *a: None)
+    by = {r["trainer"]: r for r in res}
+    assert set(by) == {STOCK, OURS}
+    for name, r in by.items():
+        assert "error" not in r, r.get("traceback", r.get("error"))
+        assert r["patch_size"] == list(patch) and r["batch_size"] == batch
+        assert r["params"] > 0 and r["flops"] > 0 and r["train_ms"] > 0 and r["infer_s"] > 0
+        assert len(r["train_ms_all"]) == 2 and all(t > 0 for t in r["train_ms_all"])
+        assert r["step"] == "trainer.train_step", r["notes"]
+        n, net, *_ = _direct_param_count(name, patch, batch)
+        assert r["params"] == n
+        if isolate:  # a fresh process: the peak RSS rise is this model's
+            assert r["peak_mib"] > 0
+    # our plain U-Net must be stock nnU-Net's network
+    assert by[OURS]["params"] == by[STOCK]["params"] and by[OURS]["flops"] == by[STOCK]["flops"]
+
+
+def test_network_flops_meta_equal_cpu():
+    """FLOPs of a whole (stock) network: the meta-device count equals a real forward on the CPU, and is at least the
+    analytic count of its first convolution."""
+    n, net, plans, dj, cfg = _direct_param_count(STOCK, (32, 32), 1)
+    net.decoder.deep_supervision = False
+    net.eval()
+    cpu = B.forward_flops(net, (1, 1, 32, 32), "cpu")
+    meta = B.forward_flops(net.to("meta"), (1, 1, 32, 32), "meta")
+    first = 2 * 1 * 32 * 9 * 32 * 32
+    assert cpu == meta > first
+
+
+def test_explicit_plans_topology():
+    plans, dj, cfg = B.explicit_plans((40, 224, 224), 2, spacing=(2.5, 0.8, 0.8))
+    a = plans["configurations"][cfg]["architecture"]["arch_kwargs"]
+    assert cfg == "3d_fullres" and a["n_stages"] == 6 and a["strides"][1] == [1, 2, 2]
+    assert a["features_per_stage"] == [32, 64, 128, 256, 320, 320]
+    with pytest.raises(ValueError, match="not divisible"):
+        B.explicit_plans((30, 30), 2)
+
+
+# ------------------------------------------------------------------------------------------------ Wilcoxon
+def test_wilcoxon_equals_scipy():
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.8, 0.05, 23)
+    b = a + rng.normal(0.01, 0.02, 23)
+    a[[2, 7]] = np.nan
+    b[11] = np.nan
+    keep = ~(np.isnan(a) | np.isnan(b))
+    stat, p, n = B.wilcoxon_paired(a, b)
+    ref = wilcoxon(a[keep], b[keep])
+    assert n == keep.sum() == 20
+    assert stat == ref.statistic and p == ref.pvalue
+    # undefined cases: no pairs / identical
+    assert math.isnan(B.wilcoxon_paired([np.nan], [1.0])[1])
+    assert math.isnan(B.wilcoxon_paired([1.0, 2.0], [1.0, 2.0])[1])
+
+
+def _summary(cases):
+    """nnU-Net-layout summary from {case: {class: (dice, hd95, nsd)}}."""
+    return {"metric_per_case": [
+        {"reference_file": f"/gt/{c}.nii.gz", "prediction_file": f"/pred/{c}.nii.gz",
+         "metrics": {k: {"Dice": v[0], "IoU": v[0] / (2 - v[0]), "HD95": v[1], "NSD": v[2]}
+                     for k, v in per.items()}} for c, per in cases.items()], "mean": {}, "foreground_mean": {}}
+
+
+def test_accuracy_stats_pairing_and_nan():
+    """Pairs by case id (order and missing cases do not matter), NaN HD95 excluded from means and pairs, counted."""
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(0)
+    ids = [f"case_{i:03d}" for i in range(12)]
+    ref = {c: {"1": (rng.uniform(.7, .9), rng.uniform(1, 9), rng.uniform(.6, 1)),
+               "2": (rng.uniform(.2, .6), rng.uniform(3, 30), rng.uniform(.2, .8))} for c in ids}
+    oth = {c: {"1": (rng.uniform(.7, .9), rng.uniform(1, 9), rng.uniform(.6, 1)),
+               "2": (rng.uniform(.2, .6), float("nan") if c == "case_004" else rng.uniform(3, 30),
+                     rng.uniform(.2, .8))} for c in reversed(ids[1:])}  # case_000 missing, other order
+    per_case = {"ref": B.per_case_table([_summary(ref)]), "other": B.per_case_table([_summary(oth)])}
+    st = B.accuracy_stats(per_case, "ref")
+    assert "p" not in st["ref"]["1"]["Dice"]
+    d = st["other"]["2"]["HD95"]
+    assert d["n_nan"] == 1 and d["n"] == 10 and d["n_common"] == 11 and d["n_pairs"] == 10
+    common = [c for c in ids[1:] if c != "case_004"]
+    assert d["p"] == wilcoxon([oth[c]["2"][1] for c in common], [ref[c]["2"][1] for c in common]).pvalue
+    vals = [oth[c]["2"][1] for c in common]
+    assert d["mean"] == pytest.approx(np.mean(vals)) and d["std"] == pytest.approx(np.std(vals, ddof=1))
+    assert st["other"]["1"]["Dice"]["p"] == wilcoxon([oth[c]["1"][0] for c in ids[1:]],
+                                                     [ref[c]["1"][0] for c in ids[1:]]).pvalue
+
+
+# ------------------------------------------------------------------------------------------------ accuracy end to end
+def _write_seg(path: Path, arr: np.ndarray, spacing=(1.0, 1.0, 2.0)):
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(arr.astype(np.uint8))
+    img.SetSpacing(spacing)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path))
+
+
+def _ball(shape, center, r):
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    return (z - center[0]) ** 2 + (y - center[1]) ** 2 + (x - center[2]) ** 2 <= r ** 2
+
+
+def _case(rng, shape=(12, 20, 20)):
+    seg = np.zeros(shape, np.uint8)
+    c = rng.integers(6, 10, 3)
+    seg[_ball(shape, c, 4.5)] = 1
+    seg[_ball(shape, c + rng.integers(-1, 2, 3), 2.0)] = 2
+    return seg
+
+
+def _perturb(seg, rng, shift):
+    out = np.roll(seg, shift=tuple(rng.integers(-shift, shift + 1, 3)), axis=(0, 1, 2))
+    return out
+
+
+@pytest.fixture()
+def fake_nnunet(tmp_path, monkeypatch):
+    """A trained-model layout: gt_segmentations, splits, two trainers with fold_X/validation predictions
+    (stock: 5 folds; ours: fold 4 missing)."""
+    raw, pre, res = tmp_path / "raw", tmp_path / "pre", tmp_path / "res"
+    name = "Dataset987_BenchTest"
+    plans, dj, _ = B.explicit_plans((16, 16, 16), 2)
+    plans["dataset_name"] = name
+    rng = np.random.default_rng(1)
+    ids = [f"bt_{i:03d}" for i in range(10)]
+    gt = {c: _case(rng) for c in ids}
+    (pre / name).mkdir(parents=True)
+    (raw / name).mkdir(parents=True)
+    for c, s in gt.items():
+        _write_seg(pre / name / "gt_segmentations" / f"{c}.nii.gz", s)
+    splits = [{"train": [c for c in ids if c not in ids[2 * f: 2 * f + 2]], "val": ids[2 * f: 2 * f + 2]}
+              for f in range(5)]
+    for d in (pre / name,):
+        (d / "plans.json").write_text(json.dumps(plans))
+        (d / "nnUNetPlans.json").write_text(json.dumps(plans))
+        (d / "dataset.json").write_text(json.dumps(dj))
+        (d / "splits_final.json").write_text(json.dumps(splits))
+    for tr, shift, folds in ((STOCK, 1, range(5)), (OURS, 2, range(4))):
+        mf = res / name / f"{tr}__nnUNetPlans__3d_fullres"
+        mf.mkdir(parents=True)
+        (mf / "plans.json").write_text(json.dumps(plans))
+        (mf / "dataset.json").write_text(json.dumps(dj))
+        for f in folds:
+            for c in splits[f]["val"]:
+                _write_seg(mf / f"fold_{f}" / "validation" / f"{c}.nii.gz", _perturb(gt[c], rng, shift))
+    for k, v in (("nnUNet_raw", raw), ("nnUNet_preprocessed", pre), ("nnUNet_results", res)):
+        monkeypatch.setenv(k, str(v))
+    return dict(name=name, ids=ids, gt=gt, pre=pre, res=res, plans=plans, dj=dj)
+
+
+def _read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _check_p_against_per_case(out: Path, trainer: str, reference: str, cls: str, metric: str):
+    from scipy.stats import wilcoxon
+
+    rows = _read_csv(out / "per_case.csv")
+    val = {(r["trainer"], r["case"]): float(r[metric]) for r in rows if r["class"] == cls}
+    common = sorted(c for (t, c) in val if t == trainer and (reference, c) in val)
+    a = np.array([val[(trainer, c)] for c in common])
+    b = np.array([val[(reference, c)] for c in common])
+    keep = ~(np.isnan(a) | np.isnan(b))
+    summary = {r["trainer"]: r for r in _read_csv(out / "benchmark.csv")}
+    p = float(summary[trainer][f"{cls}_{metric}_p"])
+    assert p == pytest.approx(wilcoxon(a[keep], b[keep]).pvalue, rel=1e-12)
+    assert int(summary[trainer][f"{cls}_{metric}_n_pairs"]) == keep.sum()
+
+
+def test_accuracy_cv_reports_missing_folds(fake_nnunet, tmp_path, capsys):
+    out = tmp_path / "out_cv"
+    rc = main(["benchmark", "-d", "987", "-c", "3d_fullres", "--skip-models", "--cv", "-tr", OURS, STOCK,
+               "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "MISSING folds [4]" in text
+    for f in ("benchmark.md", "benchmark.csv", "per_case.csv", "boxplot_dice.png", "boxplot_hd95.png",
+              "benchmark.json"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    assert (out / "boxplot_dice.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "benchmark.md").read_text()
+    assert "pancreas Dice" in md and "tumour HD95 (mm)" in md and f"{STOCK} (ref)" in md
+    summary = {r["trainer"]: r for r in _read_csv(out / "benchmark.csv")}
+    assert summary[OURS]["missing_folds"] == "4" and summary[STOCK]["missing_folds"] == ""
+    assert int(summary[OURS]["pancreas_Dice_n"]) == 8 and int(summary[STOCK]["pancreas_Dice_n"]) == 10
+    for cls in ("pancreas", "tumour"):
+        for m in ("Dice", "HD95", "NSD"):
+            _check_p_against_per_case(out, OURS, STOCK, cls, m)
+    # the stock predictions are closer to the ground truth (shift 1 vs 2): higher mean Dice
+    assert float(summary[STOCK]["pancreas_Dice_mean"]) > float(summary[OURS]["pancreas_Dice_mean"])
+
+
+def test_accuracy_pred_folders(fake_nnunet, tmp_path, capsys):
+    ds = fake_nnunet
+    rng = np.random.default_rng(5)
+    labels = tmp_path / "labels"
+    preds = {"good": tmp_path / "pa", "bad": tmp_path / "pb"}
+    for c, s in ds["gt"].items():
+        _write_seg(labels / f"{c}.nii.gz", s)
+        _write_seg(preds["good"] / f"{c}.nii.gz", _perturb(s, rng, 1))
+        _write_seg(preds["bad"] / f"{c}.nii.gz", _perturb(s, rng, 3))
+    out = tmp_path / "out_pred"
+    rc = main(["benchmark", "--skip-models", "--pred", f"good={preds['good']}", f"bad={preds['bad']}",
+               "--reference", "good", "--labels", str(labels), "-djfile", str(ds["pre"] / ds["name"] / "dataset.json"),
+               "-pfile", str(ds["pre"] / ds["name"] / "plans.json"), "--out", str(out)])
+    assert rc == 0
+    assert "p=" in capsys.readouterr().out
+    assert (out / "boxplot_hd95.png").is_file()
+    _check_p_against_per_case(out, "bad", "good", "pancreas", "Dice")
+    _check_p_against_per_case(out, "bad", "good", "tumour", "HD95")
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("argv,msg", [
+    (["--patch-size", "32", "32", "-tr", "nnUNetTrainerNoSuchThing"], "unknown trainer 'nnUNetTrainerNoSuchThing'"),
+    (["-d", "986", "-c", "3d_fullres"], "dataset '986' not found"),
+    (["-d", "987", "-c", "3d_lowres"], "configuration '3d_lowres' not in"),
+    (["--patch-size", "30", "30"], "not divisible"),
+    (["--skip-models", "--pred", "a=/nonexistent/pred_a", "--labels", "/tmp"], "missing prediction folder "
+                                                                               "/nonexistent/pred_a"),
+    (["--skip-models"], "nothing to do"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(fake_nnunet, tmp_path, capsys, argv, msg):
+    out = tmp_path / "never"
+    rc = main(["benchmark", *argv, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert msg in err and len(err.splitlines()) == 1, err
+    if "unknown trainer" in msg:
+        assert OURS in err  # lists ours
+    assert not out.exists()
+
+
+def test_missing_plans_file(fake_nnunet, tmp_path, capsys):
+    rc = main(["benchmark", "-d", "987", "-c", "3d_fullres", "-p", "NoSuchPlans", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "NoSuchPlans.json" in err and not (tmp_path / "o").exists()
+
+
+def test_dataset_plans_models_and_cv_in_one_table(fake_nnunet, tmp_path, capsys):
+    """-d/-c plans from nnUNet_preprocessed: model figures and CV accuracy in the same rows (Table 3 layout)."""
+    out = tmp_path / "both"
+    rc = main(["benchmark", "-d", "987", "-c", "3d_fullres", "--cv", "-tr", OURS, STOCK, "--warmup", "0",
+               "--repeats", "1", "--volume-shape", "16", "20", "16", "--no-mirroring", "--out", str(out)])
+    assert rc == 0, capsys.readouterr()
+    md = (out / "benchmark.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Trainer"))
+    for col in ("Params (M)", "GFLOPs", "Train step (ms)", "Peak mem (MiB)", "Inference (s)", "pancreas Dice",
+                "tumour NSD", "Missing folds"):
+        assert col in header
+    rows = {r["trainer"]: r for r in _read_csv(out / "benchmark.csv")}
+    n, *_ = _direct_param_count(STOCK, (16, 16, 16), 2)
+    assert int(rows[STOCK]["params"]) == int(rows[OURS]["params"]) == n
+    assert all(float(rows[t][k]) > 0 for t in rows for k in ("flops", "train_ms", "peak_mib", "infer_s"))
+    meta = json.loads((out / "benchmark.json").read_text())["meta"]
+    assert meta["patch_size"] == [16, 16, 16] and meta["batch_size"] == 2 and meta["trainers"] == [OURS, STOCK]
