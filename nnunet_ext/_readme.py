@@ -31,10 +31,11 @@ def render_archs() -> str:
 
 
 def _replace(text: str, key: str, body: str) -> str:
-    pat = re.compile(rf"(<!-- {key}:start -->\n).*?(\n<!-- {key}:end -->)", re.S)
+    # the block may be empty (start marker directly followed by the end marker)
+    pat = re.compile(rf"(<!-- {key}:start -->\n)(?:.*?\n)?(<!-- {key}:end -->)", re.S)
     if not pat.search(text):
         raise ValueError(f"README has no <!-- {key}:start --> ... <!-- {key}:end --> block")
-    return pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return pat.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
 def updated_readme(text: str) -> str:

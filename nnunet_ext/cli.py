@@ -24,8 +24,7 @@ COMMAND_MODULES = (
 )
 
 
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, exit status 2."""
+from nnunet_ext.errors import UserError  # noqa: E402  (re-exported: nnunet_ext.cli.UserError)
 
 
 # ------------------------------------------------------------------------------------------------ env / listings

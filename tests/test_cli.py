@@ -1,0 +1,57 @@
+"""The command line: listings on stdout only, one-line errors with a non-zero exit and nothing written."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nnunet_ext import architectures as A
+from nnunet_ext import trainers
+
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "nnunet_ext.cli", *args], capture_output=True, text=True, **kw)
+
+
+def test_archs_tsv():
+    proc = cli("archs", "--tsv")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert [r[0] for r in rows] == A.list_architectures()
+    for name, n, desc in rows:
+        net = A.create(name)
+        assert int(n) == sum(p.numel() for p in net.parameters() if p.requires_grad)
+        assert desc
+
+
+def test_archs_and_trainers_plain_lists():
+    assert cli("archs").stdout.split() == A.list_architectures()
+    assert cli("trainers").stdout.split() == list(trainers.exported_trainers())
+
+
+def test_make_dataset_refuses_existing_and_unwritable(tmp_path):
+    ok = cli("make-dataset", "-o", str(tmp_path), "--cases", "2", "--test-cases", "0")
+    assert ok.returncode == 0, ok.stderr
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    again = cli("make-dataset", "-o", str(tmp_path), "--cases", "2", "--test-cases", "0")
+    assert again.returncode != 0
+    assert len(again.stderr.strip().splitlines()) == 1 and "Dataset991" in again.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    bad = cli("make-dataset", "-o", str(afile / "raw"), "--cases", "2")
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "afile" in bad.stderr
+
+
+def test_demo_unwritable_workdir(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    proc = cli("demo", "--workdir", str(afile / "demo"), "-device", "cpu")
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) == 1 and "afile" in proc.stderr
+
+
+def test_unknown_architecture_message_lists_registry():
+    with pytest.raises(ValueError) as e:
+        A.create_from_plans("nope", {}, 1, 2)
+    assert "plain_unet" in str(e.value)
