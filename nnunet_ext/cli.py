@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "nnunet_ext.metrics",
     "nnunet_ext.benchmark",
     "nnunet_ext.c2f",
+    "nnunet_ext.planning",
 )
 
 

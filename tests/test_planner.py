@@ -1,0 +1,145 @@
+"""The memory-aware planner (``nnunet-ext plan``): calibration table current, nnU-Net reproduced at kappa = 1,
+patch shrinking monotonically with the budget, plans that stock nnU-Net and our trainers build alike and train with,
+and clear errors for what cannot be planned."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run
+
+PANCREAS_SPACING = (2.5, 0.8, 0.8)
+PANCREAS_MEDIAN = (96, 512, 512)
+
+
+def test_calibration_table_covers_the_registry_and_is_current():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import calibrate_planner
+    finally:
+        sys.path.pop(0)
+    from nnunet_ext.architectures import list_architectures
+    from nnunet_ext.plans.planner import load_calibration
+
+    table = load_calibration()
+    assert set(table["architectures"]) == set(list_architectures())
+    assert calibrate_planner._same(table, calibrate_planner.measure_all()) == []
+    assert table["architectures"]["plain_unet"]["3d"]["kappa"] == 1.0
+
+
+def test_activation_bytes_of_one_convolution():
+    from nnunet_ext.plans.planner import activation_bytes
+
+    # a conv saves its input for the weight gradient; the output is counted once: 2 x 1x4x8x8 fp32
+    with torch.device("meta"):
+        net = torch.nn.Conv2d(4, 4, 3, padding=1)
+    assert activation_bytes(net, (1, 4, 8, 8)) == 2 * 4 * 8 * 8 * 4
+
+
+@pytest.fixture
+def planner_paths(nnunet_dataset, monkeypatch):
+    """nnU-Net's folders (read from the environment when used) pointing at the test dataset, in this process."""
+    for key in ("raw", "preprocessed", "results"):
+        monkeypatch.setenv(f"nnUNet_{key}", str(getattr(nnunet_dataset, key)))
+    return nnunet_dataset
+
+
+def _plan(planner, dim):
+    spacing, median = (PANCREAS_SPACING, PANCREAS_MEDIAN) if dim == 3 else (PANCREAS_SPACING[1:], PANCREAS_MEDIAN[1:])
+    n_vox = float(np.prod(PANCREAS_MEDIAN, dtype=np.float64) * 282)
+    return planner.get_plans_for_configuration(spacing, median, "x", n_vox, {})
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_plain_unet_reproduces_nnunet_and_patch_shrinks_with_budget(planner_paths, dim):
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    from nnunet_ext.plans.planner import ArchitecturePlanner
+
+    did = planner_paths.dataset_id
+    # kappa = 1: the same patch, batch and topology as nnU-Net's own planner
+    stock = _plan(ExperimentPlanner(did, 8), dim)
+    ours = _plan(ArchitecturePlanner(did, 8, arch="plain_unet"), dim)
+    assert list(ours["patch_size"]) == list(stock["patch_size"]) and ours["batch_size"] == stock["batch_size"]
+    assert ours["architecture"]["network_class_name"] == stock["architecture"]["network_class_name"]
+
+    for arch in ("dmcnet_3d", "dlkunet_s", "monet"):
+        voxels = []
+        for gb in (2, 4, 8, 16, 32):
+            p = ArchitecturePlanner(did, gb, arch=arch)
+            conf = _plan(p, dim)
+            voxels.append(int(np.prod(conf["patch_size"])))
+            # the planned configuration fits the budget by the planner's own estimate, up to the rounding of
+            # nnU-Net's batch size (batch = round(x) with x >= batch - 0.5)
+            b = conf["batch_size"]
+            assert p.estimated_memory_gb(conf) <= gb * b / (b - 0.5) * 1.0001
+            assert conf["architecture"]["network_class_name"].startswith("nnunet_ext.architectures.")
+        assert voxels == sorted(voxels), f"{arch} {dim}d: patch must not grow as the budget shrinks: {voxels}"
+        assert voxels[0] < voxels[-1], f"{arch} {dim}d: the budget changes nothing: {voxels}"
+
+
+def test_kappa_changes_the_plan_against_stock(planner_paths):
+    """An architecture with more memory per feature-map element gets a smaller 3d patch than at kappa = 1."""
+    from nnunet_ext.plans.planner import ArchitecturePlanner
+
+    did = planner_paths.dataset_id
+    table = {"architectures": {"monet": {"3d": {"kappa": 1.0}}}}
+    at_one = _plan(ArchitecturePlanner(did, 8, arch="monet", calibration=table), 3)
+    calibrated = _plan(ArchitecturePlanner(did, 8, arch="monet"), 3)
+    assert np.prod(calibrated["patch_size"]) < np.prod(at_one["patch_size"])
+
+
+def test_plan_command_stock_and_our_trainer_build_it_and_train(nnunet_dataset):
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_ext.trainers import nnUNetTrainerDLKUNetS
+
+    ds = nnunet_dataset
+    data_before = sorted(p.name for p in (ds.preprocessed / ds.dataset_folder.name).iterdir())
+    proc = run(["nnunet-ext", "plan", "-d", str(ds.dataset_id), "--arch", "dlkunet_s", "-c", "2d", "3d_fullres"],
+               ds.env)
+    assert "2d: reusing preprocessed data" in proc.stdout and "3d_fullres: reusing" in proc.stdout
+    plans_file = ds.preprocessed / ds.dataset_folder.name / "nnUNetPlans_dlkunet_s.json"
+    data_after = sorted(p.name for p in (ds.preprocessed / ds.dataset_folder.name).iterdir())
+    assert set(data_after) - set(data_before) == {plans_file.name}  # no data preprocessed twice
+    plans = load_json(str(plans_file))
+    assert plans["nnunet_ext"]["architecture"] == "dlkunet_s"
+
+    pm = PlansManager(plans)
+    for c in ("2d", "3d_fullres"):
+        cm = pm.get_configuration(c)
+        assert cm.network_arch_class_name == "nnunet_ext.architectures.dlkunet.DLKUNet"
+        stock = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                       cm.network_arch_init_kwargs_req_import, 1, 3, deep_supervision=True)
+        ours = nnUNetTrainerDLKUNetS.build_network_architecture(pm, cm, 1, 3, True)
+        assert {k: v.shape for k, v in stock.state_dict().items()} == \
+               {k: v.shape for k, v in ours.state_dict().items()}
+
+    # stock nnUNetTrainer (short schedule by name) trains the planned architecture from the plans
+    run(["nnUNetv2_train", str(ds.dataset_id), "2d", "0", "-p", "nnUNetPlans_dlkunet_s", "-tr",
+         "nnUNetTrainer_1epoch_2iters", "-device", "cpu"], ds.env)
+    out = ds.results / ds.dataset_folder.name / "nnUNetTrainer_1epoch_2iters__nnUNetPlans_dlkunet_s__2d" / "fold_0"
+    assert (out / "checkpoint_final.pth").is_file()
+    assert "DLKUNet" in json.dumps(load_json(str(out.parent / "plans.json"))["configurations"]["2d"])
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--arch", "no_such_net"], "registered: plain_unet"),
+    (["--arch", "dlkunet_l", "--gpu-memory-target", "0.0001"], "too small for dlkunet_l"),
+    (["--arch", "monet", "--gpu-memory-target", "-1"], "must be > 0"),
+])
+def test_plan_bad_input_one_line_and_nothing_written(nnunet_dataset, args, expected):
+    ds = nnunet_dataset
+    folder = ds.preprocessed / ds.dataset_folder.name
+    before = sorted(p.name for p in folder.iterdir())
+    proc = run(["nnunet-ext", "plan", "-d", str(ds.dataset_id), *args, "--plans-name", "nnUNetPlans_bad"], ds.env,
+               check=False)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], proc.stderr
+    assert sorted(p.name for p in folder.iterdir()) == before
