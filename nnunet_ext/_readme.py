@@ -14,8 +14,10 @@ def render_trainers() -> str:
 
     lines = ["| trainer | architecture | notes |", "|---|---|---|"]
     for name, cls in trainers.exported_trainers().items():
-        doc = (cls.__doc__ or "").strip().splitlines()
-        lines.append(f"| `{name}` | `{getattr(cls, 'arch', '-')}` | {doc[0] if doc else ''} |")
+        # the docstring's first paragraph, on one line
+        first = (cls.__doc__ or "").strip().split("\n\n")[0]
+        doc = " ".join(part.strip() for part in first.splitlines()).replace("|", "\\|")
+        lines.append(f"| `{name}` | `{getattr(cls, 'arch', '-')}` | {doc} |")
     return "\n".join(lines)
 
 
