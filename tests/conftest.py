@@ -60,19 +60,22 @@ def nnunet_dataset(tmp_path_factory):
                            plans_file=pre / folder.name / "nnUNetPlans.json")
 
 
-def train(ds, trainer: str, configuration: str, fold: int = 0, extra: Optional[List[str]] = None):
+def train(ds, trainer: str, configuration: str, fold: int = 0, extra: Optional[List[str]] = None,
+          plans: str = "nnUNetPlans"):
     """Stock ``nnUNetv2_train`` on the CPU; returns the fold's output folder."""
     run(["nnUNetv2_train", str(ds.dataset_id), configuration, str(fold), "-tr", trainer, "-device", "cpu",
-         *(extra or [])], ds.env)
-    out = ds.results / ds.dataset_folder.name / f"{trainer}__nnUNetPlans__{configuration}" / f"fold_{fold}"
+         "-p", plans, *(extra or [])], ds.env)
+    out = ds.results / ds.dataset_folder.name / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
     assert (out / "checkpoint_final.pth").is_file(), f"no final checkpoint in {out}"
     return out
 
 
-def predict(ds, trainer: str, configuration: str, out: Path, fold: int = 0, extra: Optional[List[str]] = None):
+def predict(ds, trainer: str, configuration: str, out: Path, fold: int = 0, extra: Optional[List[str]] = None,
+            plans: str = "nnUNetPlans"):
     """Stock ``nnUNetv2_predict`` of the test images on the CPU into ``out``."""
     run(["nnUNetv2_predict", "-i", str(ds.images_ts), "-o", str(out), "-d", str(ds.dataset_id), "-c", configuration,
-         "-tr", trainer, "-f", str(fold), "-device", "cpu", "-npp", "1", "-nps", "1", *(extra or [])], ds.env)
+         "-tr", trainer, "-f", str(fold), "-device", "cpu", "-npp", "1", "-nps", "1", "-p", plans, *(extra or [])],
+        ds.env)
     return out
 
 
@@ -93,3 +96,21 @@ def assert_predictions_match_inputs(pred_dir: Path, images_dir: Path, labels=(0,
         assert np.allclose(pred.GetDirection(), img.GetDirection())
         values = set(np.unique(sitk.GetArrayFromImage(pred)).tolist())
         assert values <= set(labels), f"{pred_path.name}: labels {values}"
+
+
+def small_3d_plans(ds, name: str = "nnUNetPlans_small3d", patch=(16, 48, 48), features=(8, 16, 32)) -> str:
+    """A copy of the dataset's nnUNetPlans whose 3d_fullres has a small patch, three stages and narrow features
+    (same spacing and preprocessed data), for 3D networks whose full plans are too slow for a CPU test."""
+    import json
+
+    plans = json.loads(ds.plans_file.read_text())
+    conf = plans["configurations"]["3d_fullres"]
+    conf.update(patch_size=list(patch), batch_size=1)
+    kw = conf["architecture"]["arch_kwargs"]
+    n = len(features)
+    kw.update(n_stages=n, features_per_stage=list(features), kernel_sizes=[[3, 3, 3]] * n,
+              strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]][:n], n_conv_per_stage=[2] * n,
+              n_conv_per_stage_decoder=[2] * (n - 1))
+    plans["plans_name"] = name
+    (ds.plans_file.parent / f"{name}.json").write_text(json.dumps(plans, indent=2))
+    return name
