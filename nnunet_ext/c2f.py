@@ -329,7 +329,8 @@ def predict_case(case: str, files: List[str], coarse_p, fine_p, reader, mode: st
     else:
         fg = coarse_seg > 0
         if fg.any():
-            pre_fg = coarse.seg_preprocessed > 0
+            # box 1 from the coarse grid's mask with the same small-component removal as the upsampled one
+            pre_fg = remove_small_components(coarse.seg_preprocessed, min_component_fraction) > 0
             b_low = foreground_bbox(pre_fg)
             if b_low is None:  # the upsampled mask has foreground the coarse grid lost: use the upsampled box
                 b1 = expand_bbox(foreground_bbox(fg), [ts_margins[0] * TWO_STAGE_R] * fg.ndim, shape)

@@ -103,6 +103,66 @@ def test_remove_small_components_paste_and_vote():
 
 
 # ------------------------------------------------------------------------------------------------ trainers by name
+def _fake_stages(monkeypatch, coarse_mask, fine_label=2):
+    """run_stage stand-in: the coarse stage returns ``coarse_mask``; the fine stage labels every voxel it is given
+    ``fine_label`` and records the shape of what it was given."""
+    seen = []
+
+    def fake(predictor, image, spacing, want_preprocessed_seg=False):
+        if predictor == "coarse":
+            return c2f.StageOutput(coarse_mask.copy(), coarse_mask.copy() if want_preprocessed_seg else None,
+                                   {}, 0.0)
+        seen.append(image.shape[1:])
+        return c2f.StageOutput(np.full(image.shape[1:], fine_label, np.uint8), None, {}, 0.0)
+
+    monkeypatch.setattr(c2f, "run_stage", fake)
+    return seen
+
+
+def test_predict_case_crops_to_the_coarse_box_and_pastes_back(monkeypatch):
+    shape, spacing = (20, 40, 50), [2.5, 0.8, 0.8]
+    image = np.zeros((1, *shape), np.float32)
+    coarse = np.zeros(shape, np.uint8)
+    coarse[8:12, 10:20, 20:30] = 1
+    coarse[0, 0, 0] = 1  # a stray voxel: removed (< 0.2 of the foreground) before the box is taken
+    seen = _fake_stages(monkeypatch, coarse)
+    reader = SimpleNamespace(read_images=lambda files: (image, {"spacing": spacing}))
+    seg, _, rec = c2f.predict_case("case", ["x"], "coarse", "fine", reader, "c2f", margin_mm=2.0,
+                                   min_component_fraction=0.2)
+    # 2 mm: 1 slice at 2.5 mm, ceil(2.5) = 3 pixels at 0.8 mm
+    box = ((7, 13), (7, 23), (17, 33))
+    assert rec["boxes"] == [[list(b) for b in box]] and rec["fallback_whole_volume"] is False
+    assert seen == [(6, 16, 16)]  # the fine model saw the crop only
+    expected = np.zeros(shape, np.uint8)
+    expected[7:13, 7:23, 17:33] = 2  # pasted back, background outside the box
+    np.testing.assert_array_equal(seg, expected)
+    assert rec["fine_voxels_fraction"] == pytest.approx(6 * 16 * 16 / np.prod(shape))
+
+
+def test_predict_case_two_stage_votes_over_two_boxes(monkeypatch):
+    shape = (20, 40, 50)
+    image = np.zeros((1, *shape), np.float32)
+    coarse = np.zeros(shape, np.uint8)
+    coarse[8:12, 10:20, 20:30] = 1
+    seen = _fake_stages(monkeypatch, coarse, fine_label=1)
+    monkeypatch.setattr(c2f, "preprocessed_box_to_raw", lambda box, pre_shape, props, tb: box)
+    reader = SimpleNamespace(read_images=lambda files: (image, {"spacing": [1.0, 1.0, 1.0]}))
+
+    class Coarse(str):  # the coarse "predictor": equal to "coarse" for the fake, with the plans' transpose
+        plans_manager = SimpleNamespace(transpose_backward=[0, 1, 2])
+
+    seg, _, rec = c2f.predict_case("case", ["x"], Coarse("coarse"), "fine", reader, "two-stage", margin_mm=0,
+                                   min_component_fraction=0, ts_margins=(2, 10))
+    b1 = ((6, 14), (8, 22), (18, 32))      # coarse-grid box + 2 voxels
+    b2 = ((0, 20), (0, 30), (10, 40))      # upsampled-mask box + 10 voxels, clipped
+    assert rec["boxes"] == [[list(b) for b in b1], [list(b) for b in b2]]
+    assert sorted(seen) == sorted([(8, 14, 14), (20, 30, 30)])
+    # majority of (fine on b1, fine on b2, coarse mask): foreground where at least two agree = b1 (inside b2)
+    expected = np.zeros(shape, np.uint8)
+    expected[6:14, 8:22, 18:32] = 1
+    np.testing.assert_array_equal(seg, expected)
+
+
 def test_fine_and_centre_suffixes_found_by_nnunet(monkeypatch):
     monkeypatch.setenv("nnUNet_extTrainer", nnunet_ext.EXT_TRAINER_DIR)
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
