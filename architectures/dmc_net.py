@@ -56,7 +56,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from ._registry import register
 
 __all__ = ["DMRC", "DMSC", "DMCBlock", "DMCEncoder", "DMCDecoder", "DMCNet", "BLOCKS", "TABLE4",
-           "count_flops", "flops_table", "benchmark", "main"]
+           "count_flops", "flops_table", "main"]
 
 BLOCKS = ("dmc", "dmsc", "dmrc", "conv")
 _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -540,109 +540,20 @@ def flops_table(names: Optional[Sequence[str]] = None) -> List[dict]:
     return rows
 
 
-# ---------------------------------------------------------------------------------------------------------- bench
-def benchmark_plans(configuration: str) -> Tuple[dict, Tuple[int, ...], int]:
-    """nnU-Net-like arch_kwargs for the issue's benchmark: MSD Task07-like spacing (2.5, 0.8, 0.8) mm; 3d_fullres
-    patch 40 x 224 x 224, batch 2; 2d patch 512 x 512, batch 12; strides from nnU-Net's own topology function,
-    features 32 * 2^s capped at 320 (3D) / 512 (2D), InstanceNorm, LeakyReLU(0.01) (nnU-Net's defaults)."""
-    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
-
-    if configuration == "3d_fullres":
-        spacing, patch, batch, cap = (2.5, 0.8, 0.8), (40, 224, 224), 2, 320
-    elif configuration == "2d":
-        spacing, patch, batch, cap = (0.8, 0.8), (512, 512), 12, 512
-    else:
-        raise ValueError(f"configuration {configuration!r}: use 2d or 3d_fullres")
-    _, pool, kernels, patch, _ = get_pool_and_conv_props(spacing, patch, 4, 999999)   # pool[0] is all ones
-    dim, n = len(patch), len(pool)
-    arch = dict(n_stages=n, features_per_stage=[min(32 * 2 ** s, cap) for s in range(n)],
-                conv_op=f"torch.nn.Conv{dim}d", kernel_sizes=kernels, strides=[list(p) for p in pool],
-                n_conv_per_stage=[2] * n, n_conv_per_stage_decoder=[2] * (n - 1), conv_bias=True,
-                norm_op=f"torch.nn.InstanceNorm{dim}d", norm_op_kwargs={"eps": 1e-5, "affine": True},
-                dropout_op=None, dropout_op_kwargs=None, nonlin="torch.nn.LeakyReLU",
-                nonlin_kwargs={"inplace": True})
-    return arch, tuple(int(p) for p in patch), batch
-
-
-def benchmark(names: Sequence[str] = ("dmcnet_3d", "dmc_dmscnet_5x5dw_3d", "dmc_dmrcnet_3d", "plain_unet"),
-              configuration: str = "3d_fullres", device: str = "cuda", warmup: int = 5, iters: int = 20,
-              num_classes: int = 3, amp: bool = True) -> List[dict]:
-    """Forward+backward step time (median of ``iters`` after ``warmup``) and peak memory on the same plans, with
-    autocast + GradScaler as nnU-Net trains (SGD step included). Built from plans with deep supervision on and
-    the loss summed over the deep-supervision outputs (a stand-in for nnU-Net's DS loss)."""
-    import time
-
-    from ._registry import create_from_plans
-
-    arch, patch, batch = benchmark_plans(configuration)
-    dev = torch.device(device)
-    rows = []
-    for name in names:
-        torch.manual_seed(0)
-        net = create_from_plans(name, arch, 1, num_classes, True).to(dev)
-        opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
-        use_amp = amp and dev.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        x = torch.randn(batch, 1, *patch, device=dev)
-        times = []
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(dev)
-        for i in range(warmup + iters):
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(dev.type, enabled=use_amp):
-                out = net(x)
-                loss = sum(o.float().mean() for o in out)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-        peak = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == "cuda" else float("nan")
-        rows.append(dict(name=name, configuration=configuration, patch=patch, batch=batch,
-                         step_ms=1e3 * float(np.median(times)), peak_GiB=peak,
-                         params_M=sum(p.numel() for p in net.parameters()) / 1e6))
-        del net, opt, x
-    return rows
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m nnunet_ext.architectures.dmc_net flops`` | ``bench --device cuda [--configuration 2d]``."""
+    """``python -m nnunet_ext.architectures.dmc_net flops``: parameters and FLOPs of the paper configurations.
+    Step time and peak memory on nnU-Net plans: ``nnunet-ext benchmark`` (docs/benchmarks.md)."""
     ap = argparse.ArgumentParser(prog="python -m nnunet_ext.architectures.dmc_net")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("flops", help="parameters and FLOPs of the paper configurations (meta device)")
-    b = sub.add_parser("bench", help="step time and peak memory on nnU-Net-like plans")
-    b.add_argument("--device", default="cuda")
-    b.add_argument("--configuration", default="3d_fullres", choices=["3d_fullres", "2d"])
-    b.add_argument("--iters", type=int, default=20)
-    b.add_argument("--warmup", type=int, default=5)
-    b.add_argument("--names", nargs="+", default=None)
-    args = ap.parse_args(argv)
-    if args.cmd == "flops":
-        print("| variant | input | params (M) | paper params (M) | GFLOPs | GMACs | paper FLOPs (G) |")
-        print("|---|---|---|---|---|---|---|")
-        for r in flops_table():
-            pp = "" if r["paper_params_M"] is None else f"{r['paper_params_M']:.2f}"
-            pf = "" if r["paper_GFLOPs"] is None else f"{r['paper_GFLOPs']:.2f}"
-            print(f"| {r['name']} | {'x'.join(map(str, r['input']))} | {r['params_M']:.2f} | {pp} | "
-                  f"{r['GFLOPs']:.2f} | {r['GMACs']:.2f} | {pf} |")
-        return 0
-    if args.iters < 20:
-        ap.error("--iters must be >= 20 (median of at least 20 steps)")
-    d = "3d" if args.configuration == "3d_fullres" else "2d"
-    names = args.names or [f"dmcnet_{d}", "dmc_dmscnet_5x5dw_3d" if d == "3d" else "dmc_dmscnet_5x5_2d",
-                           f"dmc_dmrcnet_{d}", "plain_unet"]
-    rows = benchmark(names, args.configuration, args.device, args.warmup, args.iters)
-    print(f"| network | configuration | patch x batch | step (ms, median of {args.iters}) | peak memory (GiB) |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['name']} | {r['configuration']} | {'x'.join(map(str, r['patch']))} x {r['batch']} | "
-              f"{r['step_ms']:.1f} | {r['peak_GiB']:.2f} |")
+    ap.parse_args(argv)
+    print("| variant | input | params (M) | paper params (M) | GFLOPs | GMACs | paper FLOPs (G) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in flops_table():
+        pp = "" if r["paper_params_M"] is None else f"{r['paper_params_M']:.2f}"
+        pf = "" if r["paper_GFLOPs"] is None else f"{r['paper_GFLOPs']:.2f}"
+        print(f"| {r['name']} | {'x'.join(map(str, r['input']))} | {r['params_M']:.2f} | {pp} | "
+              f"{r['GFLOPs']:.2f} | {r['GMACs']:.2f} | {pf} |")
     return 0
 
 

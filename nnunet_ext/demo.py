@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 DEFAULT_TRAINER = "nnUNetTrainerDMCNet"
 FALLBACK_TRAINER = "nnUNetTrainerPlainUNet"

@@ -36,10 +36,8 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
-from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
 
 from nnunet_ext.architectures import create_from_plans, get_spec, to_plans_entry
 
@@ -52,8 +50,8 @@ MEASUREMENT_METHOD = "cpu-meta-saved-tensors"
 #: nnU-Net's own plans for a pancreas-like dataset (MSD Task07: 3d_fullres 40x224x224 at 2.5x0.8x0.8 mm, batch 2;
 #: 2d 512x512, batch 12): the topology at which kappa is measured
 REFERENCE_PLANS = {
-    3: {"spacing": (2.5, 0.8, 0.8), "patch_size": (40, 224, 224), "max_features": 320},
-    2: {"spacing": (0.8, 0.8), "patch_size": (512, 512), "max_features": 512},
+    3: {"spacing": (2.5, 0.8, 0.8), "patch_size": (40, 224, 224)},
+    2: {"spacing": (0.8, 0.8), "patch_size": (512, 512)},
 }
 #: smallest patch edge the planner shrinks to: 2x nnU-Net's minimum feature-map edge (one pooling step)
 MIN_PATCH_EDGE = 8
@@ -70,17 +68,12 @@ def plans_name_for(arch: str) -> str:
 # ------------------------------------------------------------------------------------------------ measurement
 def reference_arch_kwargs(dim: int) -> Tuple[dict, Tuple[int, ...]]:
     """``arch_kwargs`` (strings for ops, as in plans files) and patch of nnU-Net's default planner at the
-    reference plans of ``dim`` (2 or 3)."""
+    reference plans of ``dim`` (2 or 3), as ``nnunet-ext benchmark --patch-size`` builds them."""
+    from nnunet_ext.benchmark import explicit_plans
+
     ref = REFERENCE_PLANS[dim]
-    _, strides, kernels, patch, _ = get_pool_and_conv_props(ref["spacing"], ref["patch_size"], 4, 999999)
-    n = len(strides)
-    kwargs = dict(
-        n_stages=n, features_per_stage=[min(ref["max_features"], 32 * 2 ** s) for s in range(n)],
-        conv_op=f"torch.nn.Conv{dim}d", kernel_sizes=kernels, strides=strides, n_conv_per_stage=[2] * n,
-        n_conv_per_stage_decoder=[2] * (n - 1), conv_bias=True, norm_op=f"torch.nn.InstanceNorm{dim}d",
-        norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
-        nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
-    return kwargs, tuple(int(p) for p in patch)
+    plans, _, conf = explicit_plans(ref["patch_size"], spacing=ref["spacing"])
+    return plans["configurations"][conf]["architecture"]["arch_kwargs"], tuple(ref["patch_size"])
 
 
 def _build_meta(arch: str, arch_kwargs: dict, input_channels: int, num_classes: int) -> torch.nn.Module:

@@ -191,12 +191,3 @@ def test_end_to_end_train_and_predict(nnunet_dataset, tmp_path, configuration):
     pred = predict(nnunet_dataset, trainer, configuration, tmp_path / "pred", extra=["--disable_tta"], plans=plans)
     assert_predictions_match_inputs(pred, nnunet_dataset.images_ts)
     print(f"DMC-Net end-to-end {configuration} (train + predict): {time.perf_counter() - t0:.1f}s")
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_benchmark_runs_on_cuda():
-    from nnunet_ext.architectures.dmc_net import benchmark
-
-    rows = benchmark(["dmcnet_2d", "plain_unet"], "2d", "cuda", warmup=2, iters=20)
-    assert all(r["step_ms"] > 0 and r["peak_GiB"] > 0 for r in rows)
