@@ -554,7 +554,9 @@ def register_cli(subparsers) -> None:
                                                                       TWO_STAGE_FINE_MARGIN_VOX],
                    metavar=("COARSE_VOX", "FINE_VOX"), help="two-stage box margins. Default 2 10")
     s.add_argument("--coarse-dataset", default=None,
-                   help="dataset of the coarse model when it differs from -d (must have the same labels)")
+                   help="look the coarse model up in this dataset's results instead of -d's (e.g. a copy of the "
+                        "dataset under another id); its plans must name the same dataset, labels and channels as "
+                        "the fine model's, or predict-c2f refuses")
     s.add_argument("--chk", default="checkpoint_final.pth", help="checkpoint file name. Default checkpoint_final.pth")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="Default: cuda if available")
     s.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation")
