@@ -318,3 +318,20 @@ def test_dataset_plans_models_and_cv_in_one_table(fake_nnunet, tmp_path, capsys)
     assert all(float(rows[t][k]) > 0 for t in rows for k in ("flops", "train_ms", "peak_mib", "infer_s"))
     meta = json.loads((out / "benchmark.json").read_text())["meta"]
     assert meta["patch_size"] == [16, 16, 16] and meta["batch_size"] == 2 and meta["trainers"] == [OURS, STOCK]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("patch,batch", [((64, 64), 4), ((16, 64, 64), 2)])
+def test_model_figures_on_cuda(patch, batch):
+    """The GPU tables' code path (docs/dmc_net.md, docs/dlkunet.md, docs/benchmarks.md): each trainer's own
+    train_step with AMP on CUDA, torch.cuda.max_memory_allocated as peak memory."""
+    plans, dj, cfg = B.explicit_plans(patch, batch)
+    trainers = [STOCK, "nnUNetTrainerDMCNet", "nnUNetTrainerDLKUNetS", "nnUNetTrainerMoNet", "nnUNetTrainerResDSN"]
+    res = B.run_model_figures(trainers, plans, dj, cfg, device="cuda", warmup=2, repeats=3,
+                              volume_shape=[2 * p for p in patch] if len(patch) == 3 else [4, *(2 * p for p in patch)],
+                              log=lambda *a: None)
+    for r in res:
+        assert "error" not in r, r.get("traceback", r.get("error"))
+        assert r["train_ms"] > 0 and r["peak_mib"] > 0 and r["infer_s"] > 0
+        assert r["step"] == "trainer.train_step", r["notes"]
