@@ -12,10 +12,10 @@ a volume spans many tiles as a CT scan does, trains the coarse trainer and its `
 schedule, and times the three inference modes case by case (each predictor warmed up on the first case first).
 All post-processing (small components < ``--min-component-fraction``) is applied to every mode alike.
 
-Example (CPU, what docs/c2f.md reports)::
+Example (CPU, what docs/c2f.md reports; 28 minutes on 2 cores)::
 
-    OMP_NUM_THREADS=1 python benchmarks/c2f_speed.py --workdir /tmp/c2f_bench --size-scale 2 \\
-        --patch-size 16 48 48 --epochs 2 --iters 20 --device cpu
+    OMP_NUM_THREADS=2 python benchmarks/c2f_speed.py --workdir /tmp/c2f_bench --size-scale 2 --patch-size 16 48 48 \\
+        --trainer nnUNetTrainerResDSN --epochs 20 --iters 25 --device cpu --disable-tta --oracle-box
 
 Short trainings give weak models: the Dice values say what such models give, not what the method can reach.
 """
