@@ -28,13 +28,13 @@ import fnmatch
 import inspect
 import pydoc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
 
 __all__ = [
     "ArchSpec", "UnknownArchitectureError", "register", "create", "create_from_plans", "list_architectures",
-    "get_spec", "plans_arch_kwargs", "to_plans_entry", "REQ_IMPORT_KEYS",
+    "get_spec", "plans_arch_kwargs", "to_plans_entry", "REQ_IMPORT_KEYS", "count_parameters",
 ]
 
 #: keys of nnU-Net's ``arch_kwargs`` that hold classes written as import strings in plans files
@@ -98,6 +98,11 @@ def register(name: str, cls: type, *, description: str, family: Optional[str] = 
                     test_kwargs=dict(test_kwargs or {}))
     _REGISTRY[name] = spec
     return spec
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Trainable parameters of ``net`` (what ``nnunet-ext archs --tsv`` and the benchmark report)."""
+    return int(sum(p.numel() for p in net.parameters() if p.requires_grad))
 
 
 def list_architectures(pattern: Optional[str] = None) -> List[str]:

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple, Type, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.helper import (convert_conv_op_to_dim, get_matching_batchnorm,
@@ -62,19 +61,12 @@ from dynamic_network_architectures.initialization.weight_init import InitWeights
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from ._common import as_tuple as _tuple, prod as _prod
 from ._registry import register
 
 __all__ = ["ConvPart", "LargeKernelAttention", "EBlock", "DFB", "DLKEncoder", "DLKDecoder", "DLKUNet"]
 
 IntOrSeq = Union[int, Sequence[int]]
-
-
-def _tuple(v: IntOrSeq, dim: int) -> Tuple[int, ...]:
-    return tuple(int(i) for i in v) if isinstance(v, (list, tuple)) else (int(v),) * dim
-
-
-def _prod(t) -> int:
-    return int(np.prod(t, dtype=np.int64))
 
 
 class ConvPart(nn.Module):
@@ -284,10 +276,8 @@ class DLKDecoder(nn.Module):
         last = len(self.stages) - 1
         for i, dfb in enumerate(self.stages):
             x = dfb(x, skips[-(i + 2)])
-            if self.deep_supervision:
+            if self.deep_supervision or i == last:
                 outputs.append(self.seg_layers[i](x))
-            elif i == last:
-                outputs.append(self.seg_layers[-1](x))
         outputs = outputs[::-1]  # highest resolution first
         return outputs if self.deep_supervision else outputs[0]
 

@@ -53,6 +53,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
+from ._common import prod as _prod
 from ._registry import register
 
 __all__ = ["DMRC", "DMSC", "DMCBlock", "DMCEncoder", "DMCDecoder", "DMCNet", "BLOCKS", "TABLE4",
@@ -60,10 +61,6 @@ __all__ = ["DMRC", "DMSC", "DMCBlock", "DMCEncoder", "DMCDecoder", "DMCNet", "BL
 
 BLOCKS = ("dmc", "dmsc", "dmrc", "conv")
 _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
-
-
-def _prod(xs) -> int:
-    return int(np.prod([int(x) for x in xs], dtype=np.int64))
 
 
 def _unit(conv_op, cin, cout, kernel_size, conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs,
@@ -326,9 +323,7 @@ class DMCDecoder(nn.Module):
         x, outputs = skips[-1], []
         for s, (up, stage, head) in enumerate(zip(self.transpconvs, self.stages, self.seg_layers)):
             x = stage(torch.cat((up(x), skips[-(s + 2)]), dim=1))
-            if self.deep_supervision:
-                outputs.append(head(x))
-            elif s == len(self.stages) - 1:
+            if self.deep_supervision or s == len(self.stages) - 1:
                 outputs.append(head(x))
         outputs = outputs[::-1]
         return outputs if self.deep_supervision else outputs[0]

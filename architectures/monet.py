@@ -49,7 +49,7 @@ nnU-Net adaptation (constructor defaults; what :func:`create_from_plans` builds)
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Type, Union
+from typing import List, Optional, Sequence, Type, Union
 
 import numpy as np
 import torch
@@ -58,16 +58,13 @@ from dynamic_network_architectures.building_blocks.helper import (
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from ._common import as_tuple as _tup
 from ._registry import register
 
 __all__ = ["ConvBlock", "RDDCBlock", "MoNet", "MoNetEncoder", "MoNetDecoder", "paper_parameter_counts"]
 
 #: the paper's dilation rates of the four convolution blocks of an RDDC block, in order
 PAPER_DILATIONS = (4, 3, 2, 1)
-
-
-def _tup(x, dim) -> Tuple[int, ...]:
-    return (int(x),) * dim if not isinstance(x, (list, tuple)) else tuple(int(v) for v in x)
 
 
 class ELU(nn.ELU):

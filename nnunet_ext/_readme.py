@@ -26,8 +26,7 @@ def render_archs() -> str:
 
     lines = ["| architecture | trainable parameters (default construction) | description |", "|---|---:|---|"]
     for name in A.list_architectures():
-        net = A.create(name)
-        n = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        n = A.count_parameters(A.create(name))
         lines.append(f"| `{name}` | {n:,} | {A.get_spec(name).description} |")
     return "\n".join(lines)
 

@@ -59,16 +59,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from nnunet_ext.errors import UserError
+
 STOCK_TRAINER = "nnUNetTrainer"
 METRICS = ("Dice", "HD95", "NSD")
 #: labels of the in-memory dataset.json used with --patch-size (pancreas-like: background, pancreas, tumour)
 DEFAULT_LABELS = {"background": 0, "pancreas": 1, "tumour": 2}
 
-
-def _user_error(msg: str):
-    from nnunet_ext.cli import UserError
-
-    return UserError(msg)
+_user_error = UserError  # one-line error, exit status 2 (nnunet_ext.errors)
 
 
 # ================================================================================================ plans
@@ -215,10 +213,6 @@ def build_network(cls: type, plans_manager, configuration_manager, num_input_cha
 
 
 # ================================================================================================ figures
-def count_parameters(net) -> int:
-    return int(sum(p.numel() for p in net.parameters() if p.requires_grad))
-
-
 def forward_flops(net, input_shape: Sequence[int], device: str = "meta") -> int:
     """FLOPs of one forward pass of ``net`` for an input of ``input_shape`` (torch's FlopCounterMode convention:
     one multiply-add = 2 FLOPs). ``net`` must live on ``device``."""
@@ -231,23 +225,25 @@ def forward_flops(net, input_shape: Sequence[int], device: str = "meta") -> int:
     return int(fc.get_total_flops())
 
 
-def _rss_now_kib() -> Optional[int]:
+def _proc_status_kib(key: str) -> Optional[int]:
+    """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``); None where there is no /proc."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
     return None
 
 
+def _rss_now_kib() -> Optional[int]:
+    return _proc_status_kib("VmRSS")
+
+
 def _rss_peak_kib() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
+    peak = _proc_status_kib("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -379,6 +375,8 @@ def measure_trainer(spec: dict) -> dict:
     except Exception as e:  # some constructions need real tensors
         res["notes"].append(f"meta construction failed ({type(e).__name__}); built on CPU then moved")
         net_meta = build_network(cls, pm, cm, in_ch, out_ch, False).to("meta")
+    from nnunet_ext.architectures import count_parameters
+
     res["params"] = count_parameters(net_meta)
     try:
         res["flops"] = forward_flops(net_meta, (1, in_ch, *patch), "meta")
@@ -642,7 +640,6 @@ def collect_cv(trainers: Sequence[str], dataset: str, configuration: str, plans_
         raise _user_error(f"no trained model folder for any trainer in {Path(str(nnUNet_results)) / name} "
                           f"(looked for <trainer>__{plans_identifier}__{configuration})")
     metrics = _metrics_module()
-    from nnunet_ext.cli import UserError
     import inspect
     import warnings
 
@@ -990,7 +987,7 @@ def cmd_benchmark(args) -> int:
             if len(volume) == 2:
                 volume = [16, *volume]
         else:
-            ps = list(plans["configurations"][configuration]["patch_size"])
+            ps = list(cm["patch_size"])
             volume = [2 * p for p in ps] if len(ps) == 3 else [16, *[2 * p for p in ps]]
 
     # ------------------------------------------------------------------ work

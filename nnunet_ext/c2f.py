@@ -26,7 +26,6 @@ input leaves nothing behind.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -40,21 +39,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nnunet_ext.trainers.c2f import (DEFAULT_FINE_MARGIN_MM, Box, bbox_with_margin_mm, box_size, box_slices,
-                                     expand_bbox, foreground_bbox, margin_in_voxels, scale_bbox)
+from nnunet_ext.errors import UserError, dataset_name as _dataset_name
+from nnunet_ext.trainers.c2f import (DEFAULT_FINE_MARGIN_MM, TWO_STAGE_FINE_MARGIN_VOX, Box, bbox_with_margin_mm,
+                                     box_size, box_slices, expand_bbox, foreground_bbox, scale_bbox)
 
 TIMES_FILE = "c2f_times.json"
-#: two_stage_unet Sec. 2.2: box of the coarse mask + 2 voxels (coarse grid), box of the upsampled mask + 10 voxels
+#: two_stage_unet Sec. 2.2: box of the coarse mask + 2 voxels (coarse grid); the box of the upsampled mask gets
+#: TWO_STAGE_FINE_MARGIN_VOX (10, as the fine stage's training boxes: trainers/c2f.py)
 TWO_STAGE_COARSE_MARGIN_VOX = 2
-TWO_STAGE_FINE_MARGIN_VOX = 10
 #: two_stage_unet Sec. 2.1: decimation factor
 TWO_STAGE_R = 4
 
-
-def _user_error(msg: str):
-    from nnunet_ext.cli import UserError
-
-    return UserError(msg)
+_user_error = UserError  # one-line error, exit status 2 (nnunet_ext.errors)
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
@@ -118,15 +114,6 @@ class ModelRef:
     checkpoint: str
     plans: dict = field(default_factory=dict)
     dataset_json: dict = field(default_factory=dict)
-
-
-def _dataset_name(dataset) -> str:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    try:
-        return maybe_convert_to_dataset_name(str(dataset))
-    except (RuntimeError, ValueError) as e:
-        raise _user_error(f"dataset {dataset!r}: {str(e).splitlines()[0]}") from None
 
 
 def resolve_model(what: str, dataset, spec: str, folds: Optional[Sequence[str]], checkpoint: str) -> ModelRef:
@@ -518,8 +505,9 @@ def cmd_make_coarse_config(args) -> int:
     print(name)
     if args.preprocess:
         from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess
+        from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 
-        preprocess([int(_dataset_name(args.d)[7:10])], args.plans, [name], [args.np])
+        preprocess([convert_dataset_name_to_id(_dataset_name(args.d))], args.plans, [name], [args.np])
     else:
         print(f"next: nnUNetv2_preprocess -d {args.d} -plans_name {args.plans} -c {name}")
     return 0

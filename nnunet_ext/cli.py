@@ -65,8 +65,7 @@ def cmd_archs(args) -> int:
 
     for name in A.list_architectures(args.pattern):
         if args.tsv:
-            net = A.create(name)
-            n = sum(p.numel() for p in net.parameters() if p.requires_grad)
+            n = A.count_parameters(A.create(name))
             print(f"{name}\t{n}\t{A.get_spec(name).description}")
         else:
             print(name)

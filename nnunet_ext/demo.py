@@ -40,7 +40,7 @@ class _Step:
 
 def _run_logged(cmd: List[str], env: dict, log: Path, echo=lambda line: False) -> float:
     """Run a stock command, its output into ``log``; lines for which ``echo`` is true are shown as progress."""
-    from nnunet_ext.cli import UserError
+    from nnunet_ext.errors import UserError
 
     t0 = time.perf_counter()
     with open(log, "a") as f:
@@ -70,7 +70,9 @@ def _count_params(trainer_name: str, plans_file: Path, dataset_json: Path, confi
     cls = recursive_find_trainer_class_by_name(trainer_name)
     net = cls.build_network_architecture(pm, cm, determine_num_input_channels(pm, cm, dj),
                                          pm.get_label_manager(dj).num_segmentation_heads, True)
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+    from nnunet_ext.architectures import count_parameters
+
+    return count_parameters(net)
 
 
 def _evaluate(labels: Path, pred: Path, dataset_json: Path, plans_file: Path) -> Dict[str, Dict[str, float]]:
@@ -91,7 +93,8 @@ def _evaluate(labels: Path, pred: Path, dataset_json: Path, plans_file: Path) ->
 
 def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters: int, cases: int,
              test_cases: int, size_scale: float, device: str, dataset_id: int = 991, seed: int = 0) -> dict:
-    from nnunet_ext.cli import UserError, ext_trainer_path_value
+    from nnunet_ext.cli import ext_trainer_path_value
+    from nnunet_ext.errors import UserError
     from nnunet_ext.synthetic import make_dataset
 
     workdir = workdir.resolve()
@@ -202,7 +205,7 @@ def cmd_demo(args) -> int:
     import torch
 
     from nnunet_ext import trainers
-    from nnunet_ext.cli import UserError
+    from nnunet_ext.errors import UserError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     default_trainer, default_configuration = DEFAULT_TRAINER["cuda" if device == "cuda" else "cpu"]

@@ -3,3 +3,13 @@
 
 class UserError(Exception):
     """An error caused by the user's input (a file, folder or value); the message names it, on one line."""
+
+
+def dataset_name(dataset) -> str:
+    """nnU-Net's ``DatasetXXX_Name`` for a name or id (``maybe_convert_to_dataset_name``); UserError if unknown."""
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    try:
+        return maybe_convert_to_dataset_name(str(dataset))
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"dataset {dataset!r}: {str(e).splitlines()[0]}") from None

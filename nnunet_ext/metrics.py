@@ -33,6 +33,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from nnunet_ext.errors import UserError
+
 __all__ = ["surface_metrics", "compute_case_metrics", "compute_metrics_on_folder_with_surface", "evaluate_folder",
            "evaluate_trained_model_folds", "FoldResults", "register_cli"]
 
@@ -41,11 +43,7 @@ N_UNDEFINED_KEY = "HD95_n_undefined"
 #: the stock per-class keys of nnU-Net's compute_metrics, in its order
 STOCK_KEYS = ("Dice", "IoU", "FP", "TP", "FN", "TN", "n_pred", "n_ref")
 
-
-def _user_error(msg: str) -> Exception:
-    from nnunet_ext.cli import UserError
-
-    return UserError(msg)
+_user_error = UserError  # one-line error, exit status 2 (nnunet_ext.errors)
 
 
 # ------------------------------------------------------------------------------------------------ one structure
@@ -387,10 +385,7 @@ def _setup_from_jsons(folder_ref: str, dataset_json_file, plans_file):
         raise _user_error(f"{dataset_json_file} / {plans_file}: {type(e).__name__}: {str(e).splitlines()[0]}") \
             from None
     labels = lm.foreground_regions if lm.has_regions else lm.foreground_labels
-    allowed = {0}
-    for v in dataset_json["labels"].values():
-        allowed.update(int(i) for i in np.atleast_1d(v))
-    return rw, file_ending, labels, lm.ignore_label, allowed
+    return rw, file_ending, labels, lm.ignore_label, _allowed_label_values(dataset_json["labels"].values(), None)
 
 
 def evaluate_folder(gt_folder, pred_folder, dataset_json, plans_json, output_file=None, nsd_tolerance_mm=2.0,
@@ -515,7 +510,6 @@ def _print_summary(result: dict, title: str) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from nnunet_ext.cli import UserError
 
     if args.np < 1:
         raise UserError(f"-np must be >= 1, got {args.np}")

@@ -15,22 +15,19 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from nnunet_ext.errors import UserError
+from nnunet_ext.errors import UserError, dataset_name
 
 DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
 
 
 def _dataset(dataset: str) -> tuple:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 
     for var in ("nnUNet_raw", "nnUNet_preprocessed"):
         if not os.environ.get(var):
             raise UserError(f"{var} is not set (nnU-Net's environment variables are needed for planning)")
-    try:
-        name = maybe_convert_to_dataset_name(dataset)
-    except (RuntimeError, ValueError) as e:
-        raise UserError(f"dataset {dataset!r}: {str(e).splitlines()[0]}") from None
-    return name, int(name[7:10])
+    name = dataset_name(dataset)
+    return name, convert_dataset_name_to_id(name)
 
 
 def _data_exists(pre: Path, data_identifier: str) -> bool:

@@ -31,6 +31,7 @@ missing from the table is measured the same way at planning time (with a warning
 """
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -106,18 +107,22 @@ def activation_bytes(net: torch.nn.Module, input_shape: Sequence[int]) -> int:
     return int(sum(seen.values()))
 
 
+@functools.lru_cache(maxsize=None)
+def _bytes_per_element(arch: str, dim: int, input_channels: int, num_classes: int) -> Tuple[float, int]:
+    """(activation bytes per feature-map element, feature-map elements) of ``arch`` at the reference topology."""
+    kwargs, patch = reference_arch_kwargs(dim)
+    net = _build_meta(arch, kwargs, input_channels, num_classes)
+    fmap = int(net.compute_conv_feature_map_size(patch))
+    return activation_bytes(net, (1, input_channels, *patch)) / fmap, fmap
+
+
 def measure_memory_factor(arch: str, dim: int, input_channels: int = 1, num_classes: int = 3) -> dict:
     """kappa of ``arch`` in ``dim`` D: its activation bytes per feature-map element / PlainConvUNet's, both at
     nnU-Net's reference topology (:data:`REFERENCE_PLANS`), measured on the meta device."""
-    kwargs, patch = reference_arch_kwargs(dim)
-    per_element = {}
-    for name in (arch, "plain_unet"):
-        net = _build_meta(name, kwargs, input_channels, num_classes)
-        fmap = int(net.compute_conv_feature_map_size(patch))
-        per_element[name] = (activation_bytes(net, (1, input_channels, *patch)) / fmap, fmap)
-    return {"kappa": round(per_element[arch][0] / per_element["plain_unet"][0], 4),
-            "bytes_per_element": round(per_element[arch][0], 4), "feature_map_elements": per_element[arch][1],
-            "plain_unet_bytes_per_element": round(per_element["plain_unet"][0], 4), "patch_size": list(patch)}
+    per_element, fmap = _bytes_per_element(arch, dim, input_channels, num_classes)
+    reference, _ = _bytes_per_element("plain_unet", dim, input_channels, num_classes)
+    return {"kappa": round(per_element / reference, 4), "bytes_per_element": round(per_element, 4),
+            "feature_map_elements": fmap}
 
 
 def load_calibration(path: Union[str, Path] = CALIBRATION_FILE) -> dict:
