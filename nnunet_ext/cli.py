@@ -1,8 +1,9 @@
 """``nnunet-ext``: the command line of nnunet-ext (sub-commands in nnU-Net's style).
 
-Core sub-commands live here; a module that brings a sub-command of its own defines ``register_cli(subparsers)``
-and is listed in :data:`COMMAND_MODULES`. Errors a user can fix are reported on one line on stderr with a non-zero
-exit status (no traceback).
+Core sub-commands live here; a module that brings sub-commands of its own defines ``register_cli(subparsers)`` and
+is listed in :data:`LAZY_COMMANDS`. That module is imported only when one of its sub-commands runs, so ``env``,
+``--version`` and ``-h`` import neither torch nor nnU-Net (benchmarks/cli_startup.py measures it). Errors a user can
+fix are reported on one line on stderr with a non-zero exit status (no traceback).
 """
 from __future__ import annotations
 
@@ -14,18 +15,35 @@ import sys
 from typing import List, Optional
 
 import nnunet_ext
+from nnunet_ext.errors import UserError  # re-exported: nnunet_ext.cli.UserError
 
-#: modules that add sub-commands through ``register_cli(subparsers)``
-COMMAND_MODULES = (
-    "nnunet_ext.demo",
-    "nnunet_ext.metrics",
-    "nnunet_ext.benchmark",
-    "nnunet_ext.c2f",
-    "nnunet_ext.planning",
-)
+#: sub-commands whose module is imported only when they run: name -> ("module[:function]", one-line help).
+#: ``function`` (default ``register_cli``) adds the sub-command's parser; the help is what ``nnunet-ext -h`` shows
+#: (tests/test_cli.py checks it equals the help the module registers).
+LAZY_COMMANDS = {
+    "make-dataset": ("nnunet_ext.cli:register_make_dataset",
+                     "write the embedded synthetic pancreas CT dataset (nnU-Net raw format)"),
+    "demo": ("nnunet_ext.demo", "the main job on the embedded synthetic dataset: ours vs stock nnU-Net, end to end"),
+    "evaluate": ("nnunet_ext.metrics",
+                 "nnU-Net's evaluation (Dice, IoU) plus HD95 and NSD per class, JSON + per-case CSV"),
+    "benchmark": ("nnunet_ext.benchmark",
+                  "model figures (params, FLOPs, step time, memory, inference) and accuracy vs stock nnU-Net"),
+    "predict-c2f": ("nnunet_ext.c2f",
+                    "coarse-to-fine inference with two trained models (ResDSN C2F / two-stage U-Net)"),
+    "make-coarse-config": ("nnunet_ext.c2f",
+                           "add the R-times downsampled coarse configuration (two-stage U-Net) to the plans"),
+    "plan": ("nnunet_ext.planning",
+             "nnU-Net planning (+ preprocessing where needed) sized to a GPU-memory target for one architecture"),
+}
+#: the modules that add sub-commands (each imported only when one of its sub-commands runs)
+COMMAND_MODULES = tuple(dict.fromkeys(v[0].split(":")[0] for v in LAZY_COMMANDS.values() if ":" not in v[0]))
 
 
-from nnunet_ext.errors import UserError  # noqa: E402  (re-exported: nnunet_ext.cli.UserError)
+def load_register(name: str):
+    """The ``register_cli``-like function that adds sub-command ``name`` (imports its module)."""
+    target = LAZY_COMMANDS[name][0]
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func or "register_cli")
 
 
 # ------------------------------------------------------------------------------------------------ env / listings
@@ -99,6 +117,16 @@ def cmd_predict(args) -> int:
                          args.args)
 
 
+def register_make_dataset(sub) -> None:
+    from nnunet_ext.synthetic import add_make_dataset_arguments
+
+    s = sub.add_parser("make-dataset", help=LAZY_COMMANDS["make-dataset"][1],
+                       description="Writes DatasetXXX_Name (dataset.json, imagesTr, labelsTr, imagesTs, labelsTs) "
+                                   "shaped like MSD Task07 Pancreas: labels 0 background, 1 pancreas, 2 tumour.")
+    add_make_dataset_arguments(s)
+    s.set_defaults(func=cmd_make_dataset)
+
+
 def cmd_make_dataset(args) -> int:
     from nnunet_ext.synthetic import DatasetExistsError, make_dataset_from_args
 
@@ -111,7 +139,10 @@ def cmd_make_dataset(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ parser
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module (if it is one of :data:`LAZY_COMMANDS`) is imported to build its
+    sub-parser, the other lazy sub-commands get a placeholder that shows their help line. ``command="*"`` builds
+    every sub-parser (imports every module)."""
     p = argparse.ArgumentParser(
         prog="nnunet-ext",
         description="nnU-Net v2 plugin: DMC-Net, ResDSN C2F, DLKUNet, MoNet and the two-stage 3D U-Net as nnU-Net "
@@ -137,13 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'dmc*'")
     s.set_defaults(func=cmd_archs)
 
-    from nnunet_ext.synthetic import add_make_dataset_arguments
-    s = sub.add_parser("make-dataset", help="write the embedded synthetic pancreas CT dataset (nnU-Net raw format)",
-                       description="Writes DatasetXXX_Name (dataset.json, imagesTr, labelsTr, imagesTs, labelsTs) "
-                                   "shaped like MSD Task07 Pancreas: labels 0 background, 1 pancreas, 2 tumour.")
-    add_make_dataset_arguments(s)
-    s.set_defaults(func=cmd_make_dataset)
-
     for name, func, stock in (("train", cmd_train, "nnUNetv2_train"), ("predict", cmd_predict, "nnUNetv2_predict")):
         s = sub.add_parser(name, help=f"{stock} with our trainers registered (for when you cannot set env vars)",
                            description=f"Runs {stock} with nnUNet_extTrainer set. All arguments go to {stock}; "
@@ -151,14 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("args", nargs=argparse.REMAINDER)
         s.set_defaults(func=func)
 
-    for mod in COMMAND_MODULES:
-        importlib.import_module(mod).register_cli(sub)
+    done = set()
+    for name, (target, help_) in LAZY_COMMANDS.items():
+        if command in (name, "*"):
+            register = load_register(name)
+            if register not in done:  # one module may add several sub-commands (their placeholders are skipped)
+                done.add(register)
+                register(sub)
+        elif not (command in LAZY_COMMANDS and LAZY_COMMANDS[command][0] == target):
+            s = sub.add_parser(name, help=help_, add_help=False)
+            s.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv and argv[0] in LAZY_COMMANDS else None)
     # pass-throughs take everything after the sub-command, including -h
     if argv and argv[0] in ("train", "predict"):
         args = argparse.Namespace(command=argv[0], args=argv[1:], func=cmd_train if argv[0] == "train" else cmd_predict)
