@@ -2,7 +2,7 @@
 
 Into a work folder: make the synthetic pancreas dataset, ``nnUNetv2_plan_and_preprocess``, train a short schedule of
 one of our trainers and of stock ``nnUNetTrainer`` on the same plans and split (fold 0), predict the test cases with
-``nnUNetv2_predict``, evaluate both (nnU-Net's Dice; HD95/NSD where :mod:`nnunet_ext.metrics` is available), and
+``nnUNetv2_predict``, evaluate both (nnU-Net's Dice, HD95 and NSD by :mod:`nnunet_ext.metrics`), and
 print a side-by-side table. A second run reuses every step whose output is there and deletes nothing.
 """
 from __future__ import annotations
@@ -76,18 +76,11 @@ def _count_params(trainer_name: str, plans_file: Path, dataset_json: Path, confi
 
 
 def _evaluate(labels: Path, pred: Path, dataset_json: Path, plans_file: Path) -> Dict[str, Dict[str, float]]:
-    """Per-class mean metrics. Surface metrics when nnunet_ext.metrics is there, nnU-Net's own evaluation else."""
-    try:
-        from nnunet_ext.metrics import evaluate_folder
-    except ImportError:
-        evaluate_folder = None
-    if evaluate_folder is not None:
-        summary = evaluate_folder(str(labels), str(pred), str(dataset_json), str(plans_file),
-                                  output_file=str(pred / "summary_surface.json"), num_processes=1)
-    else:
-        from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder2
-        summary = compute_metrics_on_folder2(str(labels), str(pred), str(dataset_json), str(plans_file),
-                                             str(pred / "summary.json"), num_processes=1)
+    """Per-class means of nnunet_ext.metrics (nnU-Net's Dice, HD95, NSD; conventions of nnunet_ext.metric_defs)."""
+    from nnunet_ext.metrics import evaluate_folder
+
+    summary = evaluate_folder(str(labels), str(pred), str(dataset_json), str(plans_file),
+                              output_file=str(pred / "summary_surface.json"), num_processes=1)
     return {str(k): v for k, v in summary["mean"].items()}
 
 
@@ -185,19 +178,26 @@ def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters
 
 
 def format_table(rows: List[dict], labels: Dict[str, int]) -> str:
+    """Markdown table of the demo: per class the mean of every metric of nnunet_ext.metric_defs.METRICS, with the
+    number of cases that had exactly one mask empty (counted at the worst value) beside it; n/a where undefined."""
+    from nnunet_ext.metric_defs import METRICS, N_ONE_EMPTY_KEY, fmt_mean
+
     classes = [(name, str(v)) for name, v in labels.items() if v != 0]
-    metric_names = [m for m in ("Dice", "HD95", "NSD") if any(m in r["metrics"].get(c, {}) for r in rows
-                                                              for _, c in classes)]
-    head = ["trainer", "params (M)", "train (s)", "predict (s)"] + [f"{m} {n}" for n, _ in classes
+    metric_names = [m for m in METRICS if any(m in r["metrics"].get(c, {}) for r in rows for _, c in classes)]
+    head = ["trainer", "params (M)", "train (s)", "predict (s)"] + [f"{METRICS[m].label} {n}" for n, _ in classes
                                                                      for m in metric_names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["trainer"], f"{r['params'] / 1e6:.2f}", f"{r['train_s']:.0f}", f"{r['predict_s']:.1f}"]
         for _, c in classes:
+            mean = r["metrics"].get(c, {})
             for m in metric_names:
-                v = r["metrics"].get(c, {}).get(m, float("nan"))
-                cells.append(f"{v:.3f}" if m != "HD95" else f"{v:.1f}")
+                cells.append(fmt_mean(m, mean.get(m, float("nan")), n_one_empty=mean.get(N_ONE_EMPTY_KEY, 0)))
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Means over the test cases; (k worst): k cases with exactly one mask empty, counted at the worst "
+                 "value (Dice 0, NSD 0, HD95 = image diagonal); cases with both masks empty are excluded; n/a: "
+                 "nothing defined (docs/metrics.md).")
     return "\n".join(lines)
 
 

@@ -12,4 +12,5 @@ def dataset_name(dataset) -> str:
     try:
         return maybe_convert_to_dataset_name(str(dataset))
     except (RuntimeError, ValueError) as e:
-        raise UserError(f"dataset {dataset!r}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"dataset {dataset!r} not found in nnUNet_raw/nnUNet_preprocessed/nnUNet_results "
+                        f"({str(e).splitlines()[0][:120]})") from None

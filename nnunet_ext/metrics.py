@@ -13,14 +13,15 @@ neighbour, distances between voxel centres, MONAI ``use_subvoxels=False``):
 * ``NSD``: (#reference surface voxels within tau of the predicted surface + #predicted surface voxels within tau of
   the reference surface) / (#reference + #predicted surface voxels), ``monai.metrics.compute_surface_dice``.
 
-Empty masks (applied everywhere, per case and class):
+Empty masks: the conventions of :mod:`nnunet_ext.metric_defs` (Metrics Reloaded), per case and class: both masks
+empty -> Dice, HD95 and NSD are NaN (excluded from the means, counted in ``n_both_empty``; nnU-Net's own ``Dice`` is
+NaN there too); exactly one empty -> the worst case, kept in the means and counted in ``n_one_empty``: Dice 0 (as
+nnU-Net computes it), NSD 0, HD95 = the image diagonal in mm. nnU-Net's fields (``Dice``, ``IoU``, ``TP`` ...) are
+exactly nnU-Net's.
 
-* both empty: ``HD95 = 0.0``, ``NSD = 1.0`` (nnU-Net's ``Dice`` stays NaN there, as in nnU-Net);
-* exactly one empty: ``HD95 = NaN`` (undefined; excluded from means, the number of such cases is reported as
-  ``HD95_n_undefined`` in ``mean[class]`` and, summed over classes, in ``foreground_mean``), ``NSD = 0.0``.
-
-Speed: both masks are cropped to the bounding box of their union plus a 1-voxel border before MONAI sees them
-(MONAI would crop too, but only after converting the whole volume to float tensors).
+Speed: both masks are cropped to the bounding box of their union plus a 1-voxel border (acvl_utils' bounding-box
+functions) before MONAI sees them (MONAI would crop too, but only after converting the whole volume to float
+tensors); benchmarks/surface_metrics_speed.py times one structure at 512 x 512 x 200.
 """
 from __future__ import annotations
 
@@ -34,12 +35,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from nnunet_ext.errors import UserError
+from nnunet_ext.metric_defs import (BOTH_EMPTY, METRICS, N_BOTH_EMPTY_KEY, N_ONE_EMPTY_KEY, ONE_EMPTY,
+                                    SURFACE_METRICS, empty_kind, empty_kind_of_counts, empty_value, fmt_mean,
+                                    image_diagonal_mm)
 
 __all__ = ["surface_metrics", "compute_case_metrics", "compute_metrics_on_folder_with_surface", "evaluate_folder",
-           "evaluate_trained_model_folds", "FoldResults", "register_cli"]
+           "evaluate_trained_model_folds", "FoldResults", "case_id", "register_cli"]
 
-SURFACE_KEYS = ("HD95", "NSD")
-N_UNDEFINED_KEY = "HD95_n_undefined"
+SURFACE_KEYS = SURFACE_METRICS
 #: the stock per-class keys of nnU-Net's compute_metrics, in its order
 STOCK_KEYS = ("Dice", "IoU", "FP", "TP", "FN", "TN", "n_pred", "n_ref")
 
@@ -49,13 +52,12 @@ _user_error = UserError  # one-line error, exit status 2 (nnunet_ext.errors)
 # ------------------------------------------------------------------------------------------------ one structure
 def _crop_to_union(reference: np.ndarray, prediction: np.ndarray, ignore_mask: Optional[np.ndarray] = None):
     """Crop to the bounding box of ``reference | prediction`` plus a 1-voxel border (clipped to the array)."""
+    from acvl_utils.cropping_and_padding.bounding_boxes import (bounding_box_to_slice, get_bbox_from_mask,
+                                                                get_bbox_from_mask_npwhere, pad_bbox)
+
     union = reference | prediction
-    slices = []
-    for ax in range(union.ndim):
-        other = tuple(a for a in range(union.ndim) if a != ax)
-        idx = np.flatnonzero(union.any(axis=other))
-        slices.append(slice(max(int(idx[0]) - 1, 0), min(int(idx[-1]) + 2, union.shape[ax])))
-    sl = tuple(slices)
+    box = get_bbox_from_mask(union) if union.ndim == 3 else get_bbox_from_mask_npwhere(union)
+    sl = bounding_box_to_slice(pad_bbox(box, 1, union.shape))
     return reference[sl], prediction[sl], (None if ignore_mask is None else ignore_mask[sl])
 
 
@@ -71,8 +73,8 @@ def surface_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, nsd_
         ignore_mask: optional boolean mask (nnU-Net's ignore label): surface voxels inside it are not counted
             (the surfaces themselves are those of the full masks).
 
-    Returns ``{"HD95": float, "NSD": float}``; both empty -> HD95 0.0, NSD 1.0; exactly one empty -> HD95 nan,
-    NSD 0.0.
+    Returns ``{"HD95": float, "NSD": float}``; both empty -> both NaN (excluded from means); exactly one empty ->
+    the worst case: HD95 = the image diagonal in mm (of the measured axes), NSD 0.0 (:mod:`nnunet_ext.metric_defs`).
     """
     reference = np.asarray(reference).astype(bool, copy=False)
     prediction = np.asarray(prediction).astype(bool, copy=False)
@@ -106,20 +108,24 @@ def surface_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, nsd_
         has_ref, has_pred = bool(reference.any()), bool(prediction.any())
     else:  # what lies in ignored voxels only does not count as present
         has_ref, has_pred = bool((reference & ~ignore_mask).any()), bool((prediction & ~ignore_mask).any())
-    if not has_ref and not has_pred:
-        return {"HD95": 0.0, "NSD": 1.0}
-    if has_ref != has_pred:
-        return {"HD95": float("nan"), "NSD": 0.0}
+    diagonal = image_diagonal_mm(reference.shape, spacing)
+    kind = empty_kind(has_ref, has_pred)
+    if kind:
+        return _empty(kind, diagonal)
 
     reference, prediction, ignore_mask = _crop_to_union(reference, prediction, ignore_mask)
     with warnings.catch_warnings():
         # MONAI 1.5/1.6 calls its own deprecated `always_return_as_numpy` argument internally
         warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
-        return _monai_surface_metrics(reference, prediction, spacing, float(nsd_tolerance_mm), ignore_mask)
+        return _monai_surface_metrics(reference, prediction, spacing, float(nsd_tolerance_mm), ignore_mask, diagonal)
+
+
+def _empty(kind: str, diagonal_mm: float) -> dict:
+    return {k: empty_value(k, kind, diagonal_mm) for k in SURFACE_KEYS}
 
 
 def _monai_surface_metrics(reference: np.ndarray, prediction: np.ndarray, spacing: List[float], tau: float,
-                           ignore_mask: Optional[np.ndarray]) -> dict:
+                           ignore_mask: Optional[np.ndarray], diagonal_mm: float) -> dict:
     """HD95 and NSD of two non-empty, already cropped masks, in ONE pass of MONAI.
 
     ``monai.metrics.compute_hausdorff_distance(percentile=95, directed=False)`` and
@@ -142,9 +148,9 @@ def _monai_surface_metrics(reference: np.ndarray, prediction: np.ndarray, spacin
         mask=torch.from_numpy(keep), warn_empty=False)
     n_pred, n_ref = len(d_pred_ref), len(d_ref_pred)
     if n_pred == 0 and n_ref == 0:  # only possible with an ignore mask covering both surfaces
-        return {"HD95": 0.0, "NSD": 1.0}
+        return _empty(BOTH_EMPTY, diagonal_mm)
     if n_pred == 0 or n_ref == 0 or not (torch.isfinite(d_pred_ref).all() and torch.isfinite(d_ref_pred).all()):
-        return {"HD95": float("nan"), "NSD": 0.0}
+        return _empty(ONE_EMPTY, diagonal_mm)
     hd95 = max(float(torch.quantile(d, 0.95)) for d in (d_pred_ref, d_ref_pred))
     nsd = float((d_pred_ref <= tau).sum() + (d_ref_pred <= tau).sum()) / float(n_pred + n_ref)
     return {"HD95": hd95, "NSD": nsd}
@@ -221,27 +227,38 @@ def compute_case_metrics(reference_file: str, prediction_file: str, image_reader
 
 
 # ------------------------------------------------------------------------------------------------ folder
-def _case_id(fname: str, file_ending: str) -> str:
-    base = os.path.basename(fname)
-    return base[: -len(file_ending)] if file_ending and base.endswith(file_ending) else base
+#: file endings stripped by case_id when the dataset's is not given
+_KNOWN_ENDINGS = (".nii.gz", ".nrrd", ".mha", ".nii", ".png", ".tif", ".tiff", ".npz", ".npy")
+
+
+def case_id(fname: str, file_ending: Optional[str] = None) -> str:
+    """nnU-Net's case identifier of a segmentation file: its name without ``file_ending`` (default: any of the
+    endings nnU-Net's readers use)."""
+    base = os.path.basename(str(fname))
+    for ending in ((file_ending,) if file_ending else _KNOWN_ENDINGS):
+        if base.endswith(ending):
+            return base[: -len(ending)]
+    return base if file_ending else os.path.splitext(base)[0]
 
 
 def _aggregate(results: List[dict], regions_or_labels) -> Tuple[dict, dict]:
-    """nnU-Net's means (np.nanmean over cases per class; foreground mean = np.mean over foreground classes) plus
-    ``HD95_n_undefined``; for HD95 the foreground mean is over the classes whose mean is defined."""
+    """nnU-Net's means (np.nanmean over cases per class; foreground mean = np.mean over foreground classes), for our
+    metrics too: by the conventions of :mod:`nnunet_ext.metric_defs` a per-case NaN is a both-empty case (excluded)
+    and a one-empty case already holds the worst value. ``n_both_empty`` / ``n_one_empty`` per class, summed over the
+    foreground classes in ``foreground_mean``."""
     metric_list = list(results[0]["metrics"][regions_or_labels[0]].keys())
     means = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN slice
         for r in regions_or_labels:
             means[r] = {m: np.nanmean([c["metrics"][r][m] for c in results]) for m in metric_list}
-            means[r][N_UNDEFINED_KEY] = int(sum(math.isnan(c["metrics"][r]["HD95"]) for c in results))
+            kinds = [empty_kind_of_counts(c["metrics"][r]["n_ref"], c["metrics"][r]["n_pred"]) for c in results]
+            means[r][N_BOTH_EMPTY_KEY] = int(sum(k == BOTH_EMPTY for k in kinds))
+            means[r][N_ONE_EMPTY_KEY] = int(sum(k == ONE_EMPTY for k in kinds))
         foreground = [k for k in means if not (k == 0 or k == "0")]
-        foreground_mean = {}
-        for m in metric_list:
-            vals = [means[k][m] for k in foreground]
-            foreground_mean[m] = np.nanmean(vals) if m == "HD95" else np.mean(vals)
-        foreground_mean[N_UNDEFINED_KEY] = int(sum(means[k][N_UNDEFINED_KEY] for k in foreground))
+        foreground_mean = {m: np.mean([means[k][m] for k in foreground]) for m in metric_list}
+        for key in (N_BOTH_EMPTY_KEY, N_ONE_EMPTY_KEY):
+            foreground_mean[key] = int(sum(means[k][key] for k in foreground))
     return means, foreground_mean
 
 
@@ -253,7 +270,7 @@ def _csv_rows(results: List[dict], regions_or_labels, file_ending: str) -> Tuple
     rows = []
     for c in results:
         for r in regions_or_labels:
-            rows.append([_case_id(c["prediction_file"], file_ending), label_or_region_to_key(r),
+            rows.append([case_id(c["prediction_file"], file_ending), label_or_region_to_key(r),
                          *[c["metrics"][r][k] for k in keys], c["reference_file"], c["prediction_file"]])
     return header, rows
 
@@ -476,7 +493,7 @@ def evaluate_trained_model_folds(model_folder, dataset_json=None, nsd_tolerance_
         out[fold] = _compute_folder(gt_folder, val, rw, file_ending, labels, ignore_label, num_processes,
                                     nsd_tolerance_mm, True, allowed_values=allowed)
         if splits is not None and fold < len(splits):
-            have = {_case_id(f, file_ending) for f in subfiles(val, suffix=file_ending, join=False)}
+            have = {case_id(f, file_ending) for f in subfiles(val, suffix=file_ending, join=False)}
             lost = sorted(set(splits[fold]["val"]) - have)
             if lost:
                 out.missing_cases[fold] = lost
@@ -496,17 +513,18 @@ def evaluate_trained_model_folds(model_folder, dataset_json=None, nsd_tolerance_
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def _fmt(v) -> str:
-    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
-
-
 def _print_summary(result: dict, title: str) -> None:
     print(title)
+
+    def cells(m: dict) -> str:
+        return "  ".join(f"{k} {fmt_mean(k, m.get(k), n_one_empty=m.get(N_ONE_EMPTY_KEY, 0))}"
+                         + (f" {METRICS[k].unit}" if METRICS[k].unit else "") for k in METRICS)
+
     for k, m in result["mean"].items():
-        print(f"  class {k}: Dice {_fmt(m['Dice'])}  HD95 {_fmt(m['HD95'])} mm  NSD {_fmt(m['NSD'])}"
-              f"  (HD95 undefined in {m[N_UNDEFINED_KEY]} case(s))")
-    fm = result["foreground_mean"]
-    print(f"  foreground mean: Dice {_fmt(fm['Dice'])}  HD95 {_fmt(fm['HD95'])} mm  NSD {_fmt(fm['NSD'])}")
+        print(f"  class {k}: {cells(m)}  (both masks empty in {m[N_BOTH_EMPTY_KEY]} case(s), excluded)")
+    print(f"  foreground mean: {cells(result['foreground_mean'])}")
+    print("  (k worst): k case(s) with exactly one mask empty, counted at the worst value (Dice 0, NSD 0, HD95 the "
+          "image diagonal)")
 
 
 def cmd_evaluate(args) -> int:
@@ -550,8 +568,9 @@ def register_cli(subparsers) -> None:
         description="Evaluates PRED_FOLDER against GT_FOLDER like nnUNetv2_evaluate_folder and adds HD95 (mm, "
                     "max of the two directed 95th percentiles) and NSD (normalised surface Dice at a tolerance in "
                     "mm) per class/region, with the physical spacing. Writes nnU-Net's summary.json layout "
-                    "(metric_per_case, mean, foreground_mean) and a per-case CSV. Empty masks: both empty -> HD95 0,"
-                    " NSD 1; one empty -> HD95 NaN (excluded from means, counted in HD95_n_undefined), NSD 0.")
+                    "(metric_per_case, mean, foreground_mean) and a per-case CSV. Empty masks (Metrics Reloaded): "
+                    "both empty -> Dice, HD95, NSD NaN (excluded from means, counted in n_both_empty); exactly one "
+                    "empty -> worst case (Dice 0, NSD 0, HD95 = image diagonal in mm), counted in n_one_empty.")
     s.add_argument("gt_folder", nargs="?", default=None, metavar="GT_FOLDER",
                    help="folder with reference segmentations (with --folds-of: optional, default "
                         "nnUNet_preprocessed/DatasetXXX/gt_segmentations)")

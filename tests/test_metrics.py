@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from nnunet_ext.metric_defs import METRICS, fmt_mean, image_diagonal_mm
 from nnunet_ext.metrics import (FoldResults, compute_metrics_on_folder_with_surface,
                                 evaluate_folder, evaluate_trained_model_folds, surface_metrics)
 
@@ -36,10 +37,10 @@ def reference_surface_metrics(ref, pred, spacing, tol):
     """Independent reference: surface = mask minus its 6-connected erosion (outside = background), distances of each
     surface voxel to the other surface by scipy's exact EDT with the spacing (full volume, no cropping)."""
     ref, pred = ref.astype(bool), pred.astype(bool)
-    if not ref.any() and not pred.any():
-        return {"HD95": 0.0, "NSD": 1.0}
-    if not ref.any() or not pred.any():
-        return {"HD95": float("nan"), "NSD": 0.0}
+    if not ref.any() and not pred.any():  # both empty: excluded (Metrics Reloaded)
+        return {"HD95": float("nan"), "NSD": float("nan")}
+    if not ref.any() or not pred.any():  # one empty: worst case
+        return {"HD95": float(np.sqrt(sum((n * s) ** 2 for n, s in zip(ref.shape, spacing)))), "NSD": 0.0}
     s_ref = ref & ~ndimage.binary_erosion(ref)
     s_pred = pred & ~ndimage.binary_erosion(pred)
     d_ref_to_pred = ndimage.distance_transform_edt(~s_pred, sampling=spacing)[s_ref]
@@ -123,13 +124,33 @@ def test_identical_masks():
 
 # ------------------------------------------------------------------------------------------------ conventions
 def test_empty_mask_conventions():
+    """Metrics Reloaded: both empty -> excluded (NaN); exactly one empty -> worst case (HD95 = image diagonal in mm,
+    NSD 0), never a perfect or a missing HD95 for a missed structure."""
     z = np.zeros((8, 9, 10), dtype=bool)
     m = box(z.shape, (2, 2, 2), (5, 6, 7))
-    assert surface_metrics(z, z, (1, 1, 1)) == {"HD95": 0.0, "NSD": 1.0}
+    both = surface_metrics(z, z, (1, 1, 1))
+    assert math.isnan(both["HD95"]) and math.isnan(both["NSD"])
+    diagonal = math.sqrt((8 * 2.0) ** 2 + 9 ** 2 + 10 ** 2)
     for ref, pred in ((m, z), (z, m)):
         res = surface_metrics(ref, pred, (2.0, 1.0, 1.0))
-        assert math.isnan(res["HD95"]) and res["NSD"] == 0.0
+        assert res["HD95"] == pytest.approx(diagonal) and res["NSD"] == 0.0
         assert isinstance(res["HD95"], float) and isinstance(res["NSD"], float)
+        # the worst value is worse than any real miss-placement inside the image
+        far = box(z.shape, (5, 6, 7), (8, 9, 10))
+        assert res["HD95"] > surface_metrics(m, far, (2.0, 1.0, 1.0))["HD95"]
+    # 2D in nnU-Net's (1, H, W) layout: the diagonal of the measured axes (not the dummy 999 mm one)
+    res = surface_metrics(m[2:3], z[:1], (999.0, 0.5, 2.0))
+    assert res["HD95"] == pytest.approx(math.hypot(9 * 0.5, 10 * 2.0))
+
+
+def test_one_table_of_metrics():
+    assert list(METRICS) == ["Dice", "HD95", "NSD"]
+    assert METRICS["HD95"].better == "lower" and METRICS["Dice"].better == METRICS["NSD"].better == "higher"
+    assert METRICS["Dice"].worst(123.0) == 0.0 and METRICS["NSD"].worst(123.0) == 0.0
+    assert METRICS["HD95"].worst(123.0) == 123.0 == image_diagonal_mm((41, 1), (3.0, 0.0))
+    assert fmt_mean("HD95", float("nan"), 1.0, 2) == "n/a"
+    assert fmt_mean("HD95", 12.345, 1.5, 2) == "12.35 ± 1.50 (2 worst)"
+    assert fmt_mean("Dice", 0.5) == "0.500"
 
 
 def test_bad_arguments():
@@ -196,9 +217,10 @@ def test_ignore_mask_drops_surface_points_inside_it():
     assert res == {"HD95": 0.0, "NSD": 1.0}
     # a prediction lying only in ignored voxels is no prediction: both empty / reference only
     only_ignored = box(shape, (3, 5, 16), (9, 15, 18))
-    assert surface_metrics(np.zeros(shape, bool), only_ignored, sp, ignore_mask=ignore) == {"HD95": 0.0, "NSD": 1.0}
+    res = surface_metrics(np.zeros(shape, bool), only_ignored, sp, ignore_mask=ignore)
+    assert math.isnan(res["HD95"]) and math.isnan(res["NSD"])
     res = surface_metrics(ref, only_ignored, sp, ignore_mask=ignore)
-    assert math.isnan(res["HD95"]) and res["NSD"] == 0.0
+    assert res["HD95"] == pytest.approx(image_diagonal_mm(shape, sp)) and res["NSD"] == 0.0
 
 
 # ------------------------------------------------------------------------------------------------ folders
@@ -240,7 +262,7 @@ def make_folders(tmp_path, n_cases=3):
     return gt, pred, dj, pj
 
 
-def test_evaluate_folder_layout_csv_and_nan_exclusion(tmp_path):
+def test_evaluate_folder_layout_csv_and_empty_conventions(tmp_path):
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics, load_summary_json
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
@@ -262,23 +284,26 @@ def test_evaluate_folder_layout_csv_and_nan_exclusion(tmp_path):
     # shift of 2 slices along z with z spacing 2.5 mm (SimpleITK's 3rd spacing = nnU-Net's axis 0)
     assert per["case_001.nii.gz"][2]["HD95"] == pytest.approx(2 * SITK_SPACING[2], rel=1e-6)
     assert per["case_001.nii.gz"][1]["HD95"] == 0.0
-    assert math.isnan(per["case_002.nii.gz"][2]["HD95"]) and per["case_002.nii.gz"][2]["NSD"] == 0.0
-    # means: NaN HD95 excluded and counted
+    # label 2 missed in case 2: worst case, HD95 = the image diagonal (12 x 20 x 18 voxels at 2.5 x 0.9 x 0.8 mm)
+    diagonal = math.sqrt((12 * 2.5) ** 2 + (20 * 0.9) ** 2 + (18 * 0.8) ** 2)
+    assert per["case_002.nii.gz"][2]["HD95"] == pytest.approx(diagonal) and per["case_002.nii.gz"][2]["NSD"] == 0.0
+    assert per["case_002.nii.gz"][2]["Dice"] == 0.0  # nnU-Net's own Dice: already the worst case
+    # means: the miss is in every mean at its worst value and counted
     m2 = res["mean"][2]
-    assert m2["HD95_n_undefined"] == 1 and res["mean"][1]["HD95_n_undefined"] == 0
-    assert m2["HD95"] == pytest.approx((0.0 + 5.0) / 2)
+    assert m2["n_one_empty"] == 1 and res["mean"][1]["n_one_empty"] == 0 and m2["n_both_empty"] == 0
+    assert m2["HD95"] == pytest.approx((0.0 + 5.0 + diagonal) / 3)
     assert m2["NSD"] == pytest.approx(np.mean([per[f"case_00{i}.nii.gz"][2]["NSD"] for i in range(3)]))
-    assert res["foreground_mean"]["HD95_n_undefined"] == 1
+    assert res["foreground_mean"]["n_one_empty"] == 1
     assert res["foreground_mean"]["HD95"] == pytest.approx((res["mean"][1]["HD95"] + m2["HD95"]) / 2)
     assert res["foreground_mean"]["Dice"] == pytest.approx((res["mean"][1]["Dice"] + m2["Dice"]) / 2)
     # the JSON is nnU-Net's format (its own loader reads it back)
     loaded = load_summary_json(str(out))
-    assert loaded["mean"][2]["HD95_n_undefined"] == 1 and 1 in loaded["mean"]
+    assert loaded["mean"][2]["n_one_empty"] == 1 and 1 in loaded["mean"]
     # CSV: one row per case and class
     rows = list(csv.DictReader(open(pred / "summary_surface.csv")))
     assert len(rows) == 6 and {"case", "class", "Dice", "HD95", "NSD"} <= set(rows[0])
     row = next(r for r in rows if r["case"] == "case_002" and r["class"] == "2")
-    assert row["HD95"] == "nan" and float(row["NSD"]) == 0.0
+    assert float(row["HD95"]) == pytest.approx(diagonal) and float(row["NSD"]) == 0.0
 
 
 def test_compute_metrics_on_folder_with_surface_csv_path_and_regions(tmp_path):
@@ -290,7 +315,7 @@ def test_compute_metrics_on_folder_with_surface_csv_path_and_regions(tmp_path):
                                                  csv_file=str(tmp_path / "x.csv"))
     assert out.is_file() and (tmp_path / "x.csv").is_file() and not (tmp_path / "res" / "s.csv").exists()
     assert set(res["mean"]) == {(1, 2), (2,)}
-    assert res["mean"][(2,)]["HD95_n_undefined"] == 1 and res["mean"][(1, 2)]["HD95_n_undefined"] == 0
+    assert res["mean"][(2,)]["n_one_empty"] == 1 and res["mean"][(1, 2)]["n_one_empty"] == 0
 
 
 def test_missing_prediction_and_label_mismatch_raise_and_write_nothing(tmp_path):
@@ -326,8 +351,9 @@ def test_cli_evaluate_ok(tmp_path, capsys):
     assert _cli(["evaluate", gt, pred, "-djfile", dj, "-pfile", pj, "-o", out, "--nsd-tolerance-mm", "1"]) == 0
     assert out.is_file() and (tmp_path / "o" / "summary.csv").is_file()
     data = json.loads(out.read_text())
-    assert data["mean"]["2"]["HD95_n_undefined"] == 1 and "NSD" in data["foreground_mean"]
-    assert "HD95" in capsys.readouterr().out
+    assert data["mean"]["2"]["n_one_empty"] == 1 and "NSD" in data["foreground_mean"]
+    out = capsys.readouterr().out
+    assert "HD95" in out and "(1 worst)" in out
 
 
 @pytest.mark.parametrize("case", ["no_gt", "no_pred_folder", "no_dataset_json", "no_plans", "missing_pred",
@@ -418,3 +444,37 @@ def test_parallel_equals_serial(tmp_path):
         for lab in (1, 2):
             for k, v in ca["metrics"][lab].items():
                 assert cb["metrics"][lab][k] == pytest.approx(v, nan_ok=True)
+
+
+def test_never_predicted_class_has_worst_hd95_and_both_empty_excluded(tmp_path):
+    """The issue-14 headline: a model that never predicts label 2 gets Dice 0, NSD 0 and HD95 = the worst value in
+    every mean, never a perfect HD95; cases without label 2 in either mask are excluded from all three means and
+    counted; a class with nothing defined shows n/a (demo table, evaluate's summary)."""
+    from nnunet_ext.demo import format_table
+
+    gt, pred, dj, pj = make_folders(tmp_path, n_cases=4)
+    for i in range(4):
+        import SimpleITK as sitk
+
+        p = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / f"case_{i:03d}.nii.gz")))
+        p[p == 2] = 0
+        _write(p, pred / f"case_{i:03d}.nii.gz")
+        if i == 3:  # no lesion in the reference either: both empty
+            _write(p, gt / f"case_{i:03d}.nii.gz")
+    res = evaluate_folder(gt, pred, dj, pj)
+    m2 = res["mean"][2]
+    diagonal = math.sqrt((12 * 2.5) ** 2 + (20 * 0.9) ** 2 + (18 * 0.8) ** 2)
+    assert m2["n_one_empty"] == 3 and m2["n_both_empty"] == 1
+    assert m2["Dice"] == 0.0 and m2["NSD"] == 0.0 and m2["HD95"] == pytest.approx(diagonal)
+    case3 = next(c for c in res["metric_per_case"] if c["prediction_file"].endswith("case_003.nii.gz"))
+    assert all(math.isnan(case3["metrics"][2][k]) for k in METRICS)
+    assert res["mean"][1]["HD95"] == 0.0 and res["mean"][1]["n_one_empty"] == 0
+    rows = [dict(trainer="never_lesion", params=1e6, train_s=1.0, predict_s=1.0,
+                 metrics={str(k): v for k, v in res["mean"].items()}),
+            dict(trainer="nothing_defined", params=1e6, train_s=1.0, predict_s=1.0,
+                 metrics={"1": res["mean"][1], "2": {**m2, "Dice": float("nan"), "HD95": float("nan"),
+                                                      "NSD": float("nan"), "n_one_empty": 0}})]
+    table = format_table(rows, {"background": 0, "organ": 1, "lesion": 2})
+    line = next(r for r in table.splitlines() if r.startswith("| never_lesion"))
+    assert f"{diagonal:.2f} (3 worst)" in line and "0.000 (3 worst)" in line
+    assert "| n/a |" in next(r for r in table.splitlines() if r.startswith("| nothing_defined"))

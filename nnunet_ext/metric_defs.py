@@ -1,0 +1,135 @@
+"""The metrics nnunet-ext reports, in ONE table, and their empty-mask conventions.
+
+``evaluate`` (:mod:`nnunet_ext.metrics`), ``benchmark`` (:mod:`nnunet_ext.bench_accuracy`,
+:mod:`nnunet_ext.bench_report`) and ``demo`` (:mod:`nnunet_ext.demo`) read :data:`METRICS` for the name, the function
+that computes a metric, which direction is better, the digits shown, and the value of an empty case; the rules below
+are applied here and nowhere else.
+
+Empty masks (per case and class/region), after Metrics Reloaded (Maier-Hein, Reinke et al., "Metrics reloaded:
+recommendations for image analysis validation", Nat. Methods 21, 2024; its reference implementation treats a case
+with empty reference and empty prediction as perfect or excluded, and a metric undefined because exactly one mask
+is empty as NaN that is set to the worst possible value in aggregation):
+
+* **both masks empty** -> every metric (Dice, HD95, NSD) is NaN for that case: *excluded* from the means (nothing is
+  there to segment, and a perfect score would inflate the mean of a model that finds nothing), and *counted*
+  (``n_both_empty``). This is also what nnU-Net's own Dice does (``Dice = NaN`` when TP+FP+FN = 0, ``np.nanmean``),
+  so nnU-Net's ``Dice``/``IoU`` fields of ``summary.json`` stay exactly as nnU-Net computes them.
+* **exactly one mask empty** (a missed or a spurious structure) -> the *worst case* of every metric, kept in every
+  mean and counted (``n_one_empty``): Dice 0, NSD 0, HD95 = the diagonal of the image in mm
+  (``sqrt(sum((shape_i * spacing_i)^2))`` over the axes the metric is measured on), which no distance between two
+  points of the image can exceed. No mean can therefore show a perfect HD95 for a class a model never predicted.
+* a mean over no defined case (all cases both-empty) is NaN and shown as ``n/a``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+#: how the two masks of one case and class are: both empty, exactly one empty, none empty
+BOTH_EMPTY, ONE_EMPTY, NONE_EMPTY = "both", "one", ""
+#: per-class counts written next to the means (``summary.json``'s ``mean[class]`` and ``foreground_mean``)
+N_BOTH_EMPTY_KEY, N_ONE_EMPTY_KEY = "n_both_empty", "n_one_empty"
+NA = "n/a"
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """One metric: ``name`` (its key in summaries and tables), ``function`` (what computes it, per structure),
+    ``better`` (``"higher"`` or ``"lower"``), ``digits`` shown in tables, ``unit``, and ``worst``: its value when
+    exactly one mask is empty, as a function of the image diagonal in mm. Both empty: NaN (excluded, counted)."""
+    name: str
+    function: str
+    better: str
+    digits: int
+    unit: str
+    worst_is_diagonal: bool
+    worst_value: float = float("nan")
+
+    def worst(self, diagonal_mm: float) -> float:
+        return float(diagonal_mm) if self.worst_is_diagonal else self.worst_value
+
+    def fmt(self, value, digits: Optional[int] = None) -> str:
+        return fmt_number(value, self.digits if digits is None else digits)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.unit})" if self.unit else self.name
+
+
+#: the table: every place that computes, averages or shows these metrics reads it
+METRICS: Dict[str, MetricDef] = {m.name: m for m in (
+    MetricDef("Dice", "nnunetv2.evaluation.evaluate_predictions.compute_tp_fp_fn_tn: 2TP / (2TP + FP + FN)",
+              "higher", 3, "", False, 0.0),
+    MetricDef("HD95", "nnunet_ext.metrics.surface_metrics: max of the two directed 95th percentiles of surface "
+              "distances (MONAI)", "lower", 2, "mm", True),
+    MetricDef("NSD", "nnunet_ext.metrics.surface_metrics: share of surface points within the tolerance (MONAI)",
+              "higher", 3, "", False, 0.0),
+)}
+SURFACE_METRICS = ("HD95", "NSD")
+
+
+def fmt_number(value, digits: int) -> str:
+    """``value`` with ``digits`` decimals; ``n/a`` for None or NaN."""
+    if value is None:
+        return NA
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return NA
+    return NA if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def empty_kind(has_reference: bool, has_prediction: bool) -> str:
+    if not has_reference and not has_prediction:
+        return BOTH_EMPTY
+    return ONE_EMPTY if has_reference != has_prediction else NONE_EMPTY
+
+
+def empty_kind_of_counts(n_ref, n_pred) -> Optional[str]:
+    """The kind from nnU-Net's per-case ``n_ref`` / ``n_pred`` (None if they are not given)."""
+    try:
+        return empty_kind(float(n_ref) > 0, float(n_pred) > 0)
+    except (TypeError, ValueError):
+        return None
+
+
+def image_diagonal_mm(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """The diagonal of an image of ``shape`` voxels at ``spacing`` mm: the worst HD95."""
+    return float(math.sqrt(sum((float(n) * float(s)) ** 2 for n, s in zip(shape, spacing))))
+
+
+def empty_value(name: str, kind: str, diagonal_mm: float) -> float:
+    """Value of metric ``name`` for a case whose masks are ``kind`` (BOTH_EMPTY or ONE_EMPTY)."""
+    if kind == BOTH_EMPTY:
+        return float("nan")
+    if kind == ONE_EMPTY:
+        return METRICS[name].worst(diagonal_mm)
+    raise ValueError(f"empty_value: no empty mask (kind {kind!r})")
+
+
+def summarize(values: Sequence[float], kinds: Optional[Sequence[Optional[str]]] = None) -> dict:
+    """Mean, std (ddof 1), ``n`` (defined cases), ``n_nan`` (excluded: both empty) and ``n_one_empty`` (worst case,
+    included) of one metric over cases. ``values`` already follow the rules above (as every summary of
+    :mod:`nnunet_ext.metrics` does); ``kinds`` (per case, or None where unknown) only feed the count."""
+    v = np.asarray([float("nan") if x is None else float(x) for x in values], dtype=float)
+    ok = v[~np.isnan(v)]
+    return {"mean": float(ok.mean()) if ok.size else float("nan"),
+            "std": float(ok.std(ddof=1)) if ok.size > 1 else float("nan"),
+            "n": int(ok.size), "n_nan": int(v.size - ok.size),
+            N_ONE_EMPTY_KEY: int(sum(k == ONE_EMPTY for k in (kinds or [])))}
+
+
+def fmt_mean(name: str, mean, std=None, n_one_empty: int = 0, digits: Optional[int] = None) -> str:
+    """A table cell: ``mean ± std``, ``(k worst)`` when k cases had exactly one mask empty; ``n/a`` if undefined."""
+    m = METRICS[name]
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return NA
+    cell = m.fmt(mean, digits)
+    if std is not None:
+        cell += f" ± {m.fmt(std, digits)}"
+    if n_one_empty:
+        cell += f" ({int(n_one_empty)} worst)"
+    return cell
