@@ -536,19 +536,31 @@ def flops_table(names: Optional[Sequence[str]] = None) -> List[dict]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m nnunet_ext.architectures.dmc_net flops``: parameters and FLOPs of the paper configurations.
-    Step time and peak memory on nnU-Net plans: ``nnunet-ext benchmark`` (docs/benchmarks.md)."""
+    """``python -m nnunet_ext.architectures.dmc_net flops``: parameters and FLOPs of the paper configurations, FLOPs
+    by nnunet-ext's one counter (:func:`nnunet_ext.bench_profile.forward_flops`, meta device, batch 1, at
+    :data:`FLOPS_INPUT`). Step time and peak memory on nnU-Net plans: ``nnunet-ext benchmark`` (docs/benchmarks.md)."""
+    from nnunet_ext.bench_profile import forward_flops
+
+    from ._registry import get_spec, list_architectures
+
     ap = argparse.ArgumentParser(prog="python -m nnunet_ext.architectures.dmc_net")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("flops", help="parameters and FLOPs of the paper configurations (meta device)")
     ap.parse_args(argv)
     print("| variant | input | params (M) | paper params (M) | GFLOPs | GMACs | paper FLOPs (G) |")
     print("|---|---|---|---|---|---|---|")
-    for r in flops_table():
-        pp = "" if r["paper_params_M"] is None else f"{r['paper_params_M']:.2f}"
-        pf = "" if r["paper_GFLOPs"] is None else f"{r['paper_GFLOPs']:.2f}"
-        print(f"| {r['name']} | {'x'.join(map(str, r['input']))} | {r['params_M']:.2f} | {pp} | "
-              f"{r['GFLOPs']:.2f} | {r['GMACs']:.2f} | {pf} |")
+    for name in list_architectures("dmc*"):
+        spec = get_spec(name)
+        kwargs = spec.default_kwargs()
+        with torch.device("meta"):
+            net = spec.cls(**kwargs).eval()
+        params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        spatial = FLOPS_INPUT[convert_conv_op_to_dim(kwargs["conv_op"])]
+        flops = forward_flops(net, (1, kwargs["input_channels"], *spatial), "meta")
+        pp = "" if TABLE4.get(name) is None else f"{TABLE4[name]:.2f}"
+        pf = "" if TABLE4_GFLOPS.get(name) is None else f"{TABLE4_GFLOPS[name]:.2f}"
+        print(f"| {name} | {'x'.join(map(str, spatial))} | {params / 1e6:.2f} | {pp} | "
+              f"{flops / 1e9:.2f} | {flops / 2e9:.2f} | {pf} |")
     return 0
 
 

@@ -184,8 +184,8 @@ def format_table(rows: List[dict], labels: Dict[str, int]) -> str:
 
     classes = [(name, str(v)) for name, v in labels.items() if v != 0]
     metric_names = [m for m in METRICS if any(m in r["metrics"].get(c, {}) for r in rows for _, c in classes)]
-    head = ["trainer", "params (M)", "train (s)", "predict (s)"] + [f"{METRICS[m].label} {n}" for n, _ in classes
-                                                                     for m in metric_names]
+    head = ["trainer", "params (M)", "train (s)", "predict (s)"] + [
+        f"{m} {n}" + (f" ({METRICS[m].unit})" if METRICS[m].unit else "") for n, _ in classes for m in metric_names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["trainer"], f"{r['params'] / 1e6:.2f}", f"{r['train_s']:.0f}", f"{r['predict_s']:.1f}"]

@@ -148,6 +148,32 @@ def test_accuracy_stats_pairing_and_nan():
                                                      [ref[c]["1"][0] for c in ids[1:]]).pvalue
 
 
+def test_accuracy_stats_count_one_empty_cases_at_worst_value():
+    """Metrics Reloaded conventions (nnunet_ext.metric_defs): a case with exactly one empty mask (from nnU-Net's
+    n_ref / n_pred) stays in the mean at its (worst) value and is counted; a both-empty case (NaN) is excluded."""
+    def entry(c, dice, hd, nsd, n_ref, n_pred):
+        return {"reference_file": f"/gt/{c}.nii.gz", "prediction_file": f"/p/{c}.nii.gz",
+                "metrics": {"2": {"Dice": dice, "HD95": hd, "NSD": nsd, "n_ref": n_ref, "n_pred": n_pred}}}
+    summary = {"metric_per_case": [entry("a", 0.8, 3.0, 0.9, 10, 12), entry("b", 0.0, 250.0, 0.0, 10, 0),
+                                   entry("c", float("nan"), float("nan"), float("nan"), 0, 0)]}
+    st = B.accuracy_stats({"x": B.per_case_table([summary])}, None)["x"]["2"]
+    assert st["HD95"]["mean"] == pytest.approx((3.0 + 250.0) / 2) and st["HD95"]["n_one_empty"] == 1
+    assert st["Dice"]["n"] == 2 and st["Dice"]["n_nan"] == 1 and st["NSD"]["mean"] == pytest.approx(0.45)
+    header, rows, _ = B.build_rows(["x"], {}, {"x": {"2": st}}, {"x": []}, None, {"2": "tumour"})
+    assert "(1 worst)" in rows[0][header.index("tumour HD95 (mm)")]
+
+
+def test_planner_imports_only_the_plans_module():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom nnunet_ext.plans import planner\nplanner.reference_arch_kwargs(2)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('nnunet_ext.bench')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "['nnunet_ext.bench_plans']"
+
+
 # ------------------------------------------------------------------------------------------------ accuracy end to end
 def _write_seg(path: Path, arr: np.ndarray, spacing=(1.0, 1.0, 2.0)):
     import SimpleITK as sitk

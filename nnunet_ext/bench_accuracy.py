@@ -1,0 +1,150 @@
+"""Accuracy statistics of ``nnunet-ext benchmark``: per-case Dice, HD95 and NSD of each row (a trainer's
+cross-validation, or a prediction folder) by :mod:`nnunet_ext.metrics`, per class mean ± std under the empty-mask
+conventions of :mod:`nnunet_ext.metric_defs`, and a paired two-sided Wilcoxon signed-rank test against a reference row.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from nnunet_ext.errors import UserError, dataset_name
+from nnunet_ext.metric_defs import METRICS as METRIC_DEFS, empty_kind_of_counts, summarize
+
+METRICS = tuple(METRIC_DEFS)
+#: key of the per-case empty-mask kind in per_case_table's entries
+EMPTY_KEY = "empty"
+
+
+def per_case_table(summaries: Sequence[dict]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{case: {class: {metric: value, "empty": kind}}} from nnU-Net-layout summaries (folds concatenated); ``kind``
+    (:func:`nnunet_ext.metric_defs.empty_kind_of_counts` of nnU-Net's ``n_ref`` / ``n_pred``; None where they are not
+    in the summary) says which cases had an empty mask."""
+    from nnunet_ext.metrics import case_id
+
+    out: Dict[str, Dict[str, Dict[str, float]]] = {}
+    for s in summaries:
+        for entry in s.get("metric_per_case", []):
+            cid = case_id(entry.get("reference_file") or entry.get("prediction_file") or "")
+            out[cid] = {str(k): {**{m: _num(v.get(m)) for m in METRICS},
+                                 EMPTY_KEY: empty_kind_of_counts(v.get("n_ref"), v.get("n_pred"))}
+                        for k, v in entry.get("metrics", {}).items()}
+    return out
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def wilcoxon_paired(a: Sequence[float], b: Sequence[float]) -> Tuple[float, float, int]:
+    """Paired two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon`` defaults) of a vs b after dropping pairs
+    with a NaN. Returns (statistic, p, number of pairs); NaN statistic/p where the test is undefined (no pairs, or
+    all differences zero)."""
+    from scipy.stats import wilcoxon
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    n = int(keep.sum())
+    if n == 0 or np.all(a == b):
+        return float("nan"), float("nan"), n
+    try:
+        r = wilcoxon(a, b)
+    except ValueError:
+        return float("nan"), float("nan"), n
+    return float(r.statistic), float(r.pvalue), n
+
+
+def accuracy_stats(per_case: Dict[str, Dict[str, Dict[str, Dict[str, float]]]], reference: Optional[str]) -> dict:
+    """Per trainer, class and metric: mean, std, n (defined cases), n_nan (excluded: both masks empty), n_one_empty
+    (counted at the worst value) by :func:`nnunet_ext.metric_defs.summarize`; vs the reference: p, statistic,
+    n_pairs (pairs with a NaN dropped), n_common.
+
+    ``per_case``: {trainer: {case: {class: {metric: value}}}}."""
+    stats: Dict[str, Dict[str, Dict[str, dict]]] = {}
+    classes = sorted({c for cases in per_case.values() for per in cases.values() for c in per}, key=class_key)
+    for tr, cases in per_case.items():
+        stats[tr] = {}
+        for c in classes:
+            stats[tr][c] = {}
+            for m in METRICS:
+                have = [k for k in sorted(cases) if c in cases[k]]
+                d = summarize([cases[k][c][m] for k in have], [cases[k][c].get(EMPTY_KEY) for k in have])
+                if reference is not None and reference in per_case and tr != reference:
+                    ref = per_case[reference]
+                    common = sorted(k for k in cases if k in ref and c in cases[k] and c in ref[k])
+                    stat, p, npairs = wilcoxon_paired([cases[k][c][m] for k in common],
+                                                      [ref[k][c][m] for k in common])
+                    d.update(p=p, statistic=stat, n_pairs=npairs, n_common=len(common))
+                stats[tr][c][m] = d
+    return stats
+
+
+def class_key(c: str):
+    try:
+        return (0, int(c), "")
+    except ValueError:
+        return (1, 0, c)
+
+
+def collect_cv(trainers: Sequence[str], dataset: str, configuration: str, plans_identifier: str,
+               folds: Sequence[int], nsd_tolerance_mm: float, num_processes: int, log=print):
+    """(per_case {trainer: ...}, missing {trainer: [folds]}, sources) from nnUNet_results' fold_X/validation."""
+    from nnunetv2.paths import nnUNet_results
+
+    if not nnUNet_results.is_set():
+        raise UserError("nnUNet_results is not set (needed for --cv)")
+    name = dataset_name(dataset)
+    folders = {tr: Path(str(nnUNet_results)) / name / f"{tr}__{plans_identifier}__{configuration}"
+               for tr in trainers}
+    if not any(mf.is_dir() for mf in folders.values()):
+        raise UserError(f"no trained model folder for any trainer in {Path(str(nnUNet_results)) / name} "
+                        f"(looked for <trainer>__{plans_identifier}__{configuration})")
+    import warnings
+
+    from nnunet_ext import metrics
+
+    per_case, missing = {}, {}
+    for tr, mf in folders.items():
+        res, reasons, lost_cases = {}, {}, {}
+        if mf.is_dir():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = metrics.evaluate_trained_model_folds(str(mf), nsd_tolerance_mm=nsd_tolerance_mm,
+                                                               num_processes=num_processes, folds=list(folds))
+            except UserError as e:  # no fold at all: reported as missing, the other trainers go on
+                reasons = {f: str(e) for f in folds}
+            reasons.update(getattr(res, "missing", {}) or {})
+            lost_cases = getattr(res, "missing_cases", {}) or {}
+        else:
+            reasons = {f: f"{mf} does not exist" for f in folds}
+        res = {int(k): v for k, v in (res or {}).items()}
+        good = [f for f in folds if isinstance(res.get(f), dict) and "metric_per_case" in res[f]]
+        missing[tr] = [f for f in folds if f not in good]
+        per_case[tr] = per_case_table([res[f] for f in good])
+        msg = f"  {tr}: folds {good or 'none'}, {len(per_case[tr])} cases"
+        if missing[tr]:
+            why = reasons.get(missing[tr][0], "no validation predictions")
+            msg += f"; MISSING folds {missing[tr]} (e.g. {why})"
+        for f, lost in lost_cases.items():
+            msg += f"; fold {f} lacks {len(lost)} validation case(s)"
+        log(msg)
+    return per_case, missing, {tr: str(mf) for tr, mf in folders.items()}
+
+
+def collect_pred(preds: Dict[str, str], labels: str, dataset_json_file: str, plans_file: str,
+                 nsd_tolerance_mm: float, num_processes: int, log=print):
+    from nnunet_ext import metrics
+
+    per_case = {}
+    for tr, folder in preds.items():
+        s = metrics.evaluate_folder(labels, folder, dataset_json_file, plans_file, output_file=None,
+                                    nsd_tolerance_mm=nsd_tolerance_mm, num_processes=num_processes, chill=True)
+        per_case[tr] = per_case_table([s])
+        log(f"  {tr}: {len(per_case[tr])} cases from {folder}")
+    return per_case, {tr: [] for tr in preds}, dict(preds)
