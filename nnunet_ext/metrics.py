@@ -20,8 +20,8 @@ nnU-Net computes it), NSD 0, HD95 = the image diagonal in mm. nnU-Net's fields (
 exactly nnU-Net's.
 
 Speed: both masks are cropped to the bounding box of their union plus a 1-voxel border (padded and sliced by
-acvl_utils' bounding-box functions) before MONAI sees them (MONAI would crop too, but only after converting the whole volume to float
-tensors); benchmarks/surface_metrics_speed.py times one structure at 512 x 512 x 200.
+acvl_utils' bounding-box functions) before MONAI sees them (MONAI would crop too, but only after converting the
+whole volume to float tensors); benchmarks/surface_metrics_speed.py times one structure at 512 x 512 x 200.
 """
 from __future__ import annotations
 
