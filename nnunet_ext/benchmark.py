@@ -963,6 +963,8 @@ def cmd_benchmark(args) -> int:
                 raise _user_error(f"--pred needs {flag} (missing {f})" if f else f"--pred needs {flag} or -d")
         if dataset_json is None:
             dataset_json = json.loads(Path(dj).read_text())
+        from nnunet_ext.inputs import check_evaluation_folders  # every --pred file checked before any work
+        check_evaluation_folders(args.labels, preds.values(), dataset_json.get("file_ending"))
 
     if args.pred and not args.trainers:
         trainers = list(preds)  # NAME of --pred is the row; with model figures it must be a trainer class

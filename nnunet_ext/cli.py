@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "nnunet_ext.benchmark",
     "nnunet_ext.c2f",
     "nnunet_ext.planning",
+    "nnunet_ext.inputs",
 )
 
 
@@ -91,10 +92,16 @@ def _pass_through(entry_module: str, entry_func: str, prog: str, argv: List[str]
 
 
 def cmd_train(args) -> int:
+    from nnunet_ext.inputs import check_train_args
+
+    check_train_args(args.args)
     return _pass_through("nnunetv2.run.run_training", "run_training_entry", "nnUNetv2_train", args.args)
 
 
 def cmd_predict(args) -> int:
+    from nnunet_ext.inputs import check_predict_args
+
+    check_predict_args(args.args)
     return _pass_through("nnunetv2.inference.predict_from_raw_data", "predict_entry_point", "nnUNetv2_predict",
                          args.args)
 
@@ -111,8 +118,15 @@ def cmd_make_dataset(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ parser
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``PROG: error: MESSAGE (see PROG -h)``), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="nnunet-ext",
         description="nnU-Net v2 plugin: DMC-Net, ResDSN C2F, DLKUNet, MoNet and the two-stage 3D U-Net as nnU-Net "
                     "trainers. Use the stock nnU-Net commands after: eval \"$(nnunet-ext env)\"")

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from nnunet_ext.errors import UserError
+from nnunet_ext.inputs import check_evaluation_pairs
 
 __all__ = ["surface_metrics", "compute_case_metrics", "compute_metrics_on_folder_with_surface", "evaluate_folder",
            "evaluate_trained_model_folds", "FoldResults", "register_cli"]
@@ -311,6 +312,7 @@ def _compute_folder(folder_ref, folder_pred, image_reader_writer, file_ending, r
                               f"{missing_pred[0]}" + (f" (and {len(missing_pred) - 1} more)"
                                                       if len(missing_pred) > 1 else "")
                               + "; use --chill (chill=True) to evaluate the present cases only")
+    check_evaluation_pairs((join(folder_ref, f), join(folder_pred, f)) for f in files_pred)  # nnunet_ext.inputs
     args = [(join(folder_ref, f), join(folder_pred, f), image_reader_writer, regions_or_labels, ignore_label,
              nsd_tolerance_mm, allowed_values) for f in files_pred]
     if num_processes <= 1 or len(args) == 1:
