@@ -915,6 +915,8 @@ def cmd_benchmark(args) -> int:
     out = Path(args.out)
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     # ------------------------------------------------------------------ validate everything before any work
+    from nnunet_ext.inputs import check_output_path
+    check_output_path(args.out, "--out folder")
     want_models = not args.skip_models
     want_acc = bool(args.cv or args.pred)
     if not want_models and not want_acc:

@@ -240,14 +240,15 @@ def list_case_files(folder, file_ending: str, num_channels: int) -> Dict[str, Li
 
 
 def model_ndim(plans: dict, configuration: str) -> int:
-    """2 or 3: the dimensionality of ``configuration``'s patch (nnU-Net resolves ``inherits_from``)."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    try:
-        return len(PlansManager(plans).get_configuration(configuration).patch_size)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"configuration {configuration!r} of plans {plans.get('plans_name', '?')}: "
-                        f"{type(e).__name__}: {e}") from None
+    """2 or 3: the length of ``configuration``'s ``patch_size``, following ``inherits_from`` as nnU-Net does."""
+    confs, c, seen = plans.get("configurations", {}), configuration, []
+    while c in confs and c not in seen:
+        seen.append(c)
+        if "patch_size" in confs[c]:
+            return len(confs[c]["patch_size"])
+        c = confs[c].get("inherits_from")
+    raise UserError(f"configuration {configuration!r} of plans {plans.get('plans_name', '?')}: no patch_size "
+                    f"(configurations: {', '.join(confs)})")
 
 
 def check_case_files(files: Sequence[str], ndim: int, configuration: str = "") -> List[FileInfo]:

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from nnunet_ext.errors import UserError
-from nnunet_ext.inputs import check_evaluation_pairs
+from nnunet_ext.inputs import check_evaluation_pairs, check_output_path
 
 __all__ = ["surface_metrics", "compute_case_metrics", "compute_metrics_on_folder_with_surface", "evaluate_folder",
            "evaluate_trained_model_folds", "FoldResults", "register_cli"]
@@ -540,6 +540,7 @@ def cmd_evaluate(args) -> int:
     if not args.djfile or not args.pfile:
         raise UserError("-djfile dataset.json and -pfile plans.json are required")
     out = args.o or os.path.join(args.pred_folder, "summary_surface.json")
+    check_output_path(out, "-o output file", folder=False)  # nnunet_ext.inputs: e.g. a path below a regular file
     res = evaluate_folder(args.gt_folder, args.pred_folder, args.djfile, args.pfile, out, args.nsd_tolerance_mm,
                           args.np, chill=args.chill)
     _print_summary(res, f"{out} (+ {_default_csv(out)}), {len(res['metric_per_case'])} case(s)")
