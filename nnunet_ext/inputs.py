@@ -47,6 +47,8 @@ ORIGIN_ATOL_MM = 1e-2
 #: tolerance on each entry of the direction cosine matrix
 DIRECTION_ATOL = 1e-3
 _CHUNK = 1 << 23  # 8 MiB of decompressed data at a time
+#: 2D natural images (nnU-Net's NaturalImage2DIO): an RGB file holds several channels
+_NATURAL_ENDINGS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 # NIfTI datatype code -> numpy dtype of one stored number (complex types: their float parts); None: not floating
 _NIFTI_FLOAT = {16: "f4", 64: "f8", 32: "f4", 1792: "f8"}
@@ -62,6 +64,7 @@ class FileInfo:
     origin: Tuple[float, ...]
     direction: Tuple[float, ...]
     nonfinite: int
+    components: int = 1  # values per voxel (an RGB .png: 3, nnU-Net's NaturalImage2DIO takes them as channels)
 
 
 # ------------------------------------------------------------------------------------------------ one file
@@ -152,12 +155,13 @@ def _sitk_info(path: str, count_nonfinite: bool, counted: Optional[int]) -> File
     size = tuple(int(s) for s in r.GetSize())
     n_comp = r.GetNumberOfComponents()
     ndim = r.GetDimension()
-    if ndim == 3 and size[2] == 1 and path.lower().endswith((".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")):
+    natural = path.lower().endswith(_NATURAL_ENDINGS)
+    if ndim == 3 and size[2] == 1 and natural:
         ndim = 2
-    if n_comp > 1 and not path.lower().endswith((".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")):
+    if n_comp > 1 and not natural:
         ndim += 1  # a vector image: one more axis than nnU-Net's one-file-per-channel layout takes
     return FileInfo(path, ndim, size, tuple(r.GetSpacing()), tuple(r.GetOrigin()), tuple(r.GetDirection()),
-                    int(nonfinite or 0))
+                    int(nonfinite or 0), n_comp if natural else 1)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -193,7 +197,7 @@ def geometry_difference(a: FileInfo, b: FileInfo) -> Optional[str]:
         return f"size {list(a.size)} vs {list(b.size)}"
     sa, sb = np.asarray(a.spacing), np.asarray(b.spacing)
     if not np.allclose(sa, sb, rtol=SPACING_RTOL, atol=0):
-        return f"spacing {list(a.spacing)} vs {list(b.spacing)}"
+        return f"spacing {[round(v, 4) for v in a.spacing]} vs {[round(v, 4) for v in b.spacing]}"
     d = float(np.max(np.abs(np.asarray(a.origin) - np.asarray(b.origin))))
     if d > ORIGIN_ATOL_MM:
         return (f"origin {[round(v, 3) for v in a.origin]} vs {[round(v, 3) for v in b.origin]} "
@@ -233,6 +237,9 @@ def list_case_files(folder, file_ending: str, num_channels: int) -> Dict[str, Li
             raise UserError(f"{ch[extra[0]]}: channel {extra[0]:04d}, but the model takes {num_channels} channel(s) "
                             f"(_0000{f'.._{num_channels - 1:04d}' if num_channels > 1 else ''} per case)")
         missing = [c for c in range(num_channels) if c not in ch]
+        if missing and file_ending.lower().endswith(_NATURAL_ENDINGS) and list(ch) == [0]:
+            out[case] = [ch[0]]  # an RGB image holds its channels (checked by check_case_files)
+            continue
         if missing:
             raise UserError(f"case {case}: missing channel file {folder / f'{case}_{missing[0]:04d}{file_ending}'}")
         out[case] = [ch[c] for c in range(num_channels)]
@@ -251,9 +258,14 @@ def model_ndim(plans: dict, configuration: str) -> int:
                     f"(configurations: {', '.join(confs)})")
 
 
-def check_case_files(files: Sequence[str], ndim: int, configuration: str = "") -> List[FileInfo]:
-    """Every channel file of one case: complete, finite, 2D/3D as the model takes, one geometry."""
+def check_case_files(files: Sequence[str], ndim: int, configuration: str = "", num_channels: Optional[int] = None) \
+        -> List[FileInfo]:
+    """Every channel file of one case: complete, finite, 2D/3D as the model takes, one geometry, and (where given)
+    ``num_channels`` values per voxel over all files."""
     infos = [inspect_file(f) for f in files]
+    if num_channels is not None and sum(i.components for i in infos) != num_channels:
+        raise UserError(f"{infos[0].path}: {sum(i.components for i in infos)} channel(s) in "
+                        f"{len(infos)} file(s), but the model takes {num_channels}")
     for info in infos:
         if info.ndim > 3 or info.ndim < 2:
             raise UserError(f"{info.path}: {info.ndim}D image (size {list(info.size)}); the model takes "
@@ -281,7 +293,7 @@ def check_prediction_inputs(folder, *models) -> Dict[str, List[str]]:
     ndim = max(d for _, d in dims)
     conf = next(c for c, d in dims if d == ndim)
     for files in cases.values():
-        check_case_files(files, ndim, conf)
+        check_case_files(files, ndim, conf, len(channels))
     return cases
 
 
@@ -532,7 +544,7 @@ def cmd_check_inputs(args) -> int:
             raise UserError("give -d DATASET -c CONFIGURATION, or --channels N (>= 1) [--file-ending E] [--dim 2|3]")
         cases = list_case_files(args.i, args.file_ending or ".nii.gz", args.channels)
         for files in cases.values():
-            check_case_files(files, args.dim)
+            check_case_files(files, args.dim, num_channels=args.channels)
     print(f"OK: {len(cases)} case(s), {sum(len(v) for v in cases.values())} file(s) in {args.i} read completely: "
           f"finite, channels and dimensionality as the model takes")
     return 0

@@ -392,3 +392,15 @@ def test_benchmark_checks_prediction_folders_first(world, capsys):
                        "--out", world.tmp / "bm"], capsys)
     assert rc == 2 and len(err) == 1 and "case0.nii.gz" in err[0] and "spacing" in err[0], err
     assert tree(world.tmp) == before
+
+
+def test_rgb_png_holds_its_channels(world):
+    """nnU-Net's NaturalImage2DIO reads an RGB .png as three channels from one _0000 file: not a missing channel."""
+    inp = world.tmp / "png"
+    inp.mkdir()
+    write_image(inp / "img_0000.png", np.full((10, 12, 3), 7, np.uint8), is_vector=True)
+    world.dataset_json.update(file_ending=".png", channel_names={"0": "R", "1": "G", "2": "B"})
+    assert list(inputs.check_prediction_inputs(inp, model(world, "2d"))) == ["img"]
+    world.dataset_json["channel_names"] = {"0": "gray"}
+    with pytest.raises(UserError, match=r"img_0000\.png: 3 channel\(s\) in 1 file\(s\), but the model takes 1"):
+        inputs.check_prediction_inputs(inp, model(world, "2d"))
