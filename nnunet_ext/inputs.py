@@ -72,7 +72,7 @@ def _nifti_header(head: bytes, path: str) -> Optional[Tuple[int, int, int, str]]
     """(byte offset of the voxel data, its length in bytes, NIfTI datatype, byte order) from the first bytes of a
     NIfTI file, or None if it is not a single-file NIfTI (e.g. an .hdr/.img pair: left to SimpleITK)."""
     if len(head) < 348:
-        raise UserError(f"{path}: file is truncated (NIfTI header incomplete: {len(head)} bytes)")
+        raise UserError(f"{path}: file is truncated or not NIfTI (header incomplete: {len(head)} bytes)")
     for bo in "<>":
         sizeof_hdr = struct.unpack(bo + "i", head[:4])[0]
         if sizeof_hdr in (348, 540):

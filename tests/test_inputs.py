@@ -404,3 +404,16 @@ def test_rgb_png_holds_its_channels(world):
     world.dataset_json["channel_names"] = {"0": "gray"}
     with pytest.raises(UserError, match=r"img_0000\.png: 3 channel\(s\) in 1 file\(s\), but the model takes 1"):
         inputs.check_prediction_inputs(inp, model(world, "2d"))
+
+
+def test_good_pass_through_arguments_pass(world):
+    """The pre-checks of ``nnunet-ext train/predict`` accept what nnU-Net accepts (and leave -h and missing
+    positionals to nnU-Net's own argparse)."""
+    for argv in ([DS, "3d_fullres", "0", "-tr", "nnUNetTrainerMoNet_1epoch_2iters", "-device", "cpu"],
+                 [DS, "2d", "all", "--npz", "-num_gpus", "1"], ["-h"], [DS]):
+        inputs.check_train_args(argv)
+    for argv in (["-i", world.inp, "-o", world.tmp / "p", "-d", DS, "-c", "3d_fullres", "-f", "0", "-device", "cpu",
+                  "-step_size", "0.5", "-npp", "1", "-nps", "1"],
+                 ["-i", world.inp, "-o", world.tmp / "p", "-d", DS, "-c", "2d", "-f", "0"], ["-h"]):
+        inputs.check_predict_args([str(a) for a in argv])
+    assert not (world.tmp / "p").exists()
