@@ -132,9 +132,10 @@ def _stream_check(path: str, count_nonfinite: bool) -> Optional[int]:
         raise UserError(f"{path}: file is truncated or corrupt ({type(e).__name__}: {why})") from None
     if hdr is not None and total < hdr[0] + hdr[1]:
         raise UserError(f"{path}: file is truncated: {total} bytes, its NIfTI header needs {hdr[0] + hdr[1]}")
-    if hdr is None:
+    if hdr is None or not count_nonfinite:
         return None
-    return nonfinite if dtype is not None else (0 if hdr[2] not in (1536, 1792, 2048) else None)
+    # integer types cannot hold NaN/Inf; float128/complex256 (1536, 2048) are left to SimpleITK
+    return nonfinite if dtype is not None else (0 if hdr[2] not in (1536, 2048) else None)
 
 
 def _sitk_info(path: str, count_nonfinite: bool, counted: Optional[int]) -> FileInfo:
