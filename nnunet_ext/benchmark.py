@@ -143,6 +143,8 @@ def cmd_benchmark(args) -> int:
     out = Path(args.out)
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     # ------------------------------------------------------------------ validate everything before any work
+    from nnunet_ext.inputs import check_output_path
+    check_output_path(args.out, "--out folder")
     want_models = not args.skip_models
     want_acc = bool(args.cv or args.pred)
     if not want_models and not want_acc:
@@ -191,6 +193,8 @@ def cmd_benchmark(args) -> int:
                 raise UserError(f"--pred needs {flag} (missing {f})" if f else f"--pred needs {flag} or -d")
         if dataset_json is None:
             dataset_json = json.loads(Path(dj).read_text())
+        from nnunet_ext.inputs import check_evaluation_folders  # every --pred file checked before any work
+        check_evaluation_folders(args.labels, preds.values(), dataset_json.get("file_ending"))
 
     if args.pred and not args.trainers:
         trainers = list(preds)  # NAME of --pred is the row; with model figures it must be a trainer class

@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from nnunet_ext.errors import UserError, dataset_name as _dataset_name
+from nnunet_ext.inputs import check_prediction_inputs, check_c2f_arguments as check_arguments
 from nnunet_ext.trainers.c2f import (DEFAULT_FINE_MARGIN_MM, TWO_STAGE_FINE_MARGIN_VOX, Box, bbox_with_margin_mm,
                                      box_size, box_slices, expand_bbox, foreground_bbox, scale_bbox)
 
@@ -363,6 +364,7 @@ def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spe
     from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
 
     input_folder, output_folder = Path(input_folder), Path(output_folder)
+    folds = check_arguments(folds, output_folder)  # nnunet_ext.inputs: folds, output path
     for name, v, lo, hi in (("--coarse-step", coarse_step, 0, 1), ("--fine-step", fine_step, 0, 1)):
         if not (lo < v <= hi):
             raise _user_error(f"{name} must be in (0, 1], got {v}")
@@ -377,6 +379,7 @@ def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spe
                            checkpoint)
     fine = resolve_model("fine", dataset, fine_spec, folds, checkpoint)
     check_compatible(coarse, fine)
+    check_prediction_inputs(input_folder, coarse, fine)  # nnunet_ext.inputs: before any prediction
     dj = fine.dataset_json
     cases = list_cases(input_folder, dj["file_ending"], len(dj.get("channel_names", dj.get("modality", {}))))
     check_readable(cases)

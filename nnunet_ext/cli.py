@@ -34,6 +34,8 @@ LAZY_COMMANDS = {
                            "add the R-times downsampled coarse configuration (two-stage U-Net) to the plans"),
     "plan": ("nnunet_ext.planning",
              "nnU-Net planning (+ preprocessing where needed) sized to a GPU-memory target for one architecture"),
+    "check-inputs": ("nnunet_ext.inputs",
+                     "check an input folder (truncated files, NaN/Inf, channels, 4D) before nnUNetv2_predict"),
 }
 #: the modules that add sub-commands (each imported only when one of its sub-commands runs)
 COMMAND_MODULES = tuple(dict.fromkeys(v[0].split(":")[0] for v in LAZY_COMMANDS.values() if ":" not in v[0]))
@@ -109,10 +111,16 @@ def _pass_through(entry_module: str, entry_func: str, prog: str, argv: List[str]
 
 
 def cmd_train(args) -> int:
+    from nnunet_ext.inputs import check_train_args
+
+    check_train_args(args.args)
     return _pass_through("nnunetv2.run.run_training", "run_training_entry", "nnUNetv2_train", args.args)
 
 
 def cmd_predict(args) -> int:
+    from nnunet_ext.inputs import check_predict_args
+
+    check_predict_args(args.args)
     return _pass_through("nnunetv2.inference.predict_from_raw_data", "predict_entry_point", "nnUNetv2_predict",
                          args.args)
 
@@ -139,11 +147,18 @@ def cmd_make_dataset(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ parser
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``PROG: error: MESSAGE (see PROG -h)``), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module (if it is one of :data:`LAZY_COMMANDS`) is imported to build its
     sub-parser, the other lazy sub-commands get a placeholder that shows their help line. ``command="*"`` builds
     every sub-parser (imports every module)."""
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="nnunet-ext",
         description="nnU-Net v2 plugin: DMC-Net, ResDSN C2F, DLKUNet, MoNet and the two-stage 3D U-Net as nnU-Net "
                     "trainers. Use the stock nnU-Net commands after: eval \"$(nnunet-ext env)\"")

@@ -38,6 +38,7 @@ from nnunet_ext.errors import UserError
 from nnunet_ext.metric_defs import (BOTH_EMPTY, METRICS, N_BOTH_EMPTY_KEY, N_ONE_EMPTY_KEY, ONE_EMPTY,
                                     SURFACE_METRICS, empty_kind, empty_kind_of_counts, empty_value, fmt_mean,
                                     image_diagonal_mm)
+from nnunet_ext.inputs import check_evaluation_pairs, check_output_path
 
 __all__ = ["surface_metrics", "compute_case_metrics", "compute_metrics_on_folder_with_surface", "evaluate_folder",
            "evaluate_trained_model_folds", "FoldResults", "case_id", "register_cli"]
@@ -343,6 +344,7 @@ def _compute_folder(folder_ref, folder_pred, image_reader_writer, file_ending, r
                               f"{missing_pred[0]}" + (f" (and {len(missing_pred) - 1} more)"
                                                       if len(missing_pred) > 1 else "")
                               + "; use --chill (chill=True) to evaluate the present cases only")
+    check_evaluation_pairs((join(folder_ref, f), join(folder_pred, f)) for f in files_pred)  # nnunet_ext.inputs
     args = [(join(folder_ref, f), join(folder_pred, f), image_reader_writer, regions_or_labels, ignore_label,
              nsd_tolerance_mm, allowed_values) for f in files_pred]
     if num_processes <= 1 or len(args) == 1:
@@ -571,6 +573,7 @@ def cmd_evaluate(args) -> int:
     if not args.djfile or not args.pfile:
         raise UserError("-djfile dataset.json and -pfile plans.json are required")
     out = args.o or os.path.join(args.pred_folder, "summary_surface.json")
+    check_output_path(out, "-o output file", folder=False)  # nnunet_ext.inputs: e.g. a path below a regular file
     res = evaluate_folder(args.gt_folder, args.pred_folder, args.djfile, args.pfile, out, args.nsd_tolerance_mm,
                           args.np, chill=args.chill)
     _print_summary(res, f"{out} (+ {_default_csv(out)}), {len(res['metric_per_case'])} case(s)")

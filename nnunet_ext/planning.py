@@ -27,6 +27,8 @@ def _dataset(dataset: str) -> tuple:
         if not os.environ.get(var):
             raise UserError(f"{var} is not set (nnU-Net's environment variables are needed for planning)")
     name = dataset_name(dataset)
+    if not (Path(os.environ["nnUNet_raw"]) / name).is_dir():
+        raise UserError(f"dataset {name}: {Path(os.environ['nnUNet_raw']) / name} does not exist")
     return name, convert_dataset_name_to_id(name)
 
 

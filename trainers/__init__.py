@@ -44,7 +44,10 @@ def __getattr__(name: str):
     if parsed is None:
         raise AttributeError(f"module {__name__!r} has no trainer {name!r}")
     base, matched = parsed
-    cls = _naming.derive(name, base, matched, module=__name__)
+    try:
+        cls = _naming.derive(name, base, matched, module=__name__)
+    except ValueError as e:  # e.g. _0epochs: "not found" for hasattr() in nnU-Net's lookup, never a traceback
+        raise AttributeError(f"module {__name__!r} has no trainer {name!r}: {e}") from None
     globals()[name] = cls
     return cls
 
