@@ -17,7 +17,7 @@ from nnunet_ext import architectures as A
 from nnunet_ext.architectures.dlkunet import DFB, TABLE1_PAPER, DLKUNet, LargeKernelAttention
 from nnunet_ext.trainers import get_trainer
 from nnunet_ext.trainers.loss_schedules import (DynamicLossMixin, PhaseLossMixin, dynamic_weights,
-                                                phase_weights)
+                                                phase_weights, scaled_weights)
 
 VARIANTS = ["s", "m", "l"]
 
@@ -330,7 +330,9 @@ def test_schedule_applies_to_every_deep_supervision_scale(mixin, fn):
     for epoch in (0, 4, 5, 9):
         trainer.current_epoch = epoch
         trainer.on_train_epoch_start()
-        a, b = fn(epoch, N)
+        pa, pb = fn(epoch, N)
+        a, b = scaled_weights((pa, pb))  # the paper's ratio at nnU-Net's total Dice + CE weight of 2
+        assert math.isclose(a + b, 2.0) and math.isclose(a / b, pa / pb)
         assert (inner.weight_dice, inner.weight_ce) == (a, b)
         assert trainer.log[-2] == f"epoch {epoch}"  # nnU-Net's own epoch start still runs
         assert re.search(rf"alpha \(Dice\) = {a:.4f}, beta \(CE\) = {b:.4f}", trainer.log[-1])
@@ -338,6 +340,19 @@ def test_schedule_applies_to_every_deep_supervision_scale(mixin, fn):
                        for w, o, t in zip(trainer.ds_weights, outs, tgts) if w != 0)
         assert torch.allclose(loss(outs, tgts), expected)
     assert trainer.log and phase_weights(0, N) != phase_weights(9, N)
+
+
+def test_scaled_weights_and_raw_switch():
+    assert scaled_weights(phase_weights(0, 400)) == pytest.approx((1.2, 0.8))
+    assert scaled_weights(phase_weights(399, 400)) == pytest.approx((1.4, 0.6))
+    a0, b0 = scaled_weights(dynamic_weights(0, 400))
+    a1, b1 = scaled_weights(dynamic_weights(399, 400))
+    assert a0 > b0 and a1 < b1 and math.isclose(a1 + b1, 2.0)  # eqs. 12-13's direction: Dice down, CE up
+    with pytest.raises(ValueError, match="positive"):
+        scaled_weights((0.0, 0.0))
+    raw = type("T", (PhaseLossMixin, _StandInTrainer), {"loss_weight_total": None})(10)
+    raw._build_loss()
+    assert (raw._scheduled_loss.weight_dice, raw._scheduled_loss.weight_ce) == phase_weights(0, 10)
 
 
 def test_schedule_suffix_on_any_trainer():
@@ -368,7 +383,7 @@ def test_train_predict_2d_dlkunet_s_dynloss(nnunet_dataset, tmp_path):
     trainer = "nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters"
     fold_dir = train(nnunet_dataset, trainer, "2d")
     log = "\n".join(p.read_text() for p in fold_dir.glob("training_log_*.txt"))
-    a, b = dynamic_weights(0, 1)
+    a, b = scaled_weights(dynamic_weights(0, 1))
     assert f"loss schedule dynloss: alpha (Dice) = {a:.4f}, beta (CE) = {b:.4f}" in log
     # without test-time mirroring (nnU-Net's, not ours): 4x fewer forward passes of a network whose depthwise and
     # dilated convolutions are slow on a shared CPU
