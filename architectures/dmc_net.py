@@ -27,11 +27,13 @@ networks (the first block reads the image directly); DMC-Net has the 1x1 project
 
 nnU-Net-adaptive construction (from plans): number of stages, features per stage, per-axis strides (max pooling
 with kernel = stride; none along an axis whose stride is 1), conv/norm/dropout/nonlin ops of the plans
-(``batch_norm=True`` switches to the paper's BatchNorm). Kernel sizes are the paper's (3 and k on every axis);
-the plans' ``kernel_sizes`` are not used. DMRC pooling rule (see :class:`DMRC`): an int pool size P means P x P in
-2D and 1 x P x P in 3D (the paper's choice; nnU-Net puts the out-of-plane axis first); per axis the pool actually
-used is ``min(P_a, n_a)`` for a feature map of size ``n_a`` (floor mode), so it never exceeds the map, and the
-nearest-neighbour upsampling returns to the exact input size.
+(``batch_norm=True`` switches to the paper's BatchNorm). Kernel sizes are the paper's (3 and k on every axis) unless
+``use_plans_kernel_sizes=True``: then stage s takes the plans' ``kernel_sizes[s]`` for its "3x3" convolutions and
+its transposed convolution, and DMSC's k on the axes where that kernel is > 1 (1 x k x k in a 1 x 3 x 3 stage).
+DMRC pooling rule (see :class:`DMRC`): an int pool size P means P x P in 2D and 1 x P x P in 3D (the paper's
+choice; nnU-Net puts the out-of-plane axis first); per axis the pool actually used is ``min(P_a, n_a)`` for a
+feature map of size ``n_a``, in ceil mode (every voxel reaches F2; the last cell averages the remainder), and F2 is
+brought back to the exact input size by repeating each cell.
 """
 from __future__ import annotations
 
