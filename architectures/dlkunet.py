@@ -398,10 +398,19 @@ class DLKUNet(nn.Module):
                 raise ValueError(f"DLKUNet: stage {s}: {what} {t} does not have {dim} axes (conv_op is {dim}D)")
         return out
 
+    def check_input_size(self, spatial: Sequence[int]) -> None:
+        """ValueError naming the stage, axis and size for a patch the network cannot take (a patch below its
+        minimum: an axis smaller than the stride that pools it), or with the wrong number of axes."""
+        dim = convert_conv_op_to_dim(self.encoder.conv_op)
+        if len(spatial) != dim:
+            raise ValueError(f"DLKUNet: patch {tuple(spatial)} has {len(spatial)} axes, the network is {dim}D")
+        self.encoder.stage_sizes(spatial)
+
     def forward(self, x: torch.Tensor):
         return self.decoder(self.encoder(x))
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        self.check_input_size(input_size)
         sizes = self.encoder.stage_sizes(input_size)
         return self.encoder.compute_conv_feature_map_size(input_size) + self.decoder.compute_conv_feature_map_size(sizes)
 

@@ -143,6 +143,21 @@ def test_too_small_input_names_stage_and_axis():
         net.compute_conv_feature_map_size((16, 3))
 
 
+def test_plans_it_cannot_take_are_a_clear_value_error():
+    """Bad input (issue 11): too few stages, a patch below the minimum, a patch of the wrong dimension."""
+    one_stage = _plans_kwargs(2, [32], [[1, 1]], [[3, 3]])
+    with pytest.raises(ValueError, match=r"DLKUNet: n_stages must be >= 2 .* got 1"):
+        A.create_from_plans("dlkunet_m", one_stage, 1, 2, True)
+    with torch.device("meta"):
+        net = A.create_from_plans("dlkunet_s", _plans_kwargs(3, [8, 16, 32], [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+                                                             [[1, 3, 3], [3, 3, 3], [3, 3, 3]]), 1, 2, True)
+    with pytest.raises(ValueError, match=r"stage 2 cannot max-pool axis 0 of size 1 with stride 2"):
+        net.check_input_size((1, 16, 16))
+    with pytest.raises(ValueError, match=r"patch \(16, 16\) has 2 axes, the network is 3D"):
+        net.compute_conv_feature_map_size((16, 16))
+    net.check_input_size((2, 4, 4))  # the minimum passes
+
+
 def test_separate_channel_conv_is_the_literal_reading():
     base = A.create("dlkunet_s")
     literal = A.create("dlkunet_s", separate_channel_conv=True)

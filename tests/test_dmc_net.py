@@ -191,6 +191,11 @@ def test_bad_plans_name_stage_and_axis():
         A.create("dmcnet_4d")
 
 
+def test_too_few_stages_is_a_clear_value_error():
+    with pytest.raises(ValueError, match=r"DMC-Net needs n_stages >= 2 .* got 1"):
+        A.create_from_plans("dmc_unet_3d", _plans(3, [[1, 1, 1]], [4]), 1, 2, False)
+
+
 def test_plans_norm_by_default_and_batchnorm_switch():
     plans = _plans(2, [[1, 1], [2, 2]], [4, 8])
     assert any(isinstance(m, nn.InstanceNorm2d) for m in A.create_from_plans("dmcnet_2d", plans, 1, 2, True).modules())
