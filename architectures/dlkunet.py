@@ -41,7 +41,7 @@ Design decisions where the paper is ambiguous (each checked against Table 1's pa
 * **ReLU after the second BN: yes** (``relu_after_norm2=True``). The sources disagree: eq. 2 has no ReLU; the text
   of Sec. 3.2 ("batch normalization and ReLU activation for the initial iteration ... only ReLU activation for the
   next subsequent iteration") and the authors' public code (``bn2`` then ``relu`` in ``DoubleConv``) have one. Two
-  sources against one, and the code is the network behind Table 1; ``relu_after_norm2=False`` is eq. 2.
+  sources against one, and the code is the authors' implementation; ``relu_after_norm2=False`` is eq. 2.
 * **No residual around the attention's Hadamard product** (``attention_residual=False``): eq. 4 has none and the
   authors' code returns ``u * attn``; Sec. 3.2's "the residual connection maintains the integrity of information"
   is the only hint of one, available as ``attention_residual=True``. Both switches are parameter-free: Table 1's
