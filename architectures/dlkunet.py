@@ -6,13 +6,13 @@ convolution and normalisation are derived from it, so the same code builds the 2
 
 :class:`ConvPart`
     eqs. 1-2: ``Z' = ReLU(BN(PW(DW(Z))))``, ``Z = BN(PW(DW(Z')))`` with 3x3 depthwise (DW) and 1x1 pointwise (PW)
-    convolutions. The first pointwise convolution changes the width ``C_in -> C_out`` (the first encoder block
-    "expands the input feature channels to C", Sec. 3.1).
+    convolutions, plus a ReLU after the second BN (``relu_after_norm2``, see below). The first pointwise
+    convolution changes the width ``C_in -> C_out`` (the first encoder block "expands the input feature channels
+    to C", Sec. 3.1).
 :class:`LargeKernelAttention`
     eqs. 3-4: ``Z_LK = PW(SpatialConv(DW(Z)))`` with a 5x5 depthwise convolution (padding 2) and a 7x7 depthwise
     convolution of dilation 3 (the spatial conv; Table 5 names "5x5, 7x7"), then ``Z_out = Z (x) Z_LK`` (Hadamard
-    product) plus a residual connection ``+ Z`` (Sec. 3.2: "the residual connection maintains the integrity of
-    information"; parameter-free).
+    product, eq. 4; a residual ``+ Z`` only with ``attention_residual=True``).
 :class:`EBlock`
     Sec. 3.2: convolution part followed by attention part.
 :class:`DFB`
@@ -38,16 +38,31 @@ Design decisions where the paper is ambiguous (each checked against Table 1's pa
   output from the 1x1 channel convolution"). A second, separate 1x1 convolution per attention part would add
   C^2 weights per block (DLKUNet-S 1.37 M instead of 1.13 M, outside Table 1); it is available as
   ``separate_channel_conv=True`` for the literal reading.
-* **No ReLU after the second BN** (eq. 2 has none).
+* **ReLU after the second BN: yes** (``relu_after_norm2=True``). The sources disagree: eq. 2 has no ReLU; the text
+  of Sec. 3.2 ("batch normalization and ReLU activation for the initial iteration ... only ReLU activation for the
+  next subsequent iteration") and the authors' public code (``bn2`` then ``relu`` in ``DoubleConv``) have one. Two
+  sources against one, and the code is the authors' implementation; ``relu_after_norm2=False`` is eq. 2.
+* **No residual around the attention's Hadamard product** (``attention_residual=False``): eq. 4 has none and the
+  authors' code returns ``u * attn``; Sec. 3.2's "the residual connection maintains the integrity of information"
+  is the only hint of one, available as ``attention_residual=True``. Both switches are parameter-free: Table 1's
+  counts and the state_dict keys are the same either way (a checkpoint trained with the old defaults, residual
+  on / no second ReLU, loads but computes differently unless built with ``attention_residual=True,
+  relu_after_norm2=False``).
 
 nnU-Net adaptation (``create_from_plans``): stages, pooling strides (anisotropic ones included), conv op (2D/3D),
 the per-stage depthwise kernel sizes and the norm op come from the plans. The large-kernel attention keeps the
 paper's kernels (5 and 7 dilated 3) on every axis where the plans' kernel is > 1 and uses 1 on axes where nnU-Net
-plans a kernel of 1 (anisotropic data), so 3D kernels are 5x5x5 and 7x7x7 (dilation 3). The variants S/M/L keep
-their paper width ``C = 96`` doubling per stage and are told apart by their widest stage (S 384, M 768, L 1536,
-Table 1's bottleneck widths): nnU-Net's planner fixes the depth from the patch size, so the paper's depth (3/4/5
-stages) cannot carry the distinction on plans; the width cap does. With ``base_features=None`` the plans'
-``features_per_stage`` are used as they are.
+plans a kernel of 1 (anisotropic data), so 3D kernels are 5x5x5 and 7x7x7 (dilation 3).
+
+**S/M/L on plans (rule)**: the plans' depth and strides (nnU-Net's deep-supervision scales come from them, so the
+network must have the plans' number of stages), and the plans' ``features_per_stage`` times a width factor per
+variant, S 1/4, M 1/2, L 1: the ratio of Table 1's widest stages 384 : 768 : 1536 (``WIDTH_FACTOR``). Each step
+doubles every stage's width, so parameters and FLOPs grow 2.6-3.2x per step on nnU-Net plans (the paper's own
+rule, C = 96 at full resolution for all three and only the deep stages capped differently, gives 1.3 / 1.4 / 1.4x
+stock FLOPs for S / M / L on pancreas plans: the full-resolution stage dominates and S ~ M ~ L). The paper's
+depth (3/4/5 stages) is not used on plans: a 3-stage network on 6-stage plans would return 2 instead of 5
+deep-supervision outputs. ``base_features`` (with ``max_features``) switches to the paper's rule, which is what
+the paper configurations (``create``) use. Figures on pancreas-like plans: ``docs/dlkunet.md``.
 """
 from __future__ import annotations
 
@@ -76,10 +91,13 @@ class ConvPart(nn.Module):
         Z_l      = BN(PointwiseConv(DepthwiseConv(Z'_{l-1})))               (2)
 
     ``kernel_size`` is the depthwise kernel (3x3 in the paper; the plans' kernel size on nnU-Net plans).
+    ``relu_after_norm2`` (default ``True``) applies ``sigma_1`` (ReLU) after the second BN as well: eq. 2 has no
+    ReLU there, but Sec. 3.2's text ("... ReLU activation for the next subsequent iteration") and the authors'
+    public code (``bn2`` then ``relu``) do; ``False`` is eq. 2 literally. Parameter-free either way.
     """
 
     def __init__(self, conv_op: Type[_ConvNd], in_channels: int, out_channels: int, kernel_size: IntOrSeq,
-                 conv_bias: bool, norm_op: Type[nn.Module], norm_op_kwargs: dict):
+                 conv_bias: bool, norm_op: Type[nn.Module], norm_op_kwargs: dict, relu_after_norm2: bool = True):
         super().__init__()
         dim = convert_conv_op_to_dim(conv_op)
         k = _tuple(kernel_size, dim)
@@ -91,11 +109,13 @@ class ConvPart(nn.Module):
         self.dw2 = conv_op(out_channels, out_channels, k, padding=pad, groups=out_channels, bias=conv_bias)
         self.pw2 = conv_op(out_channels, out_channels, 1, bias=conv_bias)
         self.norm2 = norm_op(out_channels, **norm_op_kwargs)
+        self.relu_after_norm2 = bool(relu_after_norm2)
         self.in_channels, self.out_channels = in_channels, out_channels
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         z = self.sigma1(self.norm1(self.pw1(self.dw1(z))))  # eq. 1
-        return self.norm2(self.pw2(self.dw2(z)))  # eq. 2
+        z = self.norm2(self.pw2(self.dw2(z)))  # eq. 2
+        return torch.relu_(z) if self.relu_after_norm2 else z  # text / authors' code (see the class docstring)
 
     def conv_feature_map_size(self, spatial: Sequence[int]) -> int:
         n = _prod(spatial)
@@ -106,17 +126,19 @@ class LargeKernelAttention(nn.Module):
     """Attention part of EBlock / DFB (eqs. 3-4)::
 
         Z_LargeKernel = PointwiseConv(SpatialConv(DepthwiseConv(Z_{l-1})))   (3)
-        Z_l = Z_{l-1} (x) ChannelConv_1x1(Z_LargeKernel)  [+ Z_{l-1}]         (4)
+        Z_l = Z_{l-1} (x) ChannelConv_1x1(Z_LargeKernel)                     (4)
 
     DepthwiseConv: ``lk_kernel`` (5, padding 2); SpatialConv: depthwise ``dilated_kernel`` (7) with ``dilation``
     (3), "same" padding; PointwiseConv = ChannelConv_1x1 (one 1x1 convolution, see the module docstring), unless
-    ``separate_channel_conv`` adds a second one. ``residual`` adds the input (Sec. 3.2's residual connection).
+    ``separate_channel_conv`` adds a second one. ``residual`` (default ``False``) returns ``Z (x) A + Z`` instead:
+    eq. 4 and the authors' public code (``return u * attn``) have no residual around the Hadamard product; Sec.
+    3.2's sentence "the residual connection maintains the integrity of information" is the only hint of one.
     Per-axis kernels of 1 (anisotropic nnU-Net plans) switch the large kernel off along that axis.
     """
 
     def __init__(self, conv_op: Type[_ConvNd], channels: int, lk_kernel: IntOrSeq = 5, dilated_kernel: IntOrSeq = 7,
                  dilation: IntOrSeq = 3, conv_bias: bool = True, separate_channel_conv: bool = False,
-                 residual: bool = True):
+                 residual: bool = False):
         super().__init__()
         dim = convert_conv_op_to_dim(conv_op)
         k5, k7, d = _tuple(lk_kernel, dim), _tuple(dilated_kernel, dim), _tuple(dilation, dim)
@@ -147,9 +169,10 @@ class EBlock(nn.Module):
     def __init__(self, conv_op: Type[_ConvNd], in_channels: int, out_channels: int, kernel_size: IntOrSeq,
                  conv_bias: bool, norm_op: Type[nn.Module], norm_op_kwargs: dict, lk_kernel: IntOrSeq = 5,
                  dilated_kernel: IntOrSeq = 7, dilation: IntOrSeq = 3, separate_channel_conv: bool = False,
-                 residual: bool = True):
+                 residual: bool = False, relu_after_norm2: bool = True):
         super().__init__()
-        self.conv = ConvPart(conv_op, in_channels, out_channels, kernel_size, conv_bias, norm_op, norm_op_kwargs)
+        self.conv = ConvPart(conv_op, in_channels, out_channels, kernel_size, conv_bias, norm_op, norm_op_kwargs,
+                             relu_after_norm2)
         self.attention = LargeKernelAttention(conv_op, out_channels, lk_kernel, dilated_kernel, dilation, conv_bias,
                                               separate_channel_conv, residual)
 
@@ -302,10 +325,15 @@ class DLKUNet(nn.Module):
       2x2 max-pooling in the paper); num_classes (reprojection layer outputs); deep_supervision;
       conv_bias; norm_op / norm_op_kwargs (BN in the paper; default: BatchNorm matching ``conv_op``);
       base_features [C] and max_features: if ``base_features`` is set, stage ``s`` has
-      ``min(C * 2**s, max_features)`` channels (paper: C = 96, widest stage S 384 / M 768 / L 1536);
+      ``min(C * 2**s, max_features)`` channels (the paper's rule, Table 1: C = 96, widest stage S 384 / M 768 /
+      L 1536) and ``features_per_stage``/``width_factor`` are not used;
+      width_factor: otherwise stage ``s`` has ``round(features_per_stage[s] * width_factor)`` channels (the
+      variants on nnU-Net plans: S 1/4, M 1/2, L 1, see the module docstring);
       lk_kernel (5), dilated_kernel (7), dilation (3): the attention part's kernels (Table 5);
       separate_channel_conv: a second 1x1 conv in eq. 4 (literal reading; not the Table 1 network);
-      attention_residual: the residual connection of the attention part (parameter-free).
+      attention_residual: ``Z (x) A + Z`` instead of eq. 4's ``Z (x) A`` (default off, parameter-free);
+      relu_after_norm2: ReLU after the second BN of the convolution part (default on: the text and the authors'
+      code; ``False`` = eq. 2 literally; parameter-free).
 
     ``n_conv_per_stage`` and the plans' nonlinearity are not used: the blocks are fixed by the paper (ReLU, eq. 1).
     Output: logits; with deep supervision a list of ``n_stages - 1`` maps, highest resolution first.
@@ -316,19 +344,21 @@ class DLKUNet(nn.Module):
                  num_classes: int, deep_supervision: bool = False, conv_bias: bool = True,
                  norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
                  base_features: Optional[int] = None, max_features: Optional[int] = None,
-                 lk_kernel: int = 5, dilated_kernel: int = 7, dilation: int = 3,
-                 separate_channel_conv: bool = False, attention_residual: bool = True):
+                 width_factor: float = 1.0, lk_kernel: int = 5, dilated_kernel: int = 7, dilation: int = 3,
+                 separate_channel_conv: bool = False, attention_residual: bool = False,
+                 relu_after_norm2: bool = True):
         super().__init__()
         dim = convert_conv_op_to_dim(conv_op)
         if n_stages < 2:
             raise ValueError(f"DLKUNet: n_stages must be >= 2 (one EBlock and one DFB at least), got {n_stages}")
-        if base_features is not None:
+        if not width_factor > 0:
+            raise ValueError(f"DLKUNet: width_factor must be > 0, got {width_factor}")
+        if base_features is not None:  # the paper's rule (Table 1): C * 2**s, capped at the widest stage
             cap = max_features if max_features is not None else base_features * 2 ** (n_stages - 1)
             features = [int(min(base_features * 2 ** s, cap)) for s in range(n_stages)]
-        elif isinstance(features_per_stage, int):
-            features = [features_per_stage] * n_stages
-        else:
-            features = [int(f) for f in features_per_stage]
+        else:  # nnU-Net plans: the plans' widths times the variant's width factor (S 1/4, M 1/2, L 1)
+            fs = [features_per_stage] * n_stages if isinstance(features_per_stage, int) else list(features_per_stage)
+            features = [max(1, int(round(int(f) * width_factor))) for f in fs]
         ks = self._per_stage(kernel_sizes, n_stages, dim, "kernel_sizes")
         st = self._per_stage(strides, n_stages, dim, "strides")
         if len(features) != n_stages:
@@ -348,7 +378,7 @@ class DLKUNet(nn.Module):
         attention_kwargs = [dict(lk_kernel=tuple(lk_kernel if ki > 1 else 1 for ki in k),
                                  dilated_kernel=tuple(dilated_kernel if ki > 1 else 1 for ki in k),
                                  dilation=dilation, separate_channel_conv=separate_channel_conv,
-                                 residual=attention_residual) for k in ks]
+                                 residual=attention_residual, relu_after_norm2=relu_after_norm2) for k in ks]
         self.encoder = DLKEncoder(input_channels, features, conv_op, ks, st, conv_bias, norm_op, norm_op_kwargs,
                                   attention_kwargs)
         self.decoder = DLKDecoder(self.encoder, num_classes, deep_supervision, conv_bias, norm_op, norm_op_kwargs,
@@ -368,10 +398,19 @@ class DLKUNet(nn.Module):
                 raise ValueError(f"DLKUNet: stage {s}: {what} {t} does not have {dim} axes (conv_op is {dim}D)")
         return out
 
+    def check_input_size(self, spatial: Sequence[int]) -> None:
+        """ValueError naming the stage, axis and size for a patch the network cannot take (a patch below its
+        minimum: an axis smaller than the stride that pools it), or with the wrong number of axes."""
+        dim = convert_conv_op_to_dim(self.encoder.conv_op)
+        if len(spatial) != dim:
+            raise ValueError(f"DLKUNet: patch {tuple(spatial)} has {len(spatial)} axes, the network is {dim}D")
+        self.encoder.stage_sizes(spatial)
+
     def forward(self, x: torch.Tensor):
         return self.decoder(self.encoder(x))
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        self.check_input_size(input_size)
         sizes = self.encoder.stage_sizes(input_size)
         return self.encoder.compute_conv_feature_map_size(input_size) + self.decoder.compute_conv_feature_map_size(sizes)
 
@@ -382,7 +421,8 @@ class DLKUNet(nn.Module):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Registered variants: default construction = the paper configuration (Table 1; Synapse: 224x224, 1 channel,
-# 9 classes, C = 96); create_from_plans = nnU-Net plans with the variant's widths.
+# 9 classes, C = 96, the paper's depth); create_from_plans = nnU-Net plans (their depth and strides) with the
+# plans' widths times the variant's width factor.
 _PAPER_COMMON = dict(input_channels=1, num_classes=9, conv_op="torch.nn.Conv2d", conv_bias=True,
                      norm_op="torch.nn.BatchNorm2d", norm_op_kwargs={"eps": 1e-5, "momentum": 0.1, "affine": True},
                      deep_supervision=False)
@@ -391,14 +431,15 @@ _PAPER_COMMON = dict(input_channels=1, num_classes=9, conv_op="torch.nn.Conv2d",
 TABLE1 = {"s": (3, 384), "m": (4, 768), "l": (5, 1536)}
 #: Table 1 as printed: params (M), FLOPs (G) at 224x224
 TABLE1_PAPER = {"s": (1.13, 15.95), "m": (4.49, 22.84), "l": (17.70, 29.64)}
+#: variant -> width factor on nnU-Net plans: the widest stages of Table 1 (384 : 768 : 1536) relative to L's
+WIDTH_FACTOR = {v: cap / TABLE1["l"][1] for v, (_, cap) in TABLE1.items()}
 
 for _v, (_n, _cap) in TABLE1.items():
     register(f"dlkunet_{_v}", DLKUNet, family="dlkunet",
-             description=f"DLKUNet-{_v.upper()}: EBlocks/DFBs with large-kernel attention, C=96, widest {_cap} "
-                         f"(Table 1: {TABLE1_PAPER[_v][0]} M params)",
-             variant_kwargs=dict(base_features=96, max_features=_cap),
-             # registry contract test at CPU-friendly widths (C = 8, same width ratios 1:2:4(:8:16))
-             test_kwargs=dict(base_features=8, max_features=_cap // 12),
+             description=f"DLKUNet-{_v.upper()}: EBlocks/DFBs with large-kernel attention; paper C=96, {_n} stages "
+                         f"(Table 1: {TABLE1_PAPER[_v][0]} M params); on plans {WIDTH_FACTOR[_v]:g} x the plans' widths",
+             variant_kwargs=dict(width_factor=WIDTH_FACTOR[_v]),
              paper_kwargs=dict(_PAPER_COMMON, n_stages=_n, features_per_stage=[min(96 * 2 ** s, _cap) for s in range(_n)],
+                               base_features=96, max_features=_cap,
                                kernel_sizes=[[3, 3]] * _n, strides=[[1, 1]] + [[2, 2]] * (_n - 1)))
 del _v, _n, _cap

@@ -27,11 +27,13 @@ networks (the first block reads the image directly); DMC-Net has the 1x1 project
 
 nnU-Net-adaptive construction (from plans): number of stages, features per stage, per-axis strides (max pooling
 with kernel = stride; none along an axis whose stride is 1), conv/norm/dropout/nonlin ops of the plans
-(``batch_norm=True`` switches to the paper's BatchNorm). Kernel sizes are the paper's (3 and k on every axis);
-the plans' ``kernel_sizes`` are not used. DMRC pooling rule (see :class:`DMRC`): an int pool size P means P x P in
-2D and 1 x P x P in 3D (the paper's choice; nnU-Net puts the out-of-plane axis first); per axis the pool actually
-used is ``min(P_a, n_a)`` for a feature map of size ``n_a`` (floor mode), so it never exceeds the map, and the
-nearest-neighbour upsampling returns to the exact input size.
+(``batch_norm=True`` switches to the paper's BatchNorm). Kernel sizes are the paper's (3 and k on every axis) unless
+``use_plans_kernel_sizes=True``: then stage s takes the plans' ``kernel_sizes[s]`` for its "3x3" convolutions and
+its transposed convolution, and DMSC's k on the axes where that kernel is > 1 (1 x k x k in a 1 x 3 x 3 stage).
+DMRC pooling rule (see :class:`DMRC`): an int pool size P means P x P in 2D and 1 x P x P in 3D (the paper's
+choice; nnU-Net puts the out-of-plane axis first); per axis the pool actually used is ``min(P_a, n_a)`` for a
+feature map of size ``n_a``, in ceil mode (every voxel reaches F2; the last cell averages the remainder), and F2 is
+brought back to the exact input size by repeating each cell.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
-from ._common import prod as _prod
+from ._common import as_tuple as _as_tuple, prod as _prod
 from ._registry import register
 
 __all__ = ["DMRC", "DMSC", "DMCBlock", "DMCEncoder", "DMCDecoder", "DMCNet", "BLOCKS", "TABLE4",
@@ -66,11 +68,19 @@ _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 def _unit(conv_op, cin, cout, kernel_size, conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs,
           nonlin, nonlin_kwargs, nonlin_first, groups=1) -> ConvDropoutNormReLU:
     """conv -> (dropout) -> norm -> nonlin (order of the last two swapped with ``nonlin_first``), stride 1, same
-    padding: dynamic_network_architectures' ConvDropoutNormReLU; ``groups`` reaches the conv for depth-wise units."""
+    padding: dynamic_network_architectures' ConvDropoutNormReLU; ``groups`` reaches the conv for depth-wise units.
+    ``kernel_size``: an int (every axis) or one odd size per axis."""
     dim = convert_conv_op_to_dim(conv_op)
     op = conv_op if groups == 1 else functools.partial(conv_op, groups=groups)
-    return ConvDropoutNormReLU(op, cin, cout, [kernel_size] * dim, [1] * dim, conv_bias, norm_op, norm_op_kwargs,
+    return ConvDropoutNormReLU(op, cin, cout, list(_as_tuple(kernel_size, dim)), [1] * dim, conv_bias, norm_op,
+                               norm_op_kwargs,
                                dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, nonlin_first)
+
+
+def _scaled_kernel(k: int, conv_kernel: Sequence[int]) -> Tuple[int, ...]:
+    """DMSC's k x k kernel on the axes where the block's "3x3" kernel convolves (> 1), 1 where it does not (the
+    plans' 1 x 3 x 3 stages of anisotropic CT)."""
+    return tuple(int(k) if c > 1 else 1 for c in conv_kernel)
 
 
 def _check_spatial(x: torch.Tensor, dim: int, where: str) -> None:
@@ -87,7 +97,8 @@ class DMRC(nn.Module):
 
     - F1 = conv(X)                          3x3 conv with norm and nonlinearity (``conv_f1``);
     - F2 = up(conv(AvgPool(X)))             P x P average pooling, stride P (1 x P x P in 3D), 3x3 conv
-                                            (``conv_f2``), nearest-neighbour upsampling to the exact input size;
+                                            (``conv_f2``), upsampling that gives every voxel the value of the
+                                            pooling cell it was averaged into (nearest neighbour, x P);
     - F3 = conv^(1)(X)                      1x1 conv (``conv_f3``);
     - Fs = F2 (+) F3;  F = F1 (x) Sig(Fs)   spatial dynamic mechanism;
     - F' = conv^(3)(F)                      3x3 conv with norm and nonlinearity (``conv_f_prime``);
@@ -97,10 +108,16 @@ class DMRC(nn.Module):
 
     ``pool_size``: the paper's 4 (Table 4's ablation: 2). An int P means (P, P) in 2D and (1, P, P) in 3D (Sec. 2.2,
     "3D implementation details"); a sequence gives the pool per axis. **Pooling rule**: for a feature map of size
-    n_a along axis a, the pool used is p_a = min(P_a, n_a) (floor mode, kernel = stride = p_a), so the pooled map
-    always has at least one element per axis and pooling never exceeds the map; with n_a not divisible by p_a the
-    last n_a mod p_a positions do not enter the pooled average (PyTorch's AvgPool floor mode, as in the paper's
-    code). The upsampled F2 always has exactly the input size.
+    n_a along axis a, the pool used is p_a = min(P_a, n_a) (kernel = stride = p_a, never more than the map) in
+    **ceil mode**: the pooled map has ceil(n_a / p_a) cells and, where p_a does not divide n_a, the last cell
+    averages the remaining n_a mod p_a voxels (only voxels inside the map; no zero padding enters the mean). So
+    every voxel reaches F2 (floor mode, the authors' code, drops the last n_a mod p_a rows: on a 7 x 7 map with a
+    4 x 4 pool only the top-left 4 x 4 would). Where p_a divides n_a it is the paper's pooling exactly. F2 is
+    upsampled by repeating each cell p_a times and cropping to n_a, so each voxel gets the F2 of its own cell
+    and F2 has exactly the input size. Parameter-free: Table 4's counts are unaffected.
+
+    ``conv_kernel``: the kernel of the "3x3" convolutions (F1, F2, F'), per axis; default 3 on every axis (the
+    paper); nnU-Net's plans' kernel of the stage (e.g. 1 x 3 x 3) with ``DMCNet(use_plans_kernel_sizes=True)``.
     """
 
     def __init__(self, conv_op: Type[_ConvNd], input_channels: int, output_channels: int,
@@ -108,17 +125,18 @@ class DMRC(nn.Module):
                  norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
                  dropout_op: Optional[Type[_DropoutNd]] = None, dropout_op_kwargs: Optional[dict] = None,
                  nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
-                 nonlin_first: bool = False):
+                 nonlin_first: bool = False, conv_kernel: Union[int, Sequence[int]] = 3):
         super().__init__()
         self.dim = convert_conv_op_to_dim(conv_op)
         self.pool_size = self.pool_tuple(pool_size, self.dim)
+        ck = _as_tuple(conv_kernel, self.dim)
         self.output_channels = output_channels
         common = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
                   nonlin_first)
-        self.conv_f1 = _unit(conv_op, input_channels, output_channels, 3, *common)
-        self.conv_f2 = conv_op(input_channels, output_channels, 3, padding=1, bias=True)
+        self.conv_f1 = _unit(conv_op, input_channels, output_channels, ck, *common)
+        self.conv_f2 = conv_op(input_channels, output_channels, ck, padding=tuple(k // 2 for k in ck), bias=True)
         self.conv_f3 = conv_op(input_channels, output_channels, 1, bias=True)
-        self.conv_f_prime = _unit(conv_op, output_channels, output_channels, 3, *common)
+        self.conv_f_prime = _unit(conv_op, output_channels, output_channels, ck, *common)
         self.conv_g = conv_op(output_channels, output_channels, 1, bias=True)
 
     @staticmethod
@@ -139,12 +157,21 @@ class DMRC(nn.Module):
         """The pool used for a map of size ``spatial``: per axis min(P_a, n_a) (never exceeds the map)."""
         return tuple(max(1, min(p, int(n))) for p, n in zip(self.pool_size, spatial))
 
+    def pooled_size(self, spatial: Sequence[int]) -> Tuple[int, ...]:
+        """Size of the pooled map (ceil mode): ceil(n_a / p_a) per axis."""
+        return tuple(-(-int(n) // p) for n, p in zip(spatial, self.effective_pool(spatial)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_spatial(x, self.dim, "DMRC")
-        spatial = x.shape[2:]
+        spatial = tuple(x.shape[2:])
         pool = self.effective_pool(spatial)
-        pooled = _AVG_POOL[self.dim](x, pool, pool) if any(p > 1 for p in pool) else x
-        f2 = F.interpolate(self.conv_f2(pooled), size=tuple(spatial), mode="nearest")   # F2 = up(conv(AvgPool(X)))
+        pooled = _AVG_POOL[self.dim](x, pool, pool, ceil_mode=True) if any(p > 1 for p in pool) else x
+        f2 = self.conv_f2(pooled)
+        if any(p > 1 for p in pool):   # each voxel takes its cell's value: x p_a, then crop the ceil-mode overhang
+            for axis, p in enumerate(pool):
+                if p > 1:
+                    f2 = f2.repeat_interleave(p, dim=2 + axis)
+            f2 = f2[(Ellipsis, *(slice(0, n) for n in spatial))]                        # F2 = up(conv(AvgPool(X)))
         fs = f2 + self.conv_f3(x)                                                       # Fs = F2 (+) F3
         f = self.conv_f1(x) * torch.sigmoid(fs)                                         # F = F1 (x) Sig(Fs)
         f_prime = self.conv_f_prime(f)                                                  # F' = conv(F)
@@ -152,7 +179,7 @@ class DMRC(nn.Module):
         return f_prime * g                                                              # F* = F' (x) G
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
-        pooled = [n // p for n, p in zip(input_size, self.effective_pool(input_size))]
+        pooled = self.pooled_size(input_size)
         c, n = self.output_channels, _prod(input_size)
         return 3 * c * n + c * _prod(pooled) + c   # F1, F3, F' at full size; F2 pooled; G is C x 1 x 1
 
@@ -170,6 +197,8 @@ class DMSC(nn.Module):
     - F' = F (x) G;  F* = Conv^(1)(F') in R^{C x H x W}                 (``conv_out``, no bias).
 
     Every k x k / 3x3 convolution is followed by the norm and the nonlinearity. ``kernel_size`` must be odd.
+    ``conv_kernel``: the "3x3" kernel per axis (default 3 everywhere, the paper); the k x k path uses k on the axes
+    where it is > 1 and 1 elsewhere (nnU-Net plans' 1 x 3 x 3 stages give 1 x k x k).
     """
 
     def __init__(self, conv_op: Type[_ConvNd], input_channels: int, output_channels: int, kernel_size: int = 5,
@@ -177,16 +206,17 @@ class DMSC(nn.Module):
                  norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
                  dropout_op: Optional[Type[_DropoutNd]] = None, dropout_op_kwargs: Optional[dict] = None,
                  nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
-                 nonlin_first: bool = False):
+                 nonlin_first: bool = False, conv_kernel: Union[int, Sequence[int]] = 3):
         super().__init__()
         if int(kernel_size) != kernel_size or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"DMSC kernel_size k={kernel_size!r} must be an odd positive int (same padding)")
         self.dim = convert_conv_op_to_dim(conv_op)
         self.kernel_size, self.depthwise, self.output_channels = int(kernel_size), bool(depthwise), output_channels
-        c, k = output_channels, int(kernel_size)
+        c3 = _as_tuple(conv_kernel, self.dim)
+        c, k = output_channels, _scaled_kernel(int(kernel_size), c3)
         common = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
                   nonlin_first)
-        self.path_3 = nn.Sequential(_unit(conv_op, input_channels, c, 3, *common), _unit(conv_op, c, c, 3, *common))
+        self.path_3 = nn.Sequential(_unit(conv_op, input_channels, c, c3, *common), _unit(conv_op, c, c, c3, *common))
         if depthwise:
             self.path_k = nn.Sequential(conv_op(input_channels, c, 1, bias=True),
                                         _unit(conv_op, c, c, k, *common, groups=c),
@@ -216,33 +246,37 @@ class DMCBlock(nn.Module):
     ``"dmsc"``  DMSC(in, C) -> 3x3 conv                  (DMSC-Net: DMSC replaces the first conv)
     ``"dmrc"``  DMRC(in, C) -> 3x3 conv                  (DMRC-Net: DMRC replaces the first conv)
     ``"conv"``  3x3 conv -> 3x3 conv                     (the paper's U-Net baseline)
+
+    ``conv_kernel`` is the "3x3" kernel per axis (default 3 on every axis; the plans' kernel of the stage with
+    ``DMCNet(use_plans_kernel_sizes=True)``), passed on to DMSC and DMRC.
     """
 
     def __init__(self, block: str, conv_op, input_channels: int, output_channels: int, dmsc_kernel_size: int = 5,
                  dmsc_depthwise: bool = False, dmrc_pool_size: Union[int, Sequence[int]] = 4, conv_bias: bool = True,
                  norm_op=None, norm_op_kwargs=None, dropout_op=None, dropout_op_kwargs=None, nonlin=None,
-                 nonlin_kwargs=None, nonlin_first: bool = False):
+                 nonlin_kwargs=None, nonlin_first: bool = False, conv_kernel: Union[int, Sequence[int]] = 3):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"block {block!r} is not one of {BLOCKS}")
         self.block = block
+        ck = conv_kernel
         ops = dict(conv_bias=conv_bias, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, dropout_op=dropout_op,
                    dropout_op_kwargs=dropout_op_kwargs, nonlin=nonlin, nonlin_kwargs=nonlin_kwargs,
                    nonlin_first=nonlin_first)
         unit_args = tuple(ops.values())
         c = output_channels
         if block == "dmc":
-            first = DMSC(conv_op, input_channels, c, dmsc_kernel_size, dmsc_depthwise, **ops)
-            second = DMRC(conv_op, c, c, dmrc_pool_size, **ops)
+            first = DMSC(conv_op, input_channels, c, dmsc_kernel_size, dmsc_depthwise, **ops, conv_kernel=ck)
+            second = DMRC(conv_op, c, c, dmrc_pool_size, **ops, conv_kernel=ck)
         elif block == "dmsc":
-            first = DMSC(conv_op, input_channels, c, dmsc_kernel_size, dmsc_depthwise, **ops)
-            second = _unit(conv_op, c, c, 3, *unit_args)
+            first = DMSC(conv_op, input_channels, c, dmsc_kernel_size, dmsc_depthwise, **ops, conv_kernel=ck)
+            second = _unit(conv_op, c, c, ck, *unit_args)
         elif block == "dmrc":
-            first = DMRC(conv_op, input_channels, c, dmrc_pool_size, **ops)
-            second = _unit(conv_op, c, c, 3, *unit_args)
+            first = DMRC(conv_op, input_channels, c, dmrc_pool_size, **ops, conv_kernel=ck)
+            second = _unit(conv_op, c, c, ck, *unit_args)
         else:
-            first = _unit(conv_op, input_channels, c, 3, *unit_args)
-            second = _unit(conv_op, c, c, 3, *unit_args)
+            first = _unit(conv_op, input_channels, c, ck, *unit_args)
+            second = _unit(conv_op, c, c, ck, *unit_args)
         self.units = nn.Sequential(first, second)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -258,9 +292,11 @@ class DMCEncoder(nn.Module):
     the stride is 1 on every axis) and a :class:`DMCBlock`. Returns the skips, highest resolution first."""
 
     def __init__(self, input_channels: int, features_per_stage: List[int], conv_op, strides: List[List[int]],
-                 input_projection: bool, block_kwargs: dict):
+                 input_projection: bool, block_kwargs: dict, conv_kernels: Optional[List[Tuple[int, ...]]] = None):
         super().__init__()
         self.conv_op, self.strides, self.output_channels = conv_op, strides, list(features_per_stage)
+        dim = convert_conv_op_to_dim(conv_op)
+        self.conv_kernels = conv_kernels or [(3,) * dim] * len(features_per_stage)
         self.input_projection = (conv_op(input_channels, features_per_stage[0], 1, bias=True)
                                  if input_projection else None)
         pool_op = get_matching_pool_op(conv_op, pool_type="max")
@@ -269,7 +305,7 @@ class DMCEncoder(nn.Module):
         for s, (c, st) in enumerate(zip(features_per_stage, strides)):
             pool = pool_op(kernel_size=st, stride=st) if any(v > 1 for v in st) else nn.Identity()
             stages.append(nn.Sequential(pool, DMCBlock(conv_op=conv_op, input_channels=cin, output_channels=c,
-                                                       **block_kwargs)))
+                                                       conv_kernel=self.conv_kernels[s], **block_kwargs)))
             cin = c
         self.stages = nn.ModuleList(stages)
 
@@ -298,7 +334,8 @@ class DMCEncoder(nn.Module):
 
 class DMCDecoder(nn.Module):
     """Per decoder stage (lowest resolution first): 3x3 transposed convolution with the encoder stage's stride
-    (padding 1, output padding stride - 1: exactly stride x the size), concatenation with the skip, a
+    (padding 1, output padding stride - 1: exactly stride x the size; with plans' kernels the kernel of the stage it
+    returns to, padding k // 2), concatenation with the skip, a
     :class:`DMCBlock` (2C -> C), a 1x1 segmentation head. ``deep_supervision`` (the switch nnU-Net flips) returns
     one output per stage, highest resolution first; every head is always built."""
 
@@ -311,9 +348,11 @@ class DMCDecoder(nn.Module):
         transpconvs, stages, seg_layers = [], [], []
         for s in range(1, len(feats)):
             below, skip, st = feats[-s], feats[-(s + 1)], strides[-s]
-            transpconvs.append(transp_op(below, skip, 3, stride=st, padding=1, output_padding=[v - 1 for v in st],
-                                         bias=True))
-            stages.append(DMCBlock(conv_op=conv_op, input_channels=2 * skip, output_channels=skip, **block_kwargs))
+            ck = encoder.conv_kernels[-(s + 1)]  # the kernel of the resolution stage this decoder stage returns to
+            transpconvs.append(transp_op(below, skip, ck, stride=st, padding=[k // 2 for k in ck],
+                                         output_padding=[v - 1 for v in st], bias=True))
+            stages.append(DMCBlock(conv_op=conv_op, input_channels=2 * skip, output_channels=skip, conv_kernel=ck,
+                                   **block_kwargs))
             seg_layers.append(conv_op(skip, num_classes, 1, bias=True))
         self.transpconvs = nn.ModuleList(transpconvs)
         self.stages = nn.ModuleList(stages)
@@ -354,6 +393,11 @@ class DMCNet(nn.Module):
     :param dmsc_depthwise: DMSC's lightweight design; ``None`` = the paper's choice per dimension: standard
         convolutions in 2D, depth-wise in 3D (Sec. 3.5).
     :param dmrc_pool_size: DMRC's average pooling (4; Table 4: 2), see :class:`DMRC` for the rule.
+    :param kernel_sizes: nnU-Net plans' per-stage kernel sizes; used only with ``use_plans_kernel_sizes``.
+    :param use_plans_kernel_sizes: ``False`` (default, the paper): every "3x3" convolution is 3 on every axis and
+        DMSC's k x k is k on every axis. ``True``: stage ``s`` uses ``kernel_sizes[s]`` for its "3x3" convolutions
+        (encoder, decoder, transposed convolution), and k on the axes where that kernel is > 1, 1 elsewhere; on
+        anisotropic CT plans (1 x 3 x 3 in the first stages) this is the fair comparison with stock nnU-Net.
     :param input_projection: the 1x1 convolution projecting the input to ``features_per_stage[0]`` channels
         (Fig. 1/2; DMC-Net has it, the ablation networks of Table 4 do not).
     :param batch_norm: use ``BatchNorm`` (eps 1e-5, affine) whatever ``norm_op`` says (the paper's norm).
@@ -365,6 +409,7 @@ class DMCNet(nn.Module):
                  conv_op: Type[_ConvNd], strides: Union[int, List[int], List[List[int]]], num_classes: int,
                  block: str = "dmc", dmsc_kernel_size: int = 5, dmsc_depthwise: Optional[bool] = None,
                  dmrc_pool_size: Union[int, Sequence[int]] = 4, input_projection: bool = False,
+                 kernel_sizes: Optional[Sequence] = None, use_plans_kernel_sizes: bool = False,
                  conv_bias: bool = True, norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
                  dropout_op: Optional[Type[_DropoutNd]] = None, dropout_op_kwargs: Optional[dict] = None,
                  nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
@@ -389,6 +434,9 @@ class DMCNet(nn.Module):
                 if int(v) != v or v < 1:
                     raise ValueError(f"DMC-Net stage {s}, axis {a}: stride {v} must be an int >= 1")
         strides = [[int(v) for v in st] for st in strides]
+        conv_kernels = None
+        if use_plans_kernel_sizes:
+            conv_kernels = self._plans_kernels(kernel_sizes, n_stages, dim)
         if block not in BLOCKS:
             raise ValueError(f"block {block!r} is not one of {BLOCKS}")
         if dmsc_depthwise is None:
@@ -402,8 +450,25 @@ class DMCNet(nn.Module):
                             norm_op_kwargs=norm_op_kwargs, dropout_op=dropout_op, dropout_op_kwargs=dropout_op_kwargs,
                             nonlin=nonlin, nonlin_kwargs=nonlin_kwargs, nonlin_first=nonlin_first)
         self.encoder = DMCEncoder(input_channels, self.features_per_stage, conv_op, strides, input_projection,
-                                  block_kwargs)
+                                  block_kwargs, conv_kernels)
         self.decoder = DMCDecoder(self.encoder, num_classes, deep_supervision, block_kwargs)
+
+    @staticmethod
+    def _plans_kernels(kernel_sizes, n_stages: int, dim: int) -> List[Tuple[int, ...]]:
+        if kernel_sizes is None:
+            raise ValueError("DMC-Net: use_plans_kernel_sizes=True needs the plans' kernel_sizes (none were given)")
+        if isinstance(kernel_sizes, int):
+            kernel_sizes = [kernel_sizes] * n_stages
+        if len(kernel_sizes) != n_stages:
+            raise ValueError(f"kernel_sizes has {len(kernel_sizes)} entries, n_stages is {n_stages}")
+        out = [_as_tuple(k, dim) for k in kernel_sizes]
+        for s, k in enumerate(out):
+            if len(k) != dim:
+                raise ValueError(f"DMC-Net stage {s}: kernel size {list(k)} has {len(k)} axes, the conv op is {dim}D")
+            for a, v in enumerate(k):
+                if v < 1 or v % 2 == 0:
+                    raise ValueError(f"DMC-Net stage {s}, axis {a}: kernel size {v} must be odd and >= 1")
+        return out
 
     def check_input_size(self, spatial: Sequence[int]) -> None:
         """ValueError naming the stage, axis and size for an input the U-Net cannot take: every stride must

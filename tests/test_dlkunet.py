@@ -17,7 +17,7 @@ from nnunet_ext import architectures as A
 from nnunet_ext.architectures.dlkunet import DFB, TABLE1_PAPER, DLKUNet, LargeKernelAttention
 from nnunet_ext.trainers import get_trainer
 from nnunet_ext.trainers.loss_schedules import (DynamicLossMixin, PhaseLossMixin, dynamic_weights,
-                                                phase_weights)
+                                                phase_weights, scaled_weights)
 
 VARIANTS = ["s", "m", "l"]
 
@@ -121,7 +121,7 @@ def test_attention_kernels_3d_and_anisotropic():
     assert lka.spatial.dilation == (1, 3, 3) and lka.spatial.groups == 4
     z = torch.randn(1, 4, 3, 9, 10)
     assert lka(z).shape == z.shape
-    # attention = Hadamard product with the input (+ residual): a zero input gives a zero output
+    # attention = Hadamard product with the input (eq. 4): a zero input gives a zero output
     assert torch.count_nonzero(lka(torch.zeros_like(z))) == 0
 
     net = DLKUNet(1, 3, [4, 8, 8], nn.Conv3d, [[1, 3, 3], [3, 3, 3], [3, 3, 3]], [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
@@ -143,6 +143,21 @@ def test_too_small_input_names_stage_and_axis():
         net.compute_conv_feature_map_size((16, 3))
 
 
+def test_plans_it_cannot_take_are_a_clear_value_error():
+    """Bad input (issue 11): too few stages, a patch below the minimum, a patch of the wrong dimension."""
+    one_stage = _plans_kwargs(2, [32], [[1, 1]], [[3, 3]])
+    with pytest.raises(ValueError, match=r"DLKUNet: n_stages must be >= 2 .* got 1"):
+        A.create_from_plans("dlkunet_m", one_stage, 1, 2, True)
+    with torch.device("meta"):
+        net = A.create_from_plans("dlkunet_s", _plans_kwargs(3, [8, 16, 32], [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+                                                             [[1, 3, 3], [3, 3, 3], [3, 3, 3]]), 1, 2, True)
+    with pytest.raises(ValueError, match=r"stage 2 cannot max-pool axis 0 of size 1 with stride 2"):
+        net.check_input_size((1, 16, 16))
+    with pytest.raises(ValueError, match=r"patch \(16, 16\) has 2 axes, the network is 3D"):
+        net.compute_conv_feature_map_size((16, 16))
+    net.check_input_size((2, 4, 4))  # the minimum passes
+
+
 def test_separate_channel_conv_is_the_literal_reading():
     base = A.create("dlkunet_s")
     literal = A.create("dlkunet_s", separate_channel_conv=True)
@@ -153,18 +168,97 @@ def test_separate_channel_conv_is_the_literal_reading():
     assert abs(count(literal) - 1.13e6) / 1.13e6 > 0.03
 
 
+def test_attention_is_eq4_hadamard_without_residual_by_default():
+    """eq. 4 / authors' code: Z_l = Z (x) A; the residual (Z (x) A + Z) only with attention_residual=True."""
+    torch.manual_seed(0)
+    plain = LargeKernelAttention(nn.Conv2d, 4)
+    res = LargeKernelAttention(nn.Conv2d, 4, residual=True)
+    res.load_state_dict(plain.state_dict())  # parameter-free switch: same state_dict
+    z = torch.randn(2, 4, 9, 11)
+    with torch.no_grad():
+        a = plain.pointwise(plain.spatial(plain.depthwise(z)))
+        torch.testing.assert_close(plain(z), z * a)
+        torch.testing.assert_close(res(z), z * a + z)
+    net = A.create("dlkunet_s")
+    assert not any(m.residual for m in net.modules() if isinstance(m, LargeKernelAttention))
+    assert all(m.residual for m in A.create("dlkunet_s", attention_residual=True).modules()
+               if isinstance(m, LargeKernelAttention))
+
+
+def test_relu_after_second_norm_switch():
+    """Convolution part: ReLU after the second BN by default (text + authors' code), eq. 2 literally with
+    relu_after_norm2=False; same parameters either way (Table 1 unchanged)."""
+    from nnunet_ext.architectures.dlkunet import ConvPart
+
+    torch.manual_seed(0)
+    on = ConvPart(nn.Conv2d, 3, 5, 3, True, nn.BatchNorm2d, {})
+    off = ConvPart(nn.Conv2d, 3, 5, 3, True, nn.BatchNorm2d, {}, relu_after_norm2=False)
+    off.load_state_dict(on.state_dict())
+    on.eval(), off.eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        y_off = off(x)
+        torch.testing.assert_close(on(x), torch.relu(y_off))
+    assert (y_off < 0).any()  # eq. 2 literally: signed output
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert count(A.create("dlkunet_m", relu_after_norm2=False)) == count(A.create("dlkunet_m"))
+
+
+def _plans_kwargs(dim, features, strides, kernels):
+    n = len(strides)
+    return dict(n_stages=n, features_per_stage=features, conv_op=f"torch.nn.Conv{dim}d", kernel_sizes=kernels,
+                strides=strides, n_conv_per_stage=[2] * n, n_conv_per_stage_decoder=[2] * (n - 1), conv_bias=True,
+                norm_op=f"torch.nn.InstanceNorm{dim}d", norm_op_kwargs={"eps": 1e-5, "affine": True},
+                dropout_op=None, dropout_op_kwargs=None, nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
+
+
 def test_plans_adaptation_uses_variant_widths():
-    kw = dict(n_stages=6, features_per_stage=[32, 64, 128, 256, 512, 512], conv_op="torch.nn.Conv2d",
-              kernel_sizes=[[3, 3]] * 6, strides=[[1, 1]] + [[2, 2]] * 5, n_conv_per_stage=[2] * 6,
-              n_conv_per_stage_decoder=[2] * 5, conv_bias=True, norm_op="torch.nn.InstanceNorm2d",
-              norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
-              nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
+    """On plans: the plans' depth and strides, the plans' widths times 1/4 (S), 1/2 (M), 1 (L) = Table 1's widest
+    stages 384 : 768 : 1536; the paper's rule (C = 96 doubling, capped) only with base_features."""
+    kw = _plans_kwargs(2, [32, 64, 128, 256, 512, 512], [[1, 1]] + [[2, 2]] * 5, [[3, 3]] * 6)
     with torch.device("meta"):
         nets = {v: A.create_from_plans(f"dlkunet_{v}", kw, 1, 3, True) for v in VARIANTS}
-    assert nets["s"].features_per_stage == [96, 192, 384, 384, 384, 384]
-    assert nets["m"].features_per_stage == [96, 192, 384, 768, 768, 768]
-    assert nets["l"].features_per_stage == [96, 192, 384, 768, 1536, 1536]
+        paper_rule = A.create_from_plans("dlkunet_s", kw, 1, 3, True, base_features=96, max_features=384)
+    assert nets["s"].features_per_stage == [8, 16, 32, 64, 128, 128]
+    assert nets["m"].features_per_stage == [16, 32, 64, 128, 256, 256]
+    assert nets["l"].features_per_stage == [32, 64, 128, 256, 512, 512]
+    assert all(len(n.encoder.stages) == 6 for n in nets.values())  # nnU-Net's depth: deep supervision scales match
+    assert paper_rule.features_per_stage == [96, 192, 384, 384, 384, 384]
     assert isinstance(nets["s"].encoder.stages[0].conv.norm1, nn.InstanceNorm2d)
+    with pytest.raises(ValueError, match="width_factor"):
+        A.create_from_plans("dlkunet_s", kw, 1, 3, True, width_factor=0)
+
+
+def _params_flops(net, patch):
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.empty(1, 1, *patch, device="meta"))
+    return sum(p.numel() for p in net.parameters()), counter.get_total_flops()
+
+
+@pytest.mark.parametrize("dim,patch,features,strides,kernels", [
+    (2, (64, 48), [32, 64, 128, 256], [[1, 1], [2, 2], [2, 2], [2, 2]], [[3, 3]] * 4),
+    (3, (8, 32, 32), [32, 64, 128, 256, 320], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+     [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]])])
+def test_variants_distinct_on_plans_and_s_below_stock(dim, patch, features, strides, kernels):
+    """Issue 11: on the same plans each step S -> M -> L is >= 1.5x in parameters and in forward FLOPs (meta
+    device), and S has fewer parameters than stock nnU-Net's PlainConvUNet on those plans."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    from nnunet_ext.architectures._registry import _resolve_imports
+
+    kw = _plans_kwargs(dim, features, strides, kernels)
+    with torch.device("meta"):
+        nets = {v: A.create_from_plans(f"dlkunet_{v}", kw, 1, 2, False) for v in VARIANTS}
+        k = _resolve_imports(kw)
+        stock = PlainConvUNet(1, k["n_stages"], k["features_per_stage"], k["conv_op"], k["kernel_sizes"],
+                              k["strides"], k["n_conv_per_stage"], 2, k["n_conv_per_stage_decoder"], True,
+                              k["norm_op"], k["norm_op_kwargs"], None, None, k["nonlin"], k["nonlin_kwargs"])
+    pf = {v: _params_flops(n, patch) for v, n in nets.items()}
+    for a, b in (("s", "m"), ("m", "l")):
+        assert pf[b][0] >= 1.5 * pf[a][0], (a, b, "params", pf)
+        assert pf[b][1] >= 1.5 * pf[a][1], (a, b, "FLOPs", pf)
+    assert pf["s"][0] < sum(p.numel() for p in stock.parameters())
 
 
 # --------------------------------------------------------------------------------------------- loss schedules
@@ -251,7 +345,9 @@ def test_schedule_applies_to_every_deep_supervision_scale(mixin, fn):
     for epoch in (0, 4, 5, 9):
         trainer.current_epoch = epoch
         trainer.on_train_epoch_start()
-        a, b = fn(epoch, N)
+        pa, pb = fn(epoch, N)
+        a, b = scaled_weights((pa, pb))  # the paper's ratio at nnU-Net's total Dice + CE weight of 2
+        assert math.isclose(a + b, 2.0) and math.isclose(a / b, pa / pb)
         assert (inner.weight_dice, inner.weight_ce) == (a, b)
         assert trainer.log[-2] == f"epoch {epoch}"  # nnU-Net's own epoch start still runs
         assert re.search(rf"alpha \(Dice\) = {a:.4f}, beta \(CE\) = {b:.4f}", trainer.log[-1])
@@ -259,6 +355,19 @@ def test_schedule_applies_to_every_deep_supervision_scale(mixin, fn):
                        for w, o, t in zip(trainer.ds_weights, outs, tgts) if w != 0)
         assert torch.allclose(loss(outs, tgts), expected)
     assert trainer.log and phase_weights(0, N) != phase_weights(9, N)
+
+
+def test_scaled_weights_and_raw_switch():
+    assert scaled_weights(phase_weights(0, 400)) == pytest.approx((1.2, 0.8))
+    assert scaled_weights(phase_weights(399, 400)) == pytest.approx((1.4, 0.6))
+    a0, b0 = scaled_weights(dynamic_weights(0, 400))
+    a1, b1 = scaled_weights(dynamic_weights(399, 400))
+    assert a0 > b0 and a1 < b1 and math.isclose(a1 + b1, 2.0)  # eqs. 12-13's direction: Dice down, CE up
+    with pytest.raises(ValueError, match="positive"):
+        scaled_weights((0.0, 0.0))
+    raw = type("T", (PhaseLossMixin, _StandInTrainer), {"loss_weight_total": None})(10)
+    raw._build_loss()
+    assert (raw._scheduled_loss.weight_dice, raw._scheduled_loss.weight_ce) == phase_weights(0, 10)
 
 
 def test_schedule_suffix_on_any_trainer():
@@ -289,7 +398,7 @@ def test_train_predict_2d_dlkunet_s_dynloss(nnunet_dataset, tmp_path):
     trainer = "nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters"
     fold_dir = train(nnunet_dataset, trainer, "2d")
     log = "\n".join(p.read_text() for p in fold_dir.glob("training_log_*.txt"))
-    a, b = dynamic_weights(0, 1)
+    a, b = scaled_weights(dynamic_weights(0, 1))
     assert f"loss schedule dynloss: alpha (Dice) = {a:.4f}, beta (CE) = {b:.4f}" in log
     # without test-time mirroring (nnU-Net's, not ours): 4x fewer forward passes of a network whose depthwise and
     # dilated convolutions are slow on a shared CPU

@@ -86,16 +86,81 @@ def test_dmsc_follows_the_equations_and_lightweight_design():
     (nn.Conv2d, (16, 12), (4, 4)), (nn.Conv2d, (3, 9), (3, 4)), (nn.Conv2d, (1, 2), (1, 2)),
     (nn.Conv3d, (7, 10, 3), (1, 4, 3)), (nn.Conv3d, (2, 1, 5), (1, 1, 4))])
 def test_dmrc_pooling_rule_and_exact_upsampling(conv_op, size, expected_pool):
-    """Pool min(P_a, n_a) per axis (1 x P x P in 3D), never more than the map; F2 returns to the exact size."""
+    """Pool min(P_a, n_a) per axis (1 x P x P in 3D), never more than the map, ceil mode (ceil(n / p) cells); F2
+    returns to the exact size."""
     m = DMRC(conv_op, 2, 3, pool_size=4)
     assert m.effective_pool(size) == expected_pool
     seen = {}
     m.conv_f2.register_forward_hook(lambda mod, i, o: seen.update(pooled=tuple(i[0].shape[2:])))
     y = m(torch.randn(1, 2, *size))
     assert tuple(y.shape[2:]) == size
-    assert seen["pooled"] == tuple(n // p for n, p in zip(size, expected_pool))
+    assert seen["pooled"] == tuple(-(-n // p) for n, p in zip(size, expected_pool)) == m.pooled_size(size)
     assert all(p >= 1 for p in seen["pooled"])
     assert DMRC.pool_tuple(2, 3) == (1, 2, 2) and DMRC.pool_tuple(4, 2) == (4, 4)
+
+
+def test_dmrc_pooling_uses_every_voxel():
+    """A 7x7 map with a 4x4 pool: every voxel reaches F2 (ceil mode), each voxel's F2 is that of its own cell, and
+    the last cell is the mean of the 3 remaining rows/columns only (no zero padding in the mean)."""
+    torch.manual_seed(0)
+    m = DMRC(nn.Conv2d, 1, 1, pool_size=4).eval()
+    seen = {}
+    m.conv_f2.register_forward_hook(lambda mod, i, o: seen.update(inp=i[0].detach(), out=o.detach()))
+    x = torch.randn(1, 1, 7, 7)
+    with torch.no_grad():
+        m(x)
+        pooled = seen["inp"]
+        assert pooled.shape[2:] == (2, 2)
+        torch.testing.assert_close(pooled[0, 0, 1, 1], x[0, 0, 4:, 4:].mean())
+        torch.testing.assert_close(pooled[0, 0, 0, 1], x[0, 0, :4, 4:].mean())
+        for r, c in [(6, 6), (0, 6), (6, 0)]:  # the voxels floor mode would drop change F2
+            y = x.clone()
+            y[0, 0, r, c] += 10.0
+            m(y)
+            assert not torch.equal(seen["inp"], pooled)
+        # upsampling: voxel (i, j) gets the F2 of cell (i // 4, j // 4)
+        f2_cells = seen["out"]
+        up = {}
+        h = m.conv_f3.register_forward_hook(lambda mod, i, o: up.update(f3=o.detach()))
+        fs = {}
+        h2 = m.conv_f1.register_forward_hook(lambda mod, i, o: fs.update(f1=o.detach()))
+        m(y)
+        h.remove(), h2.remove()
+    idx = torch.arange(7) // 4
+    expected_f2 = f2_cells[0, 0][idx][:, idx]
+    # F = F1 * sigmoid(F2 + F3) -> recover F2 from the block's own intermediate maps
+    f_hook = {}
+    m.conv_f_prime.register_forward_hook(lambda mod, i, o: f_hook.update(f=i[0].detach()))
+    with torch.no_grad():
+        m(y)
+    f2 = torch.logit(f_hook["f"] / fs["f1"]) - up["f3"]
+    torch.testing.assert_close(f2[0, 0], expected_f2, atol=1e-3, rtol=1e-3)
+
+
+def test_plans_kernel_sizes_option():
+    """use_plans_kernel_sizes: every "3x3" conv takes the stage's plans kernel (1x3x3), DMSC's k only in plane;
+    off (default): the paper's 3x3x3 everywhere and Table 4's count."""
+    kw = _plans(3, [[1, 1, 1], [1, 2, 2], [2, 2, 2]], [4, 8, 8])
+    kw["kernel_sizes"] = [[1, 3, 3], [1, 3, 3], [3, 3, 3]]
+    paper = A.create_from_plans("dmcnet_3d", kw, 1, 2, False)
+    net = A.create_from_plans("dmcnet_3d", kw, 1, 2, True, use_plans_kernel_sizes=True)
+    kernels = lambda mod: {c.kernel_size for c in mod.modules() if isinstance(c, nn.Conv3d) and c.kernel_size != (1, 1, 1)}
+    assert kernels(paper) == {(3, 3, 3), (5, 5, 5)}
+    stage0, stage2 = net.encoder.stages[0][1], net.encoder.stages[2][1]
+    assert kernels(stage0) == {(1, 3, 3), (1, 5, 5)} and kernels(stage2) == {(3, 3, 3), (5, 5, 5)}
+    assert stage0.units[1].conv_f2.kernel_size == (1, 3, 3) and stage0.units[1].conv_f2.padding == (0, 1, 1)
+    assert net.decoder.transpconvs[-1].kernel_size == (1, 3, 3)  # returns to stage 0
+    assert net.decoder.transpconvs[0].kernel_size == (1, 3, 3)   # returns to stage 1
+    out = net(torch.randn(1, 1, 4, 16, 16))
+    assert [tuple(o.shape[2:]) for o in out] == [(4, 16, 16), (4, 8, 8)]
+    count = lambda mod: sum(p.numel() for p in mod.parameters())
+    assert count(net) < count(paper)
+    assert _meta_params("dmc_unet_3d", use_plans_kernel_sizes=False) == _meta_params("dmc_unet_3d")
+    with pytest.raises(ValueError, match="needs the plans' kernel_sizes"):
+        A.create("dmc_unet_2d", use_plans_kernel_sizes=True)
+    kw["kernel_sizes"] = [[1, 3, 3], [1, 2, 2], [3, 3, 3]]
+    with pytest.raises(ValueError, match=r"stage 1, axis 1: kernel size 2 must be odd"):
+        A.create_from_plans("dmc_unet_3d", kw, 1, 2, False, use_plans_kernel_sizes=True)
 
 
 # ----------------------------------------------------------------------------------------------- bad input
@@ -126,6 +191,11 @@ def test_bad_plans_name_stage_and_axis():
         A.create("dmcnet_4d")
 
 
+def test_too_few_stages_is_a_clear_value_error():
+    with pytest.raises(ValueError, match=r"DMC-Net needs n_stages >= 2 .* got 1"):
+        A.create_from_plans("dmc_unet_3d", _plans(3, [[1, 1, 1]], [4]), 1, 2, False)
+
+
 def test_plans_norm_by_default_and_batchnorm_switch():
     plans = _plans(2, [[1, 1], [2, 2]], [4, 8])
     assert any(isinstance(m, nn.InstanceNorm2d) for m in A.create_from_plans("dmcnet_2d", plans, 1, 2, True).modules())
@@ -143,6 +213,17 @@ def test_flop_count_on_meta_device_scales_with_pixels():
 
 # ----------------------------------------------------------------------------------------------- trainers
 DMC_TRAINERS = ["nnUNetTrainerDMCNet", "nnUNetTrainerDMSCNet", "nnUNetTrainerDMRCNet", "nnUNetTrainerDMCNetPaper"]
+#: trainer -> (3d variant, 2d variant): the rest of Table 4, paired 2D/3D as in the paper
+ABLATION_TRAINERS = {
+    "nnUNetTrainerDMCUNet": ("dmc_unet_3d", "dmc_unet_2d"),
+    "nnUNetTrainerDMSCNet5x5": ("dmc_dmscnet_5x5_3d", "dmc_dmscnet_5x5_2d"),
+    "nnUNetTrainerDMSCNet5x5DW": ("dmc_dmscnet_5x5dw_3d", "dmc_dmscnet_5x5dw_2d"),
+    "nnUNetTrainerDMSCNet7x7": ("dmc_dmscnet_7x7_3d", "dmc_dmscnet_7x7_2d"),
+    "nnUNetTrainerDMSCNet7x7DW": ("dmc_dmscnet_7x7dw_3d", "dmc_dmscnet_7x7dw_2d"),
+    "nnUNetTrainerDMRCNetPool2": ("dmc_dmrcnet_pool2_3d", "dmc_dmrcnet_pool2_2d"),
+}
+PLANS_KERNEL_TRAINERS = ["nnUNetTrainerDMCNetPlansKernels", "nnUNetTrainerDMSCNetPlansKernels",
+                         "nnUNetTrainerDMRCNetPlansKernels", "nnUNetTrainerDMCUNetPlansKernels"]
 
 
 def test_trainers_found_by_nnunet_lookup(monkeypatch):
@@ -151,7 +232,8 @@ def test_trainers_found_by_nnunet_lookup(monkeypatch):
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     monkeypatch.setenv("nnUNet_extTrainer", nnunet_ext.EXT_TRAINER_DIR)
-    names = DMC_TRAINERS + ["nnUNetTrainerDMCNet_1epoch_4iters"]
+    names = DMC_TRAINERS + list(ABLATION_TRAINERS) + PLANS_KERNEL_TRAINERS + ["nnUNetTrainerDMCNet_1epoch_4iters",
+                                                                              "nnUNetTrainerDMCUNet_1epoch_4iters"]
     assert [recursive_find_trainer_class_by_name(n) for n in names] == [getattr(T, n) for n in names]
     assert T.nnUNetTrainerDMCNetPaper.merged_hparams()["initial_lr"] == 1e-3
 
@@ -191,3 +273,41 @@ def test_end_to_end_train_and_predict(nnunet_dataset, tmp_path, configuration):
     pred = predict(nnunet_dataset, trainer, configuration, tmp_path / "pred", extra=["--disable_tta"], plans=plans)
     assert_predictions_match_inputs(pred, nnunet_dataset.images_ts)
     print(f"DMC-Net end-to-end {configuration} (train + predict): {time.perf_counter() - t0:.1f}s")
+
+
+def _cm(dim, strides, features, kernels=None):
+    kw = _plans(dim, strides, features)
+    if kernels is not None:
+        kw["kernel_sizes"] = kernels
+    return SimpleNamespace(patch_size=[16] * dim, network_arch_init_kwargs=kw)
+
+
+@pytest.mark.parametrize("trainer", list(ABLATION_TRAINERS))
+def test_ablation_trainers_build_the_table4_network_per_dimension(trainer):
+    """Each ablation trainer builds, on small 2d and 3d plans, the very network of its Table 4 row (same module
+    structure and parameter shapes as the registry variant on those plans), and it runs."""
+    from nnunet_ext import trainers as T
+
+    cls = getattr(T, trainer)
+    for dim, variant, strides, x in ((3, ABLATION_TRAINERS[trainer][0], [[1, 1, 1], [1, 2, 2]], (1, 1, 4, 8, 8)),
+                                     (2, ABLATION_TRAINERS[trainer][1], [[1, 1], [2, 2]], (1, 1, 8, 8))):
+        cm = _cm(dim, strides, [4, 8])
+        net = cls.build_network_architecture(None, cm, 1, 3, True)
+        ref = A.create_from_plans(variant, cm.network_arch_init_kwargs, 1, 3, True)
+        assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+        assert str(net) == str(ref)
+        assert [tuple(o.shape[2:]) for o in net(torch.randn(*x))][0] == x[2:]
+
+
+@pytest.mark.parametrize("trainer", PLANS_KERNEL_TRAINERS)
+def test_plans_kernel_trainers_take_the_plans_kernels(trainer):
+    from nnunet_ext import trainers as T
+
+    cm = _cm(3, [[1, 1, 1], [1, 2, 2], [2, 2, 2]], [4, 8, 8], kernels=[[1, 3, 3], [1, 3, 3], [3, 3, 3]])
+    net = getattr(T, trainer).build_network_architecture(None, cm, 1, 3, True)
+    first = {c.kernel_size for c in net.encoder.stages[0].modules() if isinstance(c, nn.Conv3d)}
+    assert (1, 3, 3) in first and (3, 3, 3) not in first
+    assert (3, 3, 3) in {c.kernel_size for c in net.encoder.stages[2].modules() if isinstance(c, nn.Conv3d)}
+    assert [tuple(o.shape[2:]) for o in net(torch.randn(1, 1, 4, 16, 16))][0] == (4, 16, 16)
+    net2 = getattr(T, trainer).build_network_architecture(None, _cm(2, [[1, 1], [2, 2]], [4, 8]), 1, 3, False)
+    assert net2(torch.randn(1, 1, 8, 8)).shape == (1, 3, 8, 8)

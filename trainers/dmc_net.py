@@ -8,6 +8,16 @@ plans) with the paper's per-dimension choice of module: ``arch`` is the 3D varia
 Nesterov 0.99, poly LR, Dice + CE, deep supervision, 1000 epochs). ``nnUNetTrainerDMCNetPaper``: the paper's
 recipe (Sec. 3.2: initial LR 1e-3, Nesterov momentum 0.99, poly, CE + Dice, 1000 epochs) and the paper's
 BatchNorm. Short schedules work by name, e.g. ``nnUNetTrainerDMCNet_1epoch_4iters``.
+
+Every network of Table 4 (the ablation, Sec. 3.4) has a trainer; the 2D row goes with 2d plans and the 3D row with
+3d plans, as the paper pairs them (a 5 x 5 DMSC in 2D is a 5 x 5 x 5 one in 3D; 4 x 4 DMRC pooling is 1 x 4 x 4):
+``nnUNetTrainerDMCUNet`` (the U-Net baseline), ``nnUNetTrainerDMSCNet{5x5,5x5DW,7x7,7x7DW}``,
+``nnUNetTrainerDMRCNet`` (4 x 4) and ``nnUNetTrainerDMRCNetPool2`` (2 x 2). ``nnUNetTrainerDMSCNet`` is the
+paper's own pairing (5 x 5 conv in 2D, 5 x 5 x 5 DWConv in 3D, Sec. 3.5).
+
+``...PlansKernels``: the same networks with the plans' kernel sizes (``use_plans_kernel_sizes=True``: 1 x 3 x 3 in
+the anisotropic stages of CT plans, DMSC's k on the in-plane axes only there), for a comparison with stock
+nnU-Net on equal kernels.
 """
 from __future__ import annotations
 
@@ -50,3 +60,55 @@ class nnUNetTrainerDMCNetPaper(nnUNetTrainerDMCNet):
     """DMC-Net with the paper's recipe (Sec. 3.2): initial LR 1e-3, SGD Nesterov 0.99, poly, CE + Dice; BatchNorm."""
     arch_kwargs = {"batch_norm": True}
     hparams = {"initial_lr": 1e-3}
+
+
+# ---------------------------------------------------------------------------- the rest of Table 4 (Sec. 3.4)
+class nnUNetTrainerDMCUNet(_PerDimensionArch):
+    """The DMC-Net paper's U-Net baseline (two 3x3 / 3x3x3 convs per block, 3x3 transposed convs; Table 4)."""
+    arch, arch_2d = "dmc_unet_3d", "dmc_unet_2d"
+
+
+class nnUNetTrainerDMSCNet5x5(_PerDimensionArch):
+    """DMSC-Net, k = 5 standard convolutions (5x5 in 2D, 5x5x5 in 3D; Table 4)."""
+    arch, arch_2d = "dmc_dmscnet_5x5_3d", "dmc_dmscnet_5x5_2d"
+
+
+class nnUNetTrainerDMSCNet5x5DW(_PerDimensionArch):
+    """DMSC-Net, k = 5 depth-wise convolutions (Sec. 2.4's lightweight design; Table 4)."""
+    arch, arch_2d = "dmc_dmscnet_5x5dw_3d", "dmc_dmscnet_5x5dw_2d"
+
+
+class nnUNetTrainerDMSCNet7x7(_PerDimensionArch):
+    """DMSC-Net, k = 7 standard convolutions (Table 4)."""
+    arch, arch_2d = "dmc_dmscnet_7x7_3d", "dmc_dmscnet_7x7_2d"
+
+
+class nnUNetTrainerDMSCNet7x7DW(_PerDimensionArch):
+    """DMSC-Net, k = 7 depth-wise convolutions (Table 4)."""
+    arch, arch_2d = "dmc_dmscnet_7x7dw_3d", "dmc_dmscnet_7x7dw_2d"
+
+
+class nnUNetTrainerDMRCNetPool2(_PerDimensionArch):
+    """DMRC-Net with 2x2 (1x2x2) average pooling (Table 4)."""
+    arch, arch_2d = "dmc_dmrcnet_pool2_3d", "dmc_dmrcnet_pool2_2d"
+
+
+# ---------------------------------------------------------------------------- the plans' kernel sizes
+class nnUNetTrainerDMCNetPlansKernels(nnUNetTrainerDMCNet):
+    """DMC-Net with the plans' kernel sizes (1x3x3 in anisotropic stages)."""
+    arch_kwargs = {"use_plans_kernel_sizes": True}
+
+
+class nnUNetTrainerDMSCNetPlansKernels(nnUNetTrainerDMSCNet):
+    """DMSC-Net (the paper's pairing) with the plans' kernel sizes."""
+    arch_kwargs = {"use_plans_kernel_sizes": True}
+
+
+class nnUNetTrainerDMRCNetPlansKernels(nnUNetTrainerDMRCNet):
+    """DMRC-Net (4x4) with the plans' kernel sizes."""
+    arch_kwargs = {"use_plans_kernel_sizes": True}
+
+
+class nnUNetTrainerDMCUNetPlansKernels(nnUNetTrainerDMCUNet):
+    """The U-Net baseline with the plans' kernel sizes (stock nnU-Net's kernels, the paper's blocks)."""
+    arch_kwargs = {"use_plans_kernel_sizes": True}

@@ -20,6 +20,20 @@ in the paper**; we use ``k = 20 / num_epochs`` (class attribute ``dynloss_k_time
 transition's shape does not depend on the length of training. It equals the authors' public training script's
 ``k = 0.1`` at their 200 epochs (``x0 = 100``) and gives ``k = 0.05`` at the paper's 400 epochs.
 
+**Scaled to nnU-Net's total.** nnU-Net's Dice + CE has ``weight_dice = weight_ce = 1``: the two terms sum with
+total weight 2, and nnU-Net's SGD learning rate (1e-2, poly) is tuned for that gradient scale. The paper's weights
+sum to 1 (eq. 11) or to 1.7 -> 1.3 (eqs. 12-13), with Adam, which is invariant to a constant scale of the loss
+(and nearly so to a slowly changing one): under the paper's optimizer only the ratio alpha : beta acts. So the
+trainers apply ``(alpha, beta) * 2 / (alpha + beta)`` every epoch (:func:`scaled_weights`; class attribute
+``loss_weight_total = 2.0``): the paper's ratio at nnU-Net's gradient scale. Phase: (1.2, 0.8) then (1.4, 0.6);
+dynamic: (1.18, 0.82) -> (0.46, 1.54). ``loss_weight_total = None`` applies the paper's raw weights (with SGD
+that is a 2x (phase) or 1.2-1.5x (dynamic) smaller effective learning rate).
+
+**The authors' public training script goes the other way.** Its dynamic weighting (``_adjust_loss_weights_*`` of
+``CeDiceLoss_functionnal``) weights CE by ``0.6 + 0.4 (1 - s)`` (1 -> 0.6) and Dice by ``1 + 0.4 s`` (1 -> 1.4),
+with ``k = 0.1``, ``x0 = 100``: Dice weighted UP and CE DOWN over training, the opposite direction of eqs. 12-13
+(Dice 1 -> 0.3, CE 0.7 -> 1); its weights sum to 2 at every epoch. We implement eqs. 12-13 as printed.
+
 How it works: the suffix contributes a mixin placed before the trainer in the MRO. It overrides only
 ``_build_loss`` (keeps nnU-Net's loss -- Dice+CE, or Dice+BCE for region-based training -- wrapped in nnU-Net's
 ``DeepSupervisionWrapper`` when deep supervision is on, and remembers the inner compound loss) and
@@ -38,8 +52,8 @@ from torch import nn
 
 from ._naming import register_suffix
 
-__all__ = ["PHASES", "phase_weights", "dynamic_weights", "find_compound_loss", "LossScheduleMixin",
-           "PhaseLossMixin", "DynamicLossMixin"]
+__all__ = ["PHASES", "phase_weights", "dynamic_weights", "scaled_weights", "NNUNET_LOSS_TOTAL",
+           "find_compound_loss", "LossScheduleMixin", "PhaseLossMixin", "DynamicLossMixin"]
 
 #: eq. 11: (alpha, beta) in the first and in the second half of training
 PHASES = ((0.6, 0.4), (0.7, 0.3))
@@ -47,6 +61,8 @@ PHASES = ((0.6, 0.4), (0.7, 0.3))
 DYN_A, DYN_B = 0.3, 0.7
 #: k = DYN_K_TIMES_EPOCHS / num_epochs (k * x0 = 10); the paper leaves k open
 DYN_K_TIMES_EPOCHS = 20.0
+#: nnU-Net's Dice + CE: weight_dice = weight_ce = 1
+NNUNET_LOSS_TOTAL = 2.0
 
 
 def _check(epoch: int, num_epochs: int) -> None:
@@ -79,6 +95,15 @@ def dynamic_weights(epoch: int, num_epochs: int, A: float = DYN_A, B: float = DY
     return alpha, beta
 
 
+def scaled_weights(weights: Tuple[float, float], total: float = NNUNET_LOSS_TOTAL) -> Tuple[float, float]:
+    """``(alpha, beta)`` rescaled to ``alpha + beta = total`` (the ratio alpha : beta is kept)."""
+    alpha, beta = weights
+    if not alpha + beta > 0:
+        raise ValueError(f"loss weights alpha={alpha}, beta={beta} do not sum to a positive number")
+    f = total / (alpha + beta)
+    return alpha * f, beta * f
+
+
 def find_compound_loss(loss: nn.Module) -> nn.Module:
     """The module of nnU-Net's loss that holds ``weight_dice`` and ``weight_ce`` (``DC_and_CE_loss`` /
     ``DC_and_BCE_loss``), also inside ``DeepSupervisionWrapper``."""
@@ -90,12 +115,18 @@ def find_compound_loss(loss: nn.Module) -> nn.Module:
 
 
 class LossScheduleMixin:
-    """Puts ``(alpha, beta) = self.loss_weights(current_epoch)`` on nnU-Net's compound loss every epoch (eq. 10)."""
+    """Puts ``(alpha, beta) = self.loss_weights(current_epoch)`` on nnU-Net's compound loss every epoch (eq. 10),
+    scaled to ``alpha + beta = loss_weight_total`` (nnU-Net's 2; ``None``: the paper's raw weights)."""
 
     loss_schedule_name = "constant"
+    loss_weight_total = NNUNET_LOSS_TOTAL
 
-    def loss_weights(self, epoch: int) -> Tuple[float, float]:  # pragma: no cover - overridden
+    def paper_loss_weights(self, epoch: int) -> Tuple[float, float]:  # pragma: no cover - overridden
         return 1.0, 1.0
+
+    def loss_weights(self, epoch: int) -> Tuple[float, float]:
+        w = self.paper_loss_weights(epoch)
+        return w if self.loss_weight_total is None else scaled_weights(w, self.loss_weight_total)
 
     def _build_loss(self):
         loss = super()._build_loss()
@@ -121,7 +152,7 @@ class PhaseLossMixin(LossScheduleMixin):
 
     loss_schedule_name = "phaseloss"
 
-    def loss_weights(self, epoch: int) -> Tuple[float, float]:
+    def paper_loss_weights(self, epoch: int) -> Tuple[float, float]:
         return phase_weights(epoch, self.num_epochs)
 
 
@@ -133,7 +164,7 @@ class DynamicLossMixin(LossScheduleMixin):
     dynloss_B = DYN_B
     dynloss_k_times_epochs = DYN_K_TIMES_EPOCHS
 
-    def loss_weights(self, epoch: int) -> Tuple[float, float]:
+    def paper_loss_weights(self, epoch: int) -> Tuple[float, float]:
         return dynamic_weights(epoch, self.num_epochs, self.dynloss_A, self.dynloss_B,
                                k=self.dynloss_k_times_epochs / self.num_epochs)
 
@@ -146,5 +177,6 @@ def _build(match):
 
 
 register_suffix("lossschedule", r"(phaseloss|dynloss)", _build,
-                "DLKUNet's loss schedules (Sec. 4.4): phaseloss = eq. 11, dynloss = eqs. 12-13 (k = 20 / num_epochs)",
+                "DLKUNet's loss schedules (Sec. 4.4): phaseloss = eq. 11, dynloss = eqs. 12-13 (k = 20 / num_epochs); "
+                "weights scaled to nnU-Net's Dice + CE total of 2",
                 applies_to=lambda base: issubclass(base, nnUNetTrainer))
