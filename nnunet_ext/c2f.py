@@ -6,31 +6,35 @@ R = 4 coarse configuration of the two-stage 3D U-Net (``nnunet-ext make-coarse-c
 1. the coarse model over the whole volume with little overlap (``--coarse-step``, default 0.9 of the patch);
 2. the bounding box of its foreground (all non-background labels, after removing small components) plus
    ``--margin-mm`` (converted per axis with the image's own spacing, clipped at the borders): Eq. 4's ``Crop``;
-3. the fine model over that crop of the RAW image with large overlap (``--fine-step``, default 0.5). The fine
-   predictor preprocesses the crop itself with its own plans, so the two stages may use different spacings;
+3. the fine model over that box (Eq. 4's ``Crop``) with large overlap (``-step_size``, default 0.5), on the image
+   preprocessed with the fine model's plans over the WHOLE image (crop to nonzero, resample, normalise), i.e. the
+   intensities the fine trainer saw (it crops nnU-Net's preprocessed cases); when both models preprocess alike
+   (e.g. both on 3d_fullres) the coarse stage's preprocessed image is reused;
 4. the fine segmentation pasted into a full-size background volume (Eq. 5's ``DeCrop``; the coarse mask is empty
    outside the box by construction), connected components smaller than ``--min-component-fraction`` (default 0.2,
    Sec. 4.2) of the total foreground removed, written with exactly the input's geometry.
 
-No coarse foreground: the fine model runs on the whole volume (a notice is printed and recorded).
+No coarse foreground: ``--fallback coarse`` (default) keeps the coarse result (background); ``--fallback fine`` runs
+the fine model on the whole volume. A notice names the case; ``c2f_times.json`` records ``fallback``.
 
 **Two-stage 3D U-Net** (two_stage_unet Sec. 2.2, Fig. 2), ``--mode two-stage``: the coarse model is trained on the
 configuration made by ``make-coarse-config`` (R = 4). Box 1: box of the coarse mask on the coarse (R-times
-downsampled) grid + 2 coarse voxels, scaled by R onto the full-resolution image; box 2: box of the upsampled coarse
-mask + 10 voxels. The fine model runs on both crops; the two pasted fine masks and the upsampled coarse mask are
-combined by majority voting (where all three disagree, the fine mask of box 1 is kept).
+downsampled) grid + 2 coarse voxels, mapped onto the full-resolution image with the coarse configuration's actual
+factor (:func:`coarse_grid_factor`); box 2: box of the upsampled coarse mask + 10 voxels. The fine model runs on
+both boxes; the two pasted fine masks and the upsampled coarse mask are combined by majority voting (where all
+three disagree, the fine mask of box 1 is kept).
 
-Per-case times of both stages are printed and written to ``c2f_times.json`` beside the predictions. Predictions are
-written to a hidden temporary folder next to the output folder and moved in only when every case succeeded, so bad
-input leaves nothing behind.
+Per-case times of both stages are printed and written to ``c2f_times.json`` beside the predictions. Bad input is
+found before anything is written; each case is then written to a hidden temporary file in the output folder and
+renamed when complete; a failing case stops the run with one line naming it and the finished cases stay
+(``--continue_prediction`` skips them on the next run). ``nnunet-ext crossval-c2f`` (:mod:`nnunet_ext.c2f_crossval`)
+scores a pair in nnU-Net's cross-validation.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from copy import deepcopy
 from dataclasses import dataclass, field
@@ -201,31 +205,124 @@ def load_predictor(ref: ModelRef, step: float, device, use_mirroring: bool = Tru
 
 
 @dataclass
+class Preprocessed:
+    """An image preprocessed by nnU-Net's preprocessor of one model's plans (transposed, cropped to the nonzero
+    region, normalised over the whole image, resampled): what that model was trained on."""
+    data: np.ndarray  # (c, *pre_shape)
+    props: dict  # nnU-Net's properties (bbox_used_for_cropping, shape_after_cropping_and_before_resampling, ...)
+    seconds: float
+
+
+@dataclass
 class StageOutput:
     seg: np.ndarray  # in the geometry of the (raw) input given to the stage
     seg_preprocessed: Optional[np.ndarray]  # argmax on the stage's preprocessed grid (transposed, cropped to nonzero)
     properties: dict
     seconds: float
+    pre: Optional[Preprocessed] = None
 
 
-def run_stage(predictor, image: np.ndarray, spacing: Sequence[float], want_preprocessed_seg: bool = False) \
-        -> StageOutput:
-    """nnU-Net's own preprocessing, sliding-window prediction and export to the input's shape, for one image."""
+def preprocess(predictor, image: np.ndarray, spacing: Sequence[float]) -> Preprocessed:
+    """nnU-Net's own preprocessing of the whole image with ``predictor``'s plans."""
+    t0 = time.perf_counter()
+    pm, cm = predictor.plans_manager, predictor.configuration_manager
+    pre = cm.preprocessor_class(verbose=False)
+    data, _, props = pre.run_case_npy(image, None, {"spacing": list(spacing)}, pm, cm, predictor.dataset_json)
+    return Preprocessed(data, props, time.perf_counter() - t0)
+
+
+def same_preprocessing(a, b) -> bool:
+    """True when two predictors' plans preprocess an image identically (same spacing, normalisation, intensity
+    statistics, resampling and axis order), so the coarse stage's preprocessed image can be reused by the fine
+    stage (e.g. the ResDSN pair, both on 3d_fullres)."""
+    ca, cb = a.configuration_manager.configuration, b.configuration_manager.configuration
+    keys = ("spacing", "normalization_schemes", "use_mask_for_norm", "resampling_fn_data",
+            "resampling_fn_data_kwargs", "preprocessor_name")
+    return (all(ca.get(k) == cb.get(k) for k in keys)
+            and list(a.plans_manager.transpose_forward) == list(b.plans_manager.transpose_forward)
+            and a.plans_manager.foreground_intensity_properties_per_channel
+            == b.plans_manager.foreground_intensity_properties_per_channel)
+
+
+def _current_spacing(cm, props: dict, transpose_forward) -> List[float]:
+    """The spacing of a configuration's grid in the transposed axes (a 2d configuration keeps the slice spacing),
+    as nnU-Net's export computes it."""
+    spacing_t = [props["spacing"][i] for i in transpose_forward]
+    return list(cm.spacing) if len(cm.spacing) == len(props["shape_after_cropping_and_before_resampling"]) \
+        else [spacing_t[0], *cm.spacing]
+
+
+def run_stage(predictor, image: np.ndarray, spacing: Sequence[float], want_preprocessed_seg: bool = False,
+              pre: Optional[Preprocessed] = None) -> StageOutput:
+    """nnU-Net's own preprocessing, sliding-window prediction and export to the input's shape, for one whole image
+    (``pre``: the image already preprocessed with this predictor's plans)."""
     import torch
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 
     t0 = time.perf_counter()
     pm, cm = predictor.plans_manager, predictor.configuration_manager
-    pre = cm.preprocessor_class(verbose=False)
-    data, _, props = pre.run_case_npy(image, None, {"spacing": list(spacing)}, pm, cm, predictor.dataset_json)
-    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+    if pre is None:
+        pre = preprocess(predictor, image, spacing)
+    props = dict(pre.props)
+    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(pre.data)).cpu()
     lowres = None
     if want_preprocessed_seg:
         lowres = predictor.label_manager.convert_logits_to_segmentation(logits)
         lowres = lowres.numpy() if hasattr(lowres, "numpy") else np.asarray(lowres)
     seg = convert_predicted_logits_to_segmentation_with_correct_shape(logits, pm, cm, predictor.label_manager, props,
                                                                      return_probabilities=False)
-    return StageOutput(np.asarray(seg), lowres, props, time.perf_counter() - t0)
+    return StageOutput(np.asarray(seg), lowres, props, time.perf_counter() - t0, pre)
+
+
+def raw_box_to_preprocessed(box: Box, props: dict, pre_shape: Sequence[int], transpose_forward: Sequence[int]) \
+        -> Optional[Tuple[Box, Box]]:
+    """A box on the raw image's axes -> (the box on nnU-Net's cropped, transposed raw grid; the box on the
+    preprocessed grid of ``pre_shape`` covering it, rounded outwards). None if it lies outside the nonzero crop."""
+    bt = [box[i] for i in transpose_forward]
+    cshape = props["shape_after_cropping_and_before_resampling"]
+    bc = tuple((max(0, int(lo) - int(c[0])), min(int(n), int(hi) - int(c[0])))
+               for (lo, hi), c, n in zip(bt, props["bbox_used_for_cropping"], cshape))
+    if any(hi <= lo for lo, hi in bc):
+        return None
+    bp = scale_bbox(bc, cshape, pre_shape)
+    bp = tuple((lo, max(hi, lo + 1)) for lo, hi in bp)
+    return bc, bp
+
+
+def run_fine_in_box(predictor, pre: Preprocessed, box: Box, shape: Sequence[int]) -> np.ndarray:
+    """The fine stage on one box (resdsn_c2f Eqs. 4-5: ``DeCrop(f_F(Crop(X, box)))``), on the image preprocessed
+    with the fine model's plans over the WHOLE image (so normalisation statistics are those of training, where
+    nnU-Net normalises whole cases before the fine trainer crops them): the box is mapped onto that grid, the
+    crop predicted (sliding window, padded when smaller than the patch), its logits resampled onto the raw
+    voxels of the crop with the configuration's own resampling, argmax, pasted into a background volume of
+    ``shape`` (the raw image's) and cleared outside ``box``."""
+    import torch
+
+    pm, cm, lm = predictor.plans_manager, predictor.configuration_manager, predictor.label_manager
+    props = pre.props
+    out = np.zeros(shape, np.uint8)
+    mapped = raw_box_to_preprocessed(box, props, pre.data.shape[1:], pm.transpose_forward)
+    if mapped is None:
+        return out
+    bc, bp = mapped
+    crop = np.ascontiguousarray(pre.data[(slice(None), *box_slices(bp))])
+    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(crop)).cpu()
+    cshape = props["shape_after_cropping_and_before_resampling"]
+    # the raw voxels the preprocessed crop covers, at the whole image's scale (offset rounded: <= 0.5 voxel)
+    rc = tuple((max(0, int(round(lo * c / p))), min(int(c), int(round(hi * c / p))))
+               for (lo, hi), c, p in zip(bp, cshape, pre.data.shape[1:]))
+    logits = cm.resampling_fn_probabilities(logits, box_size(rc), _current_spacing(cm, props, pm.transpose_forward),
+                                            [props["spacing"][i] for i in pm.transpose_forward])
+    seg = lm.convert_logits_to_segmentation(logits)
+    seg = seg.cpu().numpy() if hasattr(seg, "cpu") else np.asarray(seg)
+    seg_c = np.zeros(cshape, np.uint8)
+    seg_c[box_slices(rc)] = seg
+    keep = np.zeros(cshape, bool)
+    keep[box_slices(bc)] = True
+    seg_c[~keep] = 0
+    full = np.zeros(props["shape_before_cropping"], np.uint8)
+    full[tuple(slice(int(c[0]), int(c[1])) for c in props["bbox_used_for_cropping"])] = seg_c
+    return full.transpose(pm.transpose_backward)
 
 
 def preprocessed_box_to_raw(box: Box, pre_shape: Sequence[int], props: dict, transpose_backward: Sequence[int]) \
@@ -236,6 +333,13 @@ def preprocessed_box_to_raw(box: Box, pre_shape: Sequence[int], props: dict, tra
     scaled = scale_bbox(box, pre_shape, props["shape_after_cropping_and_before_resampling"])
     shifted = tuple((lo + int(c[0]), hi + int(c[0])) for (lo, hi), c in zip(scaled, props["bbox_used_for_cropping"]))
     return tuple(shifted[i] for i in transpose_backward)
+
+
+def coarse_grid_factor(pre_shape: Sequence[int], props: dict, transpose_backward: Sequence[int]) -> Tuple[float, ...]:
+    """Raw voxels per coarse-grid voxel on every raw axis: the coarse configuration's ACTUAL decimation (R of
+    ``make-coarse-config --factor``, times the ratio of the image's spacing to the source configuration's)."""
+    f = [float(c) / float(p) for c, p in zip(props["shape_after_cropping_and_before_resampling"], pre_shape)]
+    return tuple(f[i] for i in transpose_backward)
 
 
 # ------------------------------------------------------------------------------------------------ input listing
@@ -281,13 +385,16 @@ def check_readable(cases: Dict[str, List[str]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
+FALLBACKS = ("coarse", "fine")
+
+
 def _device(name: str):
     import torch
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise _user_error("--device cuda: no CUDA device is available")
+        raise _user_error("-device cuda: no CUDA device is available")
     if name == "cpu":
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
     return torch.device(name)
@@ -295,7 +402,8 @@ def _device(name: str):
 
 def predict_case(case: str, files: List[str], coarse_p, fine_p, reader, mode: str, margin_mm: float,
                  min_component_fraction: float, ts_margins: Tuple[int, int] = (TWO_STAGE_COARSE_MARGIN_VOX,
-                                                                              TWO_STAGE_FINE_MARGIN_VOX)):
+                                                                              TWO_STAGE_FINE_MARGIN_VOX),
+                 fallback: str = "coarse"):
     """One case; returns (segmentation in the input's array geometry, image properties, record for the JSON)."""
     try:
         image, props = reader.read_images(files)
@@ -316,12 +424,14 @@ def predict_case(case: str, files: List[str], coarse_p, fine_p, reader, mode: st
     else:
         fg = coarse_seg > 0
         if fg.any():
-            # box 1 from the coarse grid's mask with the same small-component removal as the upsampled one
             pre_fg = remove_small_components(coarse.seg_preprocessed, min_component_fraction) > 0
+            factor = coarse_grid_factor(pre_fg.shape, coarse.properties, coarse_p.plans_manager.transpose_backward)
+            rec["coarse_factor"] = [round(f, 4) for f in factor]
             b_low = foreground_bbox(pre_fg)
             if b_low is None:  # the upsampled mask has foreground the coarse grid lost: use the upsampled box
-                b1 = expand_bbox(foreground_bbox(fg), [ts_margins[0] * TWO_STAGE_R] * fg.ndim, shape)
-            else:
+                margin = [int(math.ceil(ts_margins[0] * f - 1e-6)) for f in factor]
+                b1 = expand_bbox(foreground_bbox(fg), margin, shape)
+            else:  # box 1 from the coarse grid's mask (+ margin there), scaled by the actual factor
                 b_low = expand_bbox(b_low, [ts_margins[0]] * pre_fg.ndim, pre_fg.shape)
                 b1 = preprocessed_box_to_raw(b_low, pre_fg.shape, coarse.properties,
                                              coarse_p.plans_manager.transpose_backward)
@@ -333,18 +443,25 @@ def predict_case(case: str, files: List[str], coarse_p, fine_p, reader, mode: st
     rec["boxes"] = [[list(b) for b in box] for box in boxes] or None
 
     if not boxes:
-        print(f"{case}: the coarse model found no foreground: running the fine model on the whole volume")
-        rec["fallback_whole_volume"] = True
-        fine = run_stage(fine_p, image, spacing)
-        seg = fine.seg.astype(np.uint8)
-        rec["fine_voxels_fraction"] = 1.0
+        rec["fallback"] = fallback
+        if fallback == "coarse":
+            print(f"{case}: the coarse model found no foreground: the output is the coarse result (background); "
+                  f"--fallback fine would run the fine model on the whole volume")
+            seg = coarse_seg.astype(np.uint8)
+            rec["fine_voxels_fraction"] = 0.0
+        else:
+            print(f"{case}: the coarse model found no foreground: running the fine model on the whole volume "
+                  f"(--fallback fine)")
+            reuse = coarse.pre if coarse.pre is not None and same_preprocessing(coarse_p, fine_p) else None
+            seg = run_stage(fine_p, image, spacing, pre=reuse).seg.astype(np.uint8)
+            rec["fine_voxels_fraction"] = 1.0
     else:
-        rec["fallback_whole_volume"] = False
-        pasted = []
-        for box in boxes:
-            crop = np.ascontiguousarray(image[(slice(None), *box_slices(box))])
-            fine = run_stage(fine_p, crop, spacing)
-            pasted.append(paste(fine.seg.astype(np.uint8), box, shape))
+        rec["fallback"] = None
+        if coarse.pre is not None and same_preprocessing(coarse_p, fine_p):
+            pre, rec["fine_preprocessing"] = coarse.pre, "reused the coarse stage's"
+        else:
+            pre, rec["fine_preprocessing"] = preprocess(fine_p, image, spacing), "whole image, fine plans"
+        pasted = [run_fine_in_box(fine_p, pre, box, shape) for box in boxes]
         seg = pasted[0] if mode == "c2f" else majority_vote(pasted[0], pasted[1], coarse_seg.astype(np.uint8))
         rec["fine_voxels_fraction"] = float(max(np.prod(box_size(b)) for b in boxes) / np.prod(shape))
     seg = remove_small_components(seg, min_component_fraction)
@@ -353,18 +470,10 @@ def predict_case(case: str, files: List[str], coarse_p, fine_p, reader, mode: st
     return seg, props, rec
 
 
-def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spec: str, folds=None,
-                margin_mm: float = DEFAULT_FINE_MARGIN_MM, coarse_step: float = 0.9, fine_step: float = 0.5,
-                min_component_fraction: float = 0.2, mode: str = "c2f", device: str = "auto",
-                checkpoint: str = "checkpoint_final.pth", coarse_dataset=None, disable_mirroring: bool = False,
-                ts_margins: Tuple[int, int] = (TWO_STAGE_COARSE_MARGIN_VOX, TWO_STAGE_FINE_MARGIN_VOX)) -> dict:
-    """The whole pipeline; returns the content of the times JSON. Raises ``UserError`` for bad input (nothing is
-    written in that case)."""
-    from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
-
-    input_folder, output_folder = Path(input_folder), Path(output_folder)
-    for name, v, lo, hi in (("--coarse-step", coarse_step, 0, 1), ("--fine-step", fine_step, 0, 1)):
-        if not (lo < v <= hi):
+def check_options(coarse_step: float, fine_step: float, margin_mm: float, min_component_fraction: float, mode: str,
+                  fallback: str) -> None:
+    for name, v in (("--coarse-step", coarse_step), ("-step_size", fine_step)):
+        if not (0 < v <= 1):
             raise _user_error(f"{name} must be in (0, 1], got {v}")
     if not (margin_mm >= 0 and math.isfinite(margin_mm)):
         raise _user_error(f"--margin-mm must be >= 0, got {margin_mm}")
@@ -372,7 +481,95 @@ def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spe
         raise _user_error(f"--min-component-fraction must be in [0, 1), got {min_component_fraction}")
     if mode not in ("c2f", "two-stage"):
         raise _user_error(f"--mode must be c2f or two-stage, got {mode!r}")
+    if fallback not in FALLBACKS:
+        raise _user_error(f"--fallback must be coarse or fine, got {fallback!r}")
 
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def run_cases(cases: Dict[str, List[str]], output_folder: Path, coarse_p, fine_p, reader, file_ending: str,
+              record: dict, mode: str, margin_mm: float, min_component_fraction: float, ts_margins, fallback: str,
+              continue_prediction: bool = False) -> dict:
+    """Predict ``cases`` into ``output_folder``, one case at a time: each segmentation is written to a hidden
+    temporary file in the output folder and renamed when complete (a killed run leaves no partial prediction);
+    ``c2f_times.json`` is rewritten after every case. A failing case stops the run with one line naming it; the
+    finished cases stay. ``continue_prediction``: cases whose prediction exists already are skipped (as
+    ``nnUNetv2_predict --continue_prediction``)."""
+    output_folder.mkdir(parents=True, exist_ok=True)
+    for stale in output_folder.glob(f".*.c2f-partial{file_ending}"):
+        stale.unlink()  # left by a killed run
+    times_file = output_folder / TIMES_FILE
+    if continue_prediction and times_file.is_file():
+        try:
+            record["cases"].update(json.loads(times_file.read_text()).get("cases", {}))
+        except (OSError, json.JSONDecodeError):
+            pass
+    done = 0
+    for case, files in cases.items():
+        target = output_folder / f"{case}{file_ending}"
+        if continue_prediction and target.is_file():
+            print(f"{case}: prediction exists, skipped (--continue_prediction)")
+            continue
+        record["cases"].pop(case, None)
+        tmp = output_folder / f".{case}.c2f-partial{file_ending}"
+        try:
+            seg, props, rec = predict_case(case, files, coarse_p, fine_p, reader, mode, margin_mm,
+                                           min_component_fraction, ts_margins, fallback)
+            reader.write_seg(seg, str(tmp), props)
+            os.replace(tmp, target)
+        except Exception as e:  # noqa: BLE001 - one line naming the case; the finished cases are kept
+            msg = str(e).strip().splitlines()
+            what = msg[-1] if isinstance(e, UserError) and msg else f"{type(e).__name__}: {msg[0] if msg else ''}"
+            raise _user_error(f"case {case} failed ({what}); {done} case(s) finished in this run are kept in "
+                              f"{output_folder} (rerun with --continue_prediction to skip them)") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        done += 1
+        record["cases"][case] = rec
+        secs = [r["total_s"] for r in record["cases"].values()]
+        record["mean_total_s"] = float(np.mean(secs))
+        _write_json_atomic(times_file, record)
+        if rec["fallback"] == "coarse":
+            how = "not run (no coarse foreground: coarse result kept)"
+        elif rec["fallback"] == "fine":
+            how = "on the whole volume (no coarse foreground)"
+        else:
+            how = f"on {len(rec['boxes'])} box(es), {100 * rec['fine_voxels_fraction']:.1f}% of the volume"
+        print(f"{case}: coarse {rec['coarse_s']:.2f} s, fine {rec['fine_s']:.2f} s, total {rec['total_s']:.2f} s; "
+              f"fine stage {how}")
+    if not (output_folder / TIMES_FILE).is_file():
+        _write_json_atomic(times_file, record)
+    return record
+
+
+def pair_record(coarse: ModelRef, fine: ModelRef, dev, mode: str, coarse_step: float, fine_step: float,
+                margin_mm: float, ts_margins, min_component_fraction: float, fallback: str) -> dict:
+    return {"mode": mode, "coarse": f"{coarse.trainer}:{coarse.configuration}:{coarse.plans_name}",
+            "fine": f"{fine.trainer}:{fine.configuration}:{fine.plans_name}",
+            "coarse_folds": coarse.folds, "fine_folds": fine.folds, "device": str(dev),
+            "coarse_step": coarse_step, "fine_step": fine_step,
+            "margin_mm": margin_mm if mode == "c2f" else None,
+            "two_stage_margins_vox": list(ts_margins) if mode == "two-stage" else None,
+            "min_component_fraction": min_component_fraction, "fallback": fallback, "cases": {}}
+
+
+def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spec: str, folds=None,
+                margin_mm: float = DEFAULT_FINE_MARGIN_MM, coarse_step: float = 0.9, fine_step: float = 0.5,
+                min_component_fraction: float = 0.2, mode: str = "c2f", device: str = "auto",
+                checkpoint: str = "checkpoint_final.pth", coarse_dataset=None, disable_mirroring: bool = False,
+                ts_margins: Tuple[int, int] = (TWO_STAGE_COARSE_MARGIN_VOX, TWO_STAGE_FINE_MARGIN_VOX),
+                fallback: str = "coarse", continue_prediction: bool = False) -> dict:
+    """The whole pipeline; returns the content of the times JSON. Raises ``UserError`` for bad input (found before
+    anything is written) and for a failing case (the cases finished before it are kept)."""
+    from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
+
+    input_folder, output_folder = Path(input_folder), Path(output_folder)
+    check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback)
     coarse = resolve_model("coarse", coarse_dataset if coarse_dataset is not None else dataset, coarse_spec, folds,
                            checkpoint)
     fine = resolve_model("fine", dataset, fine_spec, folds, checkpoint)
@@ -386,36 +583,11 @@ def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spe
 
     coarse_p = load_predictor(coarse, coarse_step, dev, not disable_mirroring)
     fine_p = load_predictor(fine, fine_step, dev, not disable_mirroring)
-    rw_class = recursive_find_reader_writer_by_name(coarse.plans["image_reader_writer"])
-    reader = rw_class()
-
-    output_folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_folder.name}.c2f-", dir=output_folder.parent))
-    record = {"mode": mode, "coarse": f"{coarse.trainer}:{coarse.configuration}:{coarse.plans_name}",
-              "fine": f"{fine.trainer}:{fine.configuration}:{fine.plans_name}",
-              "coarse_folds": coarse.folds, "fine_folds": fine.folds, "device": str(dev),
-              "coarse_step": coarse_step, "fine_step": fine_step,
-              "margin_mm": margin_mm if mode == "c2f" else None,
-              "two_stage_margins_vox": list(ts_margins) if mode == "two-stage" else None,
-              "min_component_fraction": min_component_fraction, "cases": {}}
-    try:
-        for case, files in cases.items():
-            seg, props, rec = predict_case(case, files, coarse_p, fine_p, reader, mode, margin_mm,
-                                           min_component_fraction, ts_margins)
-            reader.write_seg(seg, str(tmp / f"{case}{dj['file_ending']}"), props)
-            record["cases"][case] = rec
-            how = "whole volume (no coarse foreground)" if rec["fallback_whole_volume"] else \
-                f"{len(rec['boxes'])} box(es), {100 * rec['fine_voxels_fraction']:.1f}% of the volume"
-            print(f"{case}: coarse {rec['coarse_s']:.2f} s, fine {rec['fine_s']:.2f} s, total {rec['total_s']:.2f} s; "
-                  f"fine stage on {how}")
-        secs = [r["total_s"] for r in record["cases"].values()]
-        record["mean_total_s"] = float(np.mean(secs))
-        (tmp / TIMES_FILE).write_text(json.dumps(record, indent=2))
-        output_folder.mkdir(parents=True, exist_ok=True)
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, output_folder / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    reader = recursive_find_reader_writer_by_name(coarse.plans["image_reader_writer"])()
+    record = pair_record(coarse, fine, dev, mode, coarse_step, fine_step, margin_mm, ts_margins,
+                         min_component_fraction, fallback)
+    run_cases(cases, output_folder, coarse_p, fine_p, reader, dj["file_ending"], record, mode, margin_mm,
+              min_component_fraction, ts_margins, fallback, continue_prediction)
     print(f"wrote {len(cases)} predictions and {TIMES_FILE} to {output_folder}")
     return record
 
@@ -491,13 +663,65 @@ def make_coarse_config(dataset, plans_name: str = "nnUNetPlans", source: str = "
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+def check_output_folder(output_folder: Path) -> None:
+    """The output folder must be a folder or creatable (no regular file at it or above it)."""
+    for p in (output_folder, *output_folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise _user_error(f"output {output_folder}: {p} exists and is not a folder")
+            return
+
+
 def cmd_predict_c2f(args) -> int:
+    check_output_folder(Path(args.o))
     predict_c2f(args.i, args.o, args.d, args.coarse, args.fine, folds=args.f, margin_mm=args.margin_mm,
-                coarse_step=args.coarse_step, fine_step=args.fine_step,
+                coarse_step=args.coarse_step, fine_step=args.step_size,
                 min_component_fraction=args.min_component_fraction, mode=args.mode, device=args.device,
                 checkpoint=args.chk, coarse_dataset=args.coarse_dataset, disable_mirroring=args.disable_tta,
-                ts_margins=tuple(args.two_stage_margins))
+                ts_margins=tuple(args.two_stage_margins), fallback=args.fallback,
+                continue_prediction=args.continue_prediction)
     return 0
+
+
+def add_pair_arguments(s) -> None:
+    """Options shared by ``predict-c2f`` and ``crossval-c2f``, spelled as ``nnUNetv2_predict`` spells them where it
+    has them (``-f``, ``-step_size``, ``-chk``, ``-device``, ``--disable_tta``); the older spellings still work
+    (hidden aliases)."""
+    import argparse
+
+    s.add_argument("-d", required=True, help="dataset name or id")
+    s.add_argument("--coarse", required=True, metavar="TRAINER:CONFIG[:PLANS]", help="the coarse model")
+    s.add_argument("--fine", required=True, metavar="TRAINER:CONFIG[:PLANS]", help="the fine model")
+    s.add_argument("--mode", choices=("c2f", "two-stage"), default="c2f",
+                   help="c2f: ResDSN C2F (one box + margin-mm); two-stage: two boxes + majority vote with the "
+                        "upsampled coarse mask (coarse model on a make-coarse-config configuration)")
+    s.add_argument("--fallback", choices=FALLBACKS, default="coarse",
+                   help="when the coarse model finds no foreground: coarse = keep its result (background; "
+                        "default), fine = run the fine model on the whole volume (a box-trained fine model "
+                        "predicts false positives there)")
+    s.add_argument("--margin-mm", type=float, default=DEFAULT_FINE_MARGIN_MM,
+                   help=f"margin around the coarse box in mm (c2f mode). Default {DEFAULT_FINE_MARGIN_MM:g}")
+    s.add_argument("--coarse-step", type=float, default=0.9,
+                   help="tile step of the coarse model, fraction of the patch (little overlap). Default 0.9")
+    s.add_argument("-step_size", type=float, default=0.5,
+                   help="tile step of the fine model (large overlap; nnUNetv2_predict's -step_size). Default 0.5")
+    s.add_argument("--fine-step", dest="step_size", type=float, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    s.add_argument("--min-component-fraction", type=float, default=0.2,
+                   help="remove components smaller than this fraction of the total foreground (0: keep all). "
+                        "Default 0.2")
+    s.add_argument("--two-stage-margins", type=int, nargs=2, default=[TWO_STAGE_COARSE_MARGIN_VOX,
+                                                                      TWO_STAGE_FINE_MARGIN_VOX],
+                   metavar=("COARSE_VOX", "FINE_VOX"), help="two-stage box margins. Default 2 10")
+    s.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name. Default checkpoint_final.pth")
+    s.add_argument("--chk", dest="chk", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    s.add_argument("-device", choices=("auto", "cpu", "cuda"), default="auto", help="Default: cuda if available")
+    s.add_argument("--device", dest="device", choices=("auto", "cpu", "cuda"), default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
+    s.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation")
+    s.add_argument("--disable-tta", dest="disable_tta", action="store_true", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
+    s.add_argument("--continue_prediction", "--c", action="store_true",
+                   help="skip cases whose prediction exists already (as nnUNetv2_predict)")
 
 
 def cmd_make_coarse_config(args) -> int:
@@ -518,36 +742,18 @@ def register_cli(subparsers) -> None:
         "predict-c2f", help="coarse-to-fine inference with two trained models (ResDSN C2F / two-stage U-Net)",
         description="Coarse model over the whole volume (large tile step), fine model over the box of its "
                     "foreground + margin (small tile step), pasted back, small components removed, written with "
-                    "the input's geometry. Per-case times go to c2f_times.json beside the predictions.")
+                    "the input's geometry. Per-case times go to c2f_times.json beside the predictions. Each case "
+                    "is written atomically; a failing case stops the run and keeps the finished ones. "
+                    "--save_probabilities is not supported (see docs/c2f.md).")
     s.add_argument("-i", required=True, help="input folder (CASE_XXXX.nii.gz, nnU-Net's raw naming)")
     s.add_argument("-o", required=True, help="output folder")
-    s.add_argument("-d", required=True, help="dataset name or id")
-    s.add_argument("--coarse", required=True, metavar="TRAINER:CONFIG[:PLANS]", help="the coarse model")
-    s.add_argument("--fine", required=True, metavar="TRAINER:CONFIG[:PLANS]", help="the fine model")
     s.add_argument("-f", nargs="+", default=None, metavar="FOLD",
                    help="folds of both models (default: every fold with a checkpoint)")
-    s.add_argument("--margin-mm", type=float, default=DEFAULT_FINE_MARGIN_MM,
-                   help=f"margin around the coarse box in mm (c2f mode). Default {DEFAULT_FINE_MARGIN_MM:g}")
-    s.add_argument("--coarse-step", type=float, default=0.9,
-                   help="tile step of the coarse model, fraction of the patch (little overlap). Default 0.9")
-    s.add_argument("--fine-step", type=float, default=0.5,
-                   help="tile step of the fine model (large overlap). Default 0.5")
-    s.add_argument("--min-component-fraction", type=float, default=0.2,
-                   help="remove components smaller than this fraction of the total foreground (0: keep all). "
-                        "Default 0.2")
-    s.add_argument("--mode", choices=("c2f", "two-stage"), default="c2f",
-                   help="c2f: ResDSN C2F (one box + margin-mm); two-stage: two boxes + majority vote with the "
-                        "upsampled coarse mask (coarse model on a make-coarse-config configuration)")
-    s.add_argument("--two-stage-margins", type=int, nargs=2, default=[TWO_STAGE_COARSE_MARGIN_VOX,
-                                                                      TWO_STAGE_FINE_MARGIN_VOX],
-                   metavar=("COARSE_VOX", "FINE_VOX"), help="two-stage box margins. Default 2 10")
+    add_pair_arguments(s)
     s.add_argument("--coarse-dataset", default=None,
                    help="look the coarse model up in this dataset's results instead of -d's (e.g. a copy of the "
                         "dataset under another id); its plans must name the same dataset, labels and channels as "
                         "the fine model's, or predict-c2f refuses")
-    s.add_argument("--chk", default="checkpoint_final.pth", help="checkpoint file name. Default checkpoint_final.pth")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="Default: cuda if available")
-    s.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation")
     s.set_defaults(func=cmd_predict_c2f)
 
     s = subparsers.add_parser(
