@@ -627,14 +627,17 @@ def _class_key(c: str):
 
 
 def collect_cv(trainers: Sequence[str], dataset: str, configuration: str, plans_identifier: str,
-               folds: Sequence[int], nsd_tolerance_mm: float, num_processes: int, log=print):
-    """(per_case {trainer: ...}, missing {trainer: [folds]}, sources) from nnUNet_results' fold_X/validation."""
+               folds: Sequence[int], nsd_tolerance_mm: float, num_processes: int, log=print,
+               folders: Optional[Dict[str, str]] = None):
+    """(per_case {trainer: ...}, missing {trainer: [folds]}, sources) from nnUNet_results' fold_X/validation;
+    ``folders``: {row name: results folder in nnU-Net's trainer layout} for rows that are not trainers."""
     from nnunetv2.paths import nnUNet_results
 
     if not nnUNet_results.is_set():
         raise _user_error("nnUNet_results is not set (needed for --cv)")
     name = _dataset_name(dataset)
-    folders = {tr: Path(str(nnUNet_results)) / name / f"{tr}__{plans_identifier}__{configuration}"
+    folders = {tr: Path((folders or {}).get(tr) or
+                        Path(str(nnUNet_results)) / name / f"{tr}__{plans_identifier}__{configuration}")
                for tr in trainers}
     if not any(mf.is_dir() for mf in folders.values()):
         raise _user_error(f"no trained model folder for any trainer in {Path(str(nnUNet_results)) / name} "
@@ -866,7 +869,9 @@ def register_cli(subparsers) -> None:
                     "  nnunet-ext benchmark --skip-models --pred ours=predA stock=predB --reference stock "
                     "--labels labelsTs -djfile dataset.json -pfile plans.json --out acc")
     s.add_argument("-tr", "--trainers", nargs="+", default=None, metavar="TRAINER",
-                   help="trainer classes (default: every trainer of nnunet-ext + nnUNetTrainer)")
+                   help="trainer classes (default: every trainer of nnunet-ext + nnUNetTrainer); with --cv "
+                        "--skip-models a row may be NAME=FOLDER, a results folder in nnU-Net's trainer layout "
+                        "(fold_X/validation), e.g. of nnunet-ext crossval-c2f")
     g = s.add_argument_group("plans (model figures and --cv)")
     g.add_argument("-d", "--dataset", default=None, help="dataset name or id in nnUNet_preprocessed")
     g.add_argument("-c", "--configuration", default=None, help="configuration of the plans, e.g. 3d_fullres")
@@ -968,9 +973,19 @@ def cmd_benchmark(args) -> int:
         trainers = list(preds)  # NAME of --pred is the row; with model figures it must be a trainer class
     else:
         trainers = list(dict.fromkeys(args.trainers or default_trainers()))
+    # --cv rows NAME=FOLDER: a results folder in nnU-Net's trainer layout (e.g. from nnunet-ext crossval-c2f)
+    cv_folders = {t.split("=", 1)[0]: t.split("=", 1)[1] for t in trainers if "=" in t}
+    if cv_folders:
+        if not args.cv or want_models:
+            raise _user_error("-tr NAME=FOLDER rows (results folders, e.g. of crossval-c2f) need --cv --skip-models")
+        for k, v in cv_folders.items():
+            if not Path(v).is_dir():
+                raise _user_error(f"-tr {k}={v}: {v} is not a folder")
+        trainers = [t.split("=", 1)[0] for t in trainers]
     if want_models or args.cv:
         for tr in trainers:
-            find_trainer_class(tr)
+            if tr not in cv_folders:
+                find_trainer_class(tr)
     reference = args.reference if want_acc else None
     if want_acc and reference not in (preds if args.pred else trainers):
         raise _user_error(f"--reference {reference!r} is not among the compared rows "
@@ -1022,7 +1037,8 @@ def cmd_benchmark(args) -> int:
         log("accuracy:")
         if args.cv:
             per_case, missing, sources = collect_cv(trainers, args.dataset, args.configuration, args.plans,
-                                                    args.folds, args.nsd_tolerance_mm, args.num_processes, log)
+                                                    args.folds, args.nsd_tolerance_mm, args.num_processes, log,
+                                                    folders=cv_folders)
         else:
             per_case, missing, sources = collect_pred(preds, args.labels, dj, pj, args.nsd_tolerance_mm,
                                                       args.num_processes, log)

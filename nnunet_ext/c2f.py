@@ -756,6 +756,10 @@ def register_cli(subparsers) -> None:
                         "the fine model's, or predict-c2f refuses")
     s.set_defaults(func=cmd_predict_c2f)
 
+    from nnunet_ext import c2f_crossval  # crossval-c2f: its own module, registered beside predict-c2f
+
+    c2f_crossval.register_cli(subparsers)
+
     s = subparsers.add_parser(
         "make-coarse-config", help="add the R-times downsampled coarse configuration (two-stage U-Net) to the plans",
         description="Adds a configuration inheriting from 3d_fullres (nnU-Net's inherits_from) with R times its "

@@ -767,3 +767,77 @@ def test_two_stage_end_to_end(nnunet_dataset, tmp_path):
         assert (rec["fallback"] is not None) == (f"{case}: the coarse model found no foreground" in proc.stdout)
         if not rec["fallback"]:
             assert len(rec["boxes"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------ crossval-c2f
+def test_crossval_c2f_scores_the_pair_and_benchmark_reads_it(nnunet_dataset, c2f_models, tmp_path):
+    """Coarse fold 0 + fine fold 0 on fold 0's validation cases: nnU-Net's layout with summary.json; benchmark --cv
+    takes the folder as a row beside a trainer. The fine trainer's own final validation was skipped, with a note."""
+    ds = nnunet_dataset
+    out = tmp_path / "C2Fpair"
+    proc = run(["nnunet-ext", "crossval-c2f", "-d", str(ds.dataset_id), "--coarse", c2f_models.coarse, "--fine",
+                c2f_models.fine, "-f", "0", "-device", "cpu", "--disable_tta", "-o", str(out)], ds.env)
+    splits = json.loads((ds.preprocessed / ds.dataset_folder.name / "splits_final.json").read_text())
+    val = sorted(splits[0]["val"])
+    vdir = out / "fold_0" / "validation"
+    assert sorted(p.name[: -len(".nii.gz")] for p in vdir.glob("*.nii.gz")) == val
+    summary = json.loads((vdir / "summary.json").read_text())
+    assert len(summary["metric_per_case"]) == len(val)
+    assert {"Dice", "HD95", "NSD"} <= set(summary["metric_per_case"][0]["metrics"]["1"])
+    assert sorted(json.loads((vdir / c2f.TIMES_FILE).read_text())["cases"]) == val
+    pair = json.loads((out / "crossval_c2f.json").read_text())
+    assert pair["coarse"] == c2f_models.coarse and pair["folds"] == [0] and (out / "plans.json").is_file()
+    assert "fold 0: mean foreground Dice" in proc.stdout
+    fine_fold = ds.results / ds.dataset_folder.name / f"{c2f_models.fine.split(':')[0]}__nnUNetPlans__3d_fullres" / \
+        "fold_0"
+    assert (fine_fold / "validation_skipped_c2f.txt").is_file() and not (fine_fold / "validation" / "summary.json").exists()
+
+    coarse_tr = c2f_models.coarse.split(":")[0]
+    bench = tmp_path / "bench"
+    proc = run(["nnunet-ext", "benchmark", "--skip-models", "--cv", "-d", str(ds.dataset_id), "-c", "3d_fullres",
+                "--folds", "0", "-tr", coarse_tr, f"C2F={out}", "--reference", coarse_tr, "--out", str(bench)], ds.env)
+    assert f"C2F: folds [0], {len(val)} cases" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("what", ["missing_fold", "no_val_cases", "other_dataset", "label_sets"])
+def test_crossval_c2f_bad_input_writes_nothing(nnunet_dataset, c2f_models, tmp_path, monkeypatch, capsys, what):
+    from nnunet_ext.cli import main
+
+    ds = nnunet_dataset
+    for k, v in ds.env.items():
+        if k.startswith("nnUNet"):
+            monkeypatch.setenv(k, v)
+    coarse, fine, folds = c2f_models.coarse, c2f_models.fine, ["0"]
+    models = ds.results / ds.dataset_folder.name
+    if what == "missing_fold":
+        folds, expect = ["0", "1"], "fold 1 missing"
+    elif what == "no_val_cases":
+        pre = tmp_path / "pre" / ds.dataset_folder.name
+        pre.mkdir(parents=True)
+        (pre / "splits_final.json").write_text(json.dumps([{"train": ["a"], "val": []}]))
+        monkeypatch.setenv("nnUNet_preprocessed", str(pre.parent))
+        expect = "fold 0 has no validation cases"
+    else:
+        spec, plans_name = (coarse, "OtherDataset") if what == "other_dataset" else (fine, "OtherLabels")
+        trainer = spec.split(":")[0]
+        copy = models / f"{trainer}__{plans_name}__3d_fullres"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(models / f"{trainer}__nnUNetPlans__3d_fullres", copy)
+        if what == "other_dataset":
+            plans = json.loads((copy / "plans.json").read_text())
+            plans["dataset_name"] = "Dataset992_OtherOrgan"
+            (copy / "plans.json").write_text(json.dumps(plans))
+            coarse, expect = f"{coarse}:{plans_name}", "Dataset992_OtherOrgan"
+        else:
+            dj = json.loads((copy / "dataset.json").read_text())
+            dj["labels"] = {"background": 0, "liver": 1}
+            (copy / "dataset.json").write_text(json.dumps(dj))
+            fine, expect = f"{fine}:{plans_name}", "different label sets"
+    out = tmp_path / "out"
+    rc = main(["crossval-c2f", "-d", str(ds.dataset_id), "--coarse", coarse, "--fine", fine, "-f", *folds,
+               "-device", "cpu", "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("nnunet-ext crossval-c2f: error:") and expect in err[0], err
+    assert not out.exists()
+    if what in ("other_dataset", "label_sets"):
+        shutil.rmtree(copy)
