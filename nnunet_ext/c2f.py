@@ -1,5 +1,6 @@
-"""Region-of-interest coarse-to-fine inference with two trained nnU-Net models (``nnunet-ext predict-c2f``) and the
-R = 4 coarse configuration of the two-stage 3D U-Net (``nnunet-ext make-coarse-config``).
+"""Region-of-interest coarse-to-fine inference with two trained nnU-Net models (``nnunet-ext predict-c2f``); the
+stages on nnU-Net's predictor are in :mod:`nnunet_ext.c2f_stages`, the R = 4 coarse configuration of the two-stage
+3D U-Net (``nnunet-ext make-coarse-config``) in :mod:`nnunet_ext.c2f_coarse_config`.
 
 **ResDSN C2F** (resdsn_c2f Sec. 3.1-3.3, 4.1, Fig. 2), ``--mode c2f`` (default):
 
@@ -36,23 +37,24 @@ import json
 import math
 import os
 import time
-from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from nnunet_ext.c2f_coarse_config import TWO_STAGE_R, make_coarse_config  # noqa: F401  (re-exported)
+from nnunet_ext.c2f_stages import (Preprocessed, StageOutput, coarse_grid_factor, preprocess,  # noqa: F401
+                                   preprocessed_box_to_raw, raw_box_to_preprocessed, run_fine_in_box, run_stage,
+                                   same_preprocessing)
 from nnunet_ext.errors import UserError, dataset_name as _dataset_name
 from nnunet_ext.trainers.c2f import (DEFAULT_FINE_MARGIN_MM, TWO_STAGE_FINE_MARGIN_VOX, Box, bbox_with_margin_mm,
-                                     box_size, box_slices, expand_bbox, foreground_bbox, scale_bbox)
+                                     box_size, box_slices, expand_bbox, foreground_bbox)
 
 TIMES_FILE = "c2f_times.json"
 #: two_stage_unet Sec. 2.2: box of the coarse mask + 2 voxels (coarse grid); the box of the upsampled mask gets
 #: TWO_STAGE_FINE_MARGIN_VOX (10, as the fine stage's training boxes: trainers/c2f.py)
 TWO_STAGE_COARSE_MARGIN_VOX = 2
-#: two_stage_unet Sec. 2.1: decimation factor
-TWO_STAGE_R = 4
 
 _user_error = UserError  # one-line error, exit status 2 (nnunet_ext.errors)
 
@@ -204,142 +206,6 @@ def load_predictor(ref: ModelRef, step: float, device, use_mirroring: bool = Tru
     return p
 
 
-@dataclass
-class Preprocessed:
-    """An image preprocessed by nnU-Net's preprocessor of one model's plans (transposed, cropped to the nonzero
-    region, normalised over the whole image, resampled): what that model was trained on."""
-    data: np.ndarray  # (c, *pre_shape)
-    props: dict  # nnU-Net's properties (bbox_used_for_cropping, shape_after_cropping_and_before_resampling, ...)
-    seconds: float
-
-
-@dataclass
-class StageOutput:
-    seg: np.ndarray  # in the geometry of the (raw) input given to the stage
-    seg_preprocessed: Optional[np.ndarray]  # argmax on the stage's preprocessed grid (transposed, cropped to nonzero)
-    properties: dict
-    seconds: float
-    pre: Optional[Preprocessed] = None
-
-
-def preprocess(predictor, image: np.ndarray, spacing: Sequence[float]) -> Preprocessed:
-    """nnU-Net's own preprocessing of the whole image with ``predictor``'s plans."""
-    t0 = time.perf_counter()
-    pm, cm = predictor.plans_manager, predictor.configuration_manager
-    pre = cm.preprocessor_class(verbose=False)
-    data, _, props = pre.run_case_npy(image, None, {"spacing": list(spacing)}, pm, cm, predictor.dataset_json)
-    return Preprocessed(data, props, time.perf_counter() - t0)
-
-
-def same_preprocessing(a, b) -> bool:
-    """True when two predictors' plans preprocess an image identically (same spacing, normalisation, intensity
-    statistics, resampling and axis order), so the coarse stage's preprocessed image can be reused by the fine
-    stage (e.g. the ResDSN pair, both on 3d_fullres)."""
-    ca, cb = a.configuration_manager.configuration, b.configuration_manager.configuration
-    keys = ("spacing", "normalization_schemes", "use_mask_for_norm", "resampling_fn_data",
-            "resampling_fn_data_kwargs", "preprocessor_name")
-    return (all(ca.get(k) == cb.get(k) for k in keys)
-            and list(a.plans_manager.transpose_forward) == list(b.plans_manager.transpose_forward)
-            and a.plans_manager.foreground_intensity_properties_per_channel
-            == b.plans_manager.foreground_intensity_properties_per_channel)
-
-
-def _current_spacing(cm, props: dict, transpose_forward) -> List[float]:
-    """The spacing of a configuration's grid in the transposed axes (a 2d configuration keeps the slice spacing),
-    as nnU-Net's export computes it."""
-    spacing_t = [props["spacing"][i] for i in transpose_forward]
-    return list(cm.spacing) if len(cm.spacing) == len(props["shape_after_cropping_and_before_resampling"]) \
-        else [spacing_t[0], *cm.spacing]
-
-
-def run_stage(predictor, image: np.ndarray, spacing: Sequence[float], want_preprocessed_seg: bool = False,
-              pre: Optional[Preprocessed] = None) -> StageOutput:
-    """nnU-Net's own preprocessing, sliding-window prediction and export to the input's shape, for one whole image
-    (``pre``: the image already preprocessed with this predictor's plans)."""
-    import torch
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-
-    t0 = time.perf_counter()
-    pm, cm = predictor.plans_manager, predictor.configuration_manager
-    if pre is None:
-        pre = preprocess(predictor, image, spacing)
-    props = dict(pre.props)
-    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(pre.data)).cpu()
-    lowres = None
-    if want_preprocessed_seg:
-        lowres = predictor.label_manager.convert_logits_to_segmentation(logits)
-        lowres = lowres.numpy() if hasattr(lowres, "numpy") else np.asarray(lowres)
-    seg = convert_predicted_logits_to_segmentation_with_correct_shape(logits, pm, cm, predictor.label_manager, props,
-                                                                     return_probabilities=False)
-    return StageOutput(np.asarray(seg), lowres, props, time.perf_counter() - t0, pre)
-
-
-def raw_box_to_preprocessed(box: Box, props: dict, pre_shape: Sequence[int], transpose_forward: Sequence[int]) \
-        -> Optional[Tuple[Box, Box]]:
-    """A box on the raw image's axes -> (the box on nnU-Net's cropped, transposed raw grid; the box on the
-    preprocessed grid of ``pre_shape`` covering it, rounded outwards). None if it lies outside the nonzero crop."""
-    bt = [box[i] for i in transpose_forward]
-    cshape = props["shape_after_cropping_and_before_resampling"]
-    bc = tuple((max(0, int(lo) - int(c[0])), min(int(n), int(hi) - int(c[0])))
-               for (lo, hi), c, n in zip(bt, props["bbox_used_for_cropping"], cshape))
-    if any(hi <= lo for lo, hi in bc):
-        return None
-    bp = scale_bbox(bc, cshape, pre_shape)
-    bp = tuple((lo, max(hi, lo + 1)) for lo, hi in bp)
-    return bc, bp
-
-
-def run_fine_in_box(predictor, pre: Preprocessed, box: Box, shape: Sequence[int]) -> np.ndarray:
-    """The fine stage on one box (resdsn_c2f Eqs. 4-5: ``DeCrop(f_F(Crop(X, box)))``), on the image preprocessed
-    with the fine model's plans over the WHOLE image (so normalisation statistics are those of training, where
-    nnU-Net normalises whole cases before the fine trainer crops them): the box is mapped onto that grid, the
-    crop predicted (sliding window, padded when smaller than the patch), its logits resampled onto the raw
-    voxels of the crop with the configuration's own resampling, argmax, pasted into a background volume of
-    ``shape`` (the raw image's) and cleared outside ``box``."""
-    import torch
-
-    pm, cm, lm = predictor.plans_manager, predictor.configuration_manager, predictor.label_manager
-    props = pre.props
-    out = np.zeros(shape, np.uint8)
-    mapped = raw_box_to_preprocessed(box, props, pre.data.shape[1:], pm.transpose_forward)
-    if mapped is None:
-        return out
-    bc, bp = mapped
-    crop = np.ascontiguousarray(pre.data[(slice(None), *box_slices(bp))])
-    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(crop)).cpu()
-    cshape = props["shape_after_cropping_and_before_resampling"]
-    # the raw voxels the preprocessed crop covers, at the whole image's scale (offset rounded: <= 0.5 voxel)
-    rc = tuple((max(0, int(round(lo * c / p))), min(int(c), int(round(hi * c / p))))
-               for (lo, hi), c, p in zip(bp, cshape, pre.data.shape[1:]))
-    logits = cm.resampling_fn_probabilities(logits, box_size(rc), _current_spacing(cm, props, pm.transpose_forward),
-                                            [props["spacing"][i] for i in pm.transpose_forward])
-    seg = lm.convert_logits_to_segmentation(logits)
-    seg = seg.cpu().numpy() if hasattr(seg, "cpu") else np.asarray(seg)
-    seg_c = np.zeros(cshape, np.uint8)
-    seg_c[box_slices(rc)] = seg
-    keep = np.zeros(cshape, bool)
-    keep[box_slices(bc)] = True
-    seg_c[~keep] = 0
-    full = np.zeros(props["shape_before_cropping"], np.uint8)
-    full[tuple(slice(int(c[0]), int(c[1])) for c in props["bbox_used_for_cropping"])] = seg_c
-    return full.transpose(pm.transpose_backward)
-
-
-def preprocessed_box_to_raw(box: Box, pre_shape: Sequence[int], props: dict, transpose_backward: Sequence[int]) \
-        -> Box:
-    """A box on a stage's preprocessed grid of ``pre_shape`` (transposed, cropped to the nonzero region, resampled)
-    -> the raw input's axes: scaled onto the cropped region (``scale_bbox``), shifted by nnU-Net's crop, transposed
-    back."""
-    scaled = scale_bbox(box, pre_shape, props["shape_after_cropping_and_before_resampling"])
-    shifted = tuple((lo + int(c[0]), hi + int(c[0])) for (lo, hi), c in zip(scaled, props["bbox_used_for_cropping"]))
-    return tuple(shifted[i] for i in transpose_backward)
-
-
-def coarse_grid_factor(pre_shape: Sequence[int], props: dict, transpose_backward: Sequence[int]) -> Tuple[float, ...]:
-    """Raw voxels per coarse-grid voxel on every raw axis: the coarse configuration's ACTUAL decimation (R of
-    ``make-coarse-config --factor``, times the ratio of the image's spacing to the source configuration's)."""
-    f = [float(c) / float(p) for c, p in zip(props["shape_after_cropping_and_before_resampling"], pre_shape)]
-    return tuple(f[i] for i in transpose_backward)
 
 
 # ------------------------------------------------------------------------------------------------ input listing
@@ -592,75 +458,6 @@ def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spe
     return record
 
 
-# ------------------------------------------------------------------------------------------------ coarse config
-def make_coarse_config(dataset, plans_name: str = "nnUNetPlans", source: str = "3d_fullres",
-                       factor: float = TWO_STAGE_R, name: Optional[str] = None, overwrite: bool = False) -> str:
-    """Add a configuration ``name`` (default ``3d_coarse<R>``) to the plans: ``inherits_from`` ``source`` with
-    ``factor`` times its spacing (two_stage_unet Sec. 2.1: R = 4) and the patch size, network topology and batch
-    size that nnU-Net's ExperimentPlanner derives for that spacing and the correspondingly smaller median shape.
-    Returns the configuration name; preprocess it with ``nnUNetv2_preprocess -d D -c NAME``."""
-    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
-    from nnunetv2.utilities.json_export import recursive_fix_for_json_export
-
-    ds = _dataset_name(dataset)
-    if not (factor > 1 and math.isfinite(factor)):
-        raise _user_error(f"--factor must be > 1, got {factor}")
-    name = name or f"3d_coarse{factor:g}".replace(".", "p")
-    pre = os.environ.get("nnUNet_preprocessed")
-    if not pre:
-        raise _user_error("nnUNet_preprocessed is not set")
-    plans_file = Path(pre) / ds / f"{plans_name}.json"
-    if not plans_file.is_file():
-        raise _user_error(f"plans file {plans_file} does not exist (run nnUNetv2_plan_and_preprocess first)")
-    plans = json.loads(plans_file.read_text())
-    confs = plans["configurations"]
-    if source not in confs:
-        raise _user_error(f"configuration {source!r} does not exist in {plans_file} (has: {', '.join(confs)})")
-    if name in confs and not overwrite:
-        raise _user_error(f"configuration {name!r} exists already in {plans_file} (use --overwrite)")
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    src = PlansManager(plans).get_configuration(source).configuration
-    spacing = [float(s) * factor for s in src["spacing"]]
-    if len(spacing) != 3:
-        raise _user_error(f"configuration {source!r} is not 3D")
-    median = [max(1, int(round(s / factor))) for s in src["median_image_size_in_voxels"]]
-    try:
-        planner = ExperimentPlanner(ds, plans_name=plans_name)
-    except (RuntimeError, OSError, FileNotFoundError) as e:
-        raise _user_error(f"cannot plan for {ds}: {str(e).splitlines()[0]}") from None
-    n_train = planner.dataset_json.get("numTraining", 1)
-    # nnU-Net 2.8.1's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0
-    old_da = os.environ.get("nnUNet_n_proc_DA")
-    if old_da is not None and old_da.strip() == "0":
-        os.environ["nnUNet_n_proc_DA"] = "1"
-    try:
-        new = planner.get_plans_for_configuration(spacing, median, f"{plans_name}_{name}",
-                                                  float(np.prod(median, dtype=np.float64) * n_train), {})
-    finally:
-        if old_da is not None:
-            os.environ["nnUNet_n_proc_DA"] = old_da
-    entry = {"inherits_from": source}
-    for k in ("data_identifier", "batch_size", "patch_size", "median_image_size_in_voxels", "spacing",
-              "architecture"):
-        entry[k] = new[k]
-    entry["batch_dice"] = False
-    # keep the source's network class (e.g. a residual-encoder plan); the topology comes from the planner
-    entry["architecture"] = deepcopy(new["architecture"])
-    entry["architecture"]["network_class_name"] = src["architecture"]["network_class_name"]
-    if "n_blocks_per_stage" in src["architecture"]["arch_kwargs"]:
-        n = entry["architecture"]["arch_kwargs"]["n_stages"]
-        entry["architecture"]["arch_kwargs"]["n_blocks_per_stage"] = \
-            list(src["architecture"]["arch_kwargs"]["n_blocks_per_stage"])[:n]
-        entry["architecture"]["arch_kwargs"].pop("n_conv_per_stage", None)
-    entry["c2f_note"] = f"nnunet-ext make-coarse-config: {source} at {factor:g}x spacing (two_stage_unet R)"
-    confs[name] = entry
-    recursive_fix_for_json_export(plans)
-    tmp = plans_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(plans, indent=4))
-    os.replace(tmp, plans_file)
-    return name
-
 
 # ------------------------------------------------------------------------------------------------ CLI
 def check_output_folder(output_folder: Path) -> None:
@@ -724,19 +521,6 @@ def add_pair_arguments(s) -> None:
                    help="skip cases whose prediction exists already (as nnUNetv2_predict)")
 
 
-def cmd_make_coarse_config(args) -> int:
-    name = make_coarse_config(args.d, args.plans, args.source, args.factor, args.name, args.overwrite)
-    print(name)
-    if args.preprocess:
-        from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess
-        from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
-
-        preprocess([convert_dataset_name_to_id(_dataset_name(args.d))], args.plans, [name], [args.np])
-    else:
-        print(f"next: nnUNetv2_preprocess -d {args.d} -plans_name {args.plans} -c {name}")
-    return 0
-
-
 def register_cli(subparsers) -> None:
     s = subparsers.add_parser(
         "predict-c2f", help="coarse-to-fine inference with two trained models (ResDSN C2F / two-stage U-Net)",
@@ -756,20 +540,8 @@ def register_cli(subparsers) -> None:
                         "the fine model's, or predict-c2f refuses")
     s.set_defaults(func=cmd_predict_c2f)
 
-    from nnunet_ext import c2f_crossval  # crossval-c2f: its own module, registered beside predict-c2f
+    from nnunet_ext import c2f_coarse_config, c2f_crossval  # their own modules, registered beside predict-c2f
 
     c2f_crossval.register_cli(subparsers)
+    c2f_coarse_config.register_cli(subparsers)
 
-    s = subparsers.add_parser(
-        "make-coarse-config", help="add the R-times downsampled coarse configuration (two-stage U-Net) to the plans",
-        description="Adds a configuration inheriting from 3d_fullres (nnU-Net's inherits_from) with R times its "
-                    "spacing and a patch size/topology planned for it. Then preprocess and train it as usual.")
-    s.add_argument("-d", required=True, help="dataset name or id")
-    s.add_argument("--plans", default="nnUNetPlans", help="plans identifier. Default nnUNetPlans")
-    s.add_argument("--source", default="3d_fullres", help="configuration to inherit from. Default 3d_fullres")
-    s.add_argument("--factor", type=float, default=TWO_STAGE_R, help="decimation factor R. Default 4")
-    s.add_argument("--name", default=None, help="configuration name. Default 3d_coarse<R>")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing configuration of that name")
-    s.add_argument("--preprocess", action="store_true", help="also run nnU-Net's preprocessing for it")
-    s.add_argument("-np", type=int, default=1, help="processes for --preprocess. Default 1")
-    s.set_defaults(func=cmd_make_coarse_config)
