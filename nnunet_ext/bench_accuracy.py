@@ -92,14 +92,17 @@ def class_key(c: str):
 
 
 def collect_cv(trainers: Sequence[str], dataset: str, configuration: str, plans_identifier: str,
-               folds: Sequence[int], nsd_tolerance_mm: float, num_processes: int, log=print):
-    """(per_case {trainer: ...}, missing {trainer: [folds]}, sources) from nnUNet_results' fold_X/validation."""
+               folds: Sequence[int], nsd_tolerance_mm: float, num_processes: int, log=print,
+               folders: Optional[Dict[str, str]] = None):
+    """(per_case {trainer: ...}, missing {trainer: [folds]}, sources) from nnUNet_results' fold_X/validation;
+    ``folders``: {row name: results folder in nnU-Net's trainer layout} for rows that are not trainers."""
     from nnunetv2.paths import nnUNet_results
 
     if not nnUNet_results.is_set():
         raise UserError("nnUNet_results is not set (needed for --cv)")
     name = dataset_name(dataset)
-    folders = {tr: Path(str(nnUNet_results)) / name / f"{tr}__{plans_identifier}__{configuration}"
+    folders = {tr: Path((folders or {}).get(tr) or
+                        Path(str(nnUNet_results)) / name / f"{tr}__{plans_identifier}__{configuration}")
                for tr in trainers}
     if not any(mf.is_dir() for mf in folders.values()):
         raise UserError(f"no trained model folder for any trainer in {Path(str(nnUNet_results)) / name} "

@@ -94,7 +94,9 @@ def register_cli(subparsers) -> None:
                     "  nnunet-ext benchmark --skip-models --pred ours=predA stock=predB --reference stock "
                     "--labels labelsTs -djfile dataset.json -pfile plans.json --out acc")
     s.add_argument("-tr", "--trainers", nargs="+", default=None, metavar="TRAINER",
-                   help="trainer classes (default: every trainer of nnunet-ext + nnUNetTrainer)")
+                   help="trainer classes (default: every trainer of nnunet-ext + nnUNetTrainer); with --cv "
+                        "--skip-models a row may be NAME=FOLDER, a results folder in nnU-Net's trainer layout "
+                        "(fold_X/validation), e.g. of nnunet-ext crossval-c2f")
     g = s.add_argument_group("plans (model figures and --cv)")
     g.add_argument("-d", "--dataset", default=None, help="dataset name or id in nnUNet_preprocessed")
     g.add_argument("-c", "--configuration", default=None, help="configuration of the plans, e.g. 3d_fullres")
@@ -200,9 +202,19 @@ def cmd_benchmark(args) -> int:
         trainers = list(preds)  # NAME of --pred is the row; with model figures it must be a trainer class
     else:
         trainers = list(dict.fromkeys(args.trainers or default_trainers()))
+    # --cv rows NAME=FOLDER: a results folder in nnU-Net's trainer layout (e.g. from nnunet-ext crossval-c2f)
+    cv_folders = {t.split("=", 1)[0]: t.split("=", 1)[1] for t in trainers if "=" in t}
+    if cv_folders:
+        if not args.cv or want_models:
+            raise UserError("-tr NAME=FOLDER rows (results folders, e.g. of crossval-c2f) need --cv --skip-models")
+        for k, v in cv_folders.items():
+            if not Path(v).is_dir():
+                raise UserError(f"-tr {k}={v}: {v} is not a folder")
+        trainers = [t.split("=", 1)[0] for t in trainers]
     if want_models or args.cv:
         for tr in trainers:
-            find_trainer_class(tr)
+            if tr not in cv_folders:
+                find_trainer_class(tr)
     reference = args.reference if want_acc else None
     if want_acc and reference not in (preds if args.pred else trainers):
         raise UserError(f"--reference {reference!r} is not among the compared rows "
@@ -252,7 +264,8 @@ def cmd_benchmark(args) -> int:
         log("accuracy:")
         if args.cv:
             per_case, missing, sources = collect_cv(trainers, args.dataset, args.configuration, args.plans,
-                                                    args.folds, args.nsd_tolerance_mm, args.num_processes, log)
+                                                    args.folds, args.nsd_tolerance_mm, args.num_processes, log,
+                                                    folders=cv_folders)
         else:
             per_case, missing, sources = collect_pred(preds, args.labels, dj, pj, args.nsd_tolerance_mm,
                                                       args.num_processes, log)

@@ -30,7 +30,10 @@ LAZY_COMMANDS = {
                   "model figures (params, FLOPs, step time, memory, inference) and accuracy vs stock nnU-Net"),
     "predict-c2f": ("nnunet_ext.c2f",
                     "coarse-to-fine inference with two trained models (ResDSN C2F / two-stage U-Net)"),
-    "make-coarse-config": ("nnunet_ext.c2f",
+    "crossval-c2f": ("nnunet_ext.c2f_crossval",
+                     "score a coarse-to-fine pair in nnU-Net's cross-validation (fold k + fold k on fold k's "
+                     "validation cases)"),
+    "make-coarse-config": ("nnunet_ext.c2f_coarse_config",
                            "add the R-times downsampled coarse configuration (two-stage U-Net) to the plans"),
     "plan": ("nnunet_ext.planning",
              "nnU-Net planning (+ preprocessing where needed) sized to a GPU-memory target for one architecture"),

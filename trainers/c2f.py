@@ -15,8 +15,11 @@ Suffix tokens (no ``_`` inside a token):
 ``fine<M>mm``     box + M mm (``fine7p5mm`` = 7.5 mm), converted per axis with the configuration's spacing
 ``fine<K>vox``    box + K voxels of the preprocessed data (two_stage_unet: ``fine10vox``)
 
-Only the training/validation *data loaders* see crops; nnU-Net's final validation (``perform_actual_validation``)
-still predicts the full validation cases, i.e. it measures the fine model used alone over the whole volume.
+Only the training/validation *data loaders* see crops. nnU-Net's final validation (``perform_actual_validation``)
+would predict whole validation volumes with the fine model alone, which is not the coarse-to-fine method (a
+box-trained fine model predicts false positives outside the box), so a ``_fine`` trainer skips it with a note in
+the log and in ``fold_X/validation_skipped_c2f.txt``; ``nnunet-ext crossval-c2f`` scores the coarse + fine pair on
+the fold's validation cases instead.
 
 **Centre loss** (two_stage_unet Eq. 1): ``L = L_seg + gamma * L_center`` with ``L_center = sum_d |f(Y_d) - f(Yhat_d)|``,
 ``f`` the centre of mass of slice ``d`` (first spatial axis, the axial slices in nnU-Net's z, y, x order) of the
@@ -213,6 +216,19 @@ class FineStageMixin:
         margin = f"{self.fine_margin_vox} voxels" if self.fine_margin_vox is not None else f"{self.fine_margin_mm} mm"
         self.print_to_log_file(f"fine stage: patches sampled inside the ground-truth foreground box + {margin}")
         return FgBoxCroppedDataset(dataset_tr, **kw), FgBoxCroppedDataset(dataset_val, **kw)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """Skipped (see the module docstring): nothing in ``fold_X/validation`` passes off the fine model alone over
+        whole volumes as the method; a note says how to score the pair."""
+        note = (f"nnU-Net's final validation is skipped for the fine-stage trainer {type(self).__name__}: it would "
+                f"predict whole validation volumes with the fine model alone, which is not the coarse-to-fine "
+                f"method. Score the pair on this fold's validation cases with: nnunet-ext crossval-c2f -d "
+                f"{self.plans_manager.dataset_name} --coarse COARSE_TRAINER:CONFIG --fine {type(self).__name__}:"
+                f"{self.configuration_name} -f {self.fold}")
+        self.print_to_log_file(note)
+        if self.local_rank == 0:
+            with open(f"{self.output_folder}/validation_skipped_c2f.txt", "w") as f:
+                f.write(note + "\n")
 
 
 def _fine_suffix(m: "re.Match[str]"):

@@ -1,0 +1,170 @@
+"""Cross-validation of a coarse-to-fine pair (``nnunet-ext crossval-c2f``): for every fold k, coarse fold k and fine
+fold k predict fold k's validation cases (``splits_final.json``; raw images from ``nnUNet_raw``) with the C2F or
+two-stage pipeline of :mod:`nnunet_ext.c2f`. The results folder has nnU-Net's layout of a trained model
+(``plans.json``, ``dataset.json``, ``fold_k/validation/CASE.nii.gz`` + ``summary.json`` with Dice, HD95 and NSD from
+:mod:`nnunet_ext.metrics`), so the pair can be scored beside trainers:
+``nnunet-ext benchmark --cv -tr nnUNetTrainer C2F=RESULTS_FOLDER ...``.
+
+Why: nnU-Net's own final validation of a ``_fine`` trainer would predict whole volumes with the fine model alone,
+which is not the method (``trainers/c2f.py`` skips it); this scores what ``predict-c2f`` does.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from nnunet_ext import c2f
+from nnunet_ext.errors import UserError, dataset_name as _dataset_name
+
+PAIR_FILE = "crossval_c2f.json"
+
+
+def default_results_folder(dataset: str, coarse: "c2f.ModelRef", fine: "c2f.ModelRef", mode: str) -> Path:
+    """``nnUNet_results/DatasetXXX/C2F__<coarse trainer>__<coarse config>__<fine trainer>__<fine config>[__plans]``
+    (``TwoStage__...`` for ``--mode two-stage``)."""
+    name = "__".join(["C2F" if mode == "c2f" else "TwoStage", coarse.trainer, coarse.configuration, fine.trainer,
+                      fine.configuration])
+    if coarse.plans_name != "nnUNetPlans" or fine.plans_name != "nnUNetPlans":
+        name += f"__{coarse.plans_name}" + (f"__{fine.plans_name}" if fine.plans_name != coarse.plans_name else "")
+    return Path(os.environ["nnUNet_results"]) / dataset / name
+
+
+def _env_folder(var: str) -> Path:
+    v = os.environ.get(var)
+    if not v:
+        raise UserError(f"{var} is not set")
+    return Path(v)
+
+
+def load_splits(dataset: str, folds: Optional[Sequence[str]]) -> Dict[int, List[str]]:
+    """``{fold: validation case ids}`` of ``splits_final.json``; UserError for a missing file, a fold it does not
+    have, or a fold without validation cases."""
+    splits_file = _env_folder("nnUNet_preprocessed") / dataset / "splits_final.json"
+    if not splits_file.is_file():
+        raise UserError(f"{splits_file} does not exist (nnUNetv2_train writes it; train the models first)")
+    try:
+        splits = json.loads(splits_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read {splits_file}: {e}") from None
+    use = list(range(len(splits))) if not folds else []
+    for f in folds or []:
+        if not str(f).isdigit():
+            raise UserError(f"-f {f}: cross-validation folds are numbers (fold 'all' has no validation cases)")
+        use.append(int(f))
+    out = {}
+    for f in use:
+        if f >= len(splits):
+            raise UserError(f"fold {f}: {splits_file} has only {len(splits)} folds")
+        val = list(splits[f].get("val", []))
+        if not val:
+            raise UserError(f"fold {f} has no validation cases in {splits_file}")
+        out[f] = val
+    return out
+
+
+def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: str = "c2f", output=None,
+                 fallback: str = "coarse", margin_mm: float = c2f.DEFAULT_FINE_MARGIN_MM, coarse_step: float = 0.9,
+                 fine_step: float = 0.5, min_component_fraction: float = 0.2, device: str = "auto",
+                 checkpoint: str = "checkpoint_final.pth", disable_mirroring: bool = False,
+                 ts_margins=(c2f.TWO_STAGE_COARSE_MARGIN_VOX, c2f.TWO_STAGE_FINE_MARGIN_VOX),
+                 continue_prediction: bool = False, nsd_tolerance_mm: float = 2.0, num_processes: int = 1) -> Path:
+    """Validate everything (models of every fold, splits, raw images, ground truth), then predict and score fold by
+    fold. Returns the results folder. Bad input raises ``UserError`` before anything is written."""
+    from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
+
+    from nnunet_ext import metrics
+
+    c2f.check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback)
+    ds = _dataset_name(dataset)
+    split = load_splits(ds, folds)
+    refs = {}
+    for f in split:
+        coarse = c2f.resolve_model("coarse", ds, coarse_spec, [str(f)], checkpoint)
+        fine = c2f.resolve_model("fine", ds, fine_spec, [str(f)], checkpoint)
+        c2f.check_compatible(coarse, fine)
+        refs[f] = (coarse, fine)
+    coarse, fine = refs[next(iter(split))]
+    dj = fine.dataset_json
+    fe = dj["file_ending"]
+    raw_images = _env_folder("nnUNet_raw") / ds / "imagesTr"
+    gt = _env_folder("nnUNet_preprocessed") / ds / "gt_segmentations"
+    all_cases = c2f.list_cases(raw_images, fe, len(dj.get("channel_names", dj.get("modality", {}))))
+    for f, val in split.items():
+        for case in val:
+            if case not in all_cases:
+                raise UserError(f"fold {f}: validation case {case} has no image in {raw_images}")
+            if not (gt / f"{case}{fe}").is_file():
+                raise UserError(f"fold {f}: no ground truth {gt / (case + fe)} (run nnUNetv2_preprocess)")
+    from nnunet_ext.inputs import check_case_files, model_ndim  # every validation file read completely, finite
+    ndim = model_ndim(fine.plans, fine.configuration)
+    for c in dict.fromkeys(c for val in split.values() for c in val):
+        check_case_files(all_cases[c], ndim, fine.configuration, len(dj.get("channel_names", dj.get("modality", {}))))
+    out = Path(output) if output is not None else default_results_folder(ds, coarse, fine, mode)
+    c2f.check_output_folder(out)
+    dev = c2f._device(device)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plans.json").write_text(json.dumps(fine.plans, indent=2))
+    (out / "dataset.json").write_text(json.dumps(dj, indent=2))
+    pair = {"what": "coarse-to-fine pair scored by nnunet-ext crossval-c2f", "mode": mode, "dataset": ds,
+            "coarse": coarse_spec, "fine": fine_spec, "folds": list(split), "fallback": fallback,
+            "coarse_step": coarse_step, "fine_step": fine_step, "checkpoint": checkpoint,
+            "mirroring": not disable_mirroring}
+    (out / PAIR_FILE).write_text(json.dumps(pair, indent=2))
+    reader = recursive_find_reader_writer_by_name(coarse.plans["image_reader_writer"])()
+    secs: List[float] = []
+    for f, val in split.items():
+        coarse, fine = refs[f]
+        t0 = time.perf_counter()
+        coarse_p = c2f.load_predictor(coarse, coarse_step, dev, not disable_mirroring)
+        fine_p = c2f.load_predictor(fine, fine_step, dev, not disable_mirroring)
+        val_dir = out / f"fold_{f}" / "validation"
+        print(f"fold {f}: {len(val)} validation cases -> {val_dir}")
+        record = c2f.pair_record(coarse, fine, dev, mode, coarse_step, fine_step, margin_mm, ts_margins,
+                                 min_component_fraction, fallback)
+        c2f.run_cases({c: all_cases[c] for c in val}, val_dir, coarse_p, fine_p, reader, fe, record, mode,
+                      margin_mm, min_component_fraction, ts_margins, fallback, continue_prediction)
+        secs += [r["total_s"] for c, r in record["cases"].items() if c in val]
+        summary = metrics.evaluate_folder(gt, val_dir, out / "dataset.json", out / "plans.json",
+                                          output_file=val_dir / "summary.json", nsd_tolerance_mm=nsd_tolerance_mm,
+                                          num_processes=num_processes, chill=True)
+        fg = summary.get("foreground_mean", {})
+        print(f"fold {f}: mean foreground Dice {fg.get('Dice', float('nan')):.4f} "
+              f"({time.perf_counter() - t0:.0f} s)")
+    print(f"{len(secs)} cases, {float(np.mean(secs)):.2f} s per case (coarse + fine); results in {out}")
+    print(f"compare: nnunet-ext benchmark --skip-models --cv -d {ds} -c {fine.configuration} --folds "
+          f"{' '.join(map(str, split))} -tr nnUNetTrainer {out.name}={out} --reference nnUNetTrainer --out BENCH")
+    return out
+
+
+def cmd_crossval_c2f(args) -> int:
+    crossval_c2f(args.d, args.coarse, args.fine, folds=args.f, mode=args.mode, output=args.o, fallback=args.fallback,
+                 margin_mm=args.margin_mm, coarse_step=args.coarse_step, fine_step=args.step_size,
+                 min_component_fraction=args.min_component_fraction, device=args.device, checkpoint=args.chk,
+                 disable_mirroring=args.disable_tta, ts_margins=tuple(args.two_stage_margins),
+                 continue_prediction=args.continue_prediction, nsd_tolerance_mm=args.nsd_tolerance_mm,
+                 num_processes=args.np)
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    s = subparsers.add_parser(
+        "crossval-c2f", help="score a coarse-to-fine pair in nnU-Net's cross-validation (fold k + fold k on fold "
+                             "k's validation cases)",
+        description="For every fold k: coarse fold k and fine fold k predict fold k's validation cases "
+                    "(splits_final.json, images from nnUNet_raw) with predict-c2f's pipeline; predictions and a "
+                    "summary.json (Dice, HD95, NSD) go to fold_k/validation of a results folder in nnU-Net's layout, "
+                    "which 'nnunet-ext benchmark --cv -tr NAME=FOLDER' reads as a row beside trainers.")
+    s.add_argument("-f", nargs="+", default=None, metavar="FOLD",
+                   help="folds (default: every fold of splits_final.json)")
+    s.add_argument("-o", default=None, help="results folder (default: nnUNet_results/DatasetXXX/"
+                                            "C2F__<coarse trainer>__<config>__<fine trainer>__<config>)")
+    c2f.add_pair_arguments(s)
+    s.add_argument("--nsd-tolerance-mm", type=float, default=2.0, help="NSD tolerance (default 2 mm)")
+    s.add_argument("-np", type=int, default=1, help="processes for the evaluation (default 1)")
+    s.set_defaults(func=cmd_crossval_c2f)
