@@ -48,7 +48,7 @@ from nnunet_ext.c2f_stages import (Preprocessed, StageOutput, coarse_grid_factor
                                    preprocessed_box_to_raw, raw_box_to_preprocessed, run_fine_in_box, run_stage,
                                    same_preprocessing)
 from nnunet_ext.errors import UserError, dataset_name as _dataset_name
-from nnunet_ext.inputs import check_c2f_arguments, check_prediction_inputs
+from nnunet_ext.inputs import check_c2f_arguments, check_output_path, check_prediction_inputs
 from nnunet_ext.trainers.c2f import (DEFAULT_FINE_MARGIN_MM, TWO_STAGE_FINE_MARGIN_VOX, Box, bbox_with_margin_mm,
                                      box_size, box_slices, expand_bbox, foreground_bbox)
 
@@ -443,17 +443,8 @@ def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spe
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def check_output_folder(output_folder: Path) -> None:
-    """The output folder must be a folder or creatable (no regular file at it or above it)."""
-    for p in (output_folder, *output_folder.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise _user_error(f"output {output_folder}: {p} exists and is not a folder")
-            return
-
-
 def cmd_predict_c2f(args) -> int:
-    check_output_folder(Path(args.o))
+    check_output_path(args.o, "output folder")  # nnunet_ext.inputs: the one rule for output paths
     predict_c2f(args.i, args.o, args.d, args.coarse, args.fine, folds=args.f, margin_mm=args.margin_mm,
                 coarse_step=args.coarse_step, fine_step=args.step_size,
                 min_component_fraction=args.min_component_fraction, mode=args.mode, device=args.device,

@@ -100,12 +100,12 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: st
                 raise UserError(f"fold {f}: validation case {case} has no image in {raw_images}")
             if not (gt / f"{case}{fe}").is_file():
                 raise UserError(f"fold {f}: no ground truth {gt / (case + fe)} (run nnUNetv2_preprocess)")
-    from nnunet_ext.inputs import check_case_files, model_ndim  # every validation file read completely, finite
+    from nnunet_ext.inputs import check_case_files, check_output_path, model_ndim  # files read whole, finite
     ndim = model_ndim(fine.plans, fine.configuration)
     for c in dict.fromkeys(c for val in split.values() for c in val):
         check_case_files(all_cases[c], ndim, fine.configuration, len(dj.get("channel_names", dj.get("modality", {}))))
     out = Path(output) if output is not None else default_results_folder(ds, coarse, fine, mode)
-    c2f.check_output_folder(out)
+    check_output_path(out, "output folder")
     dev = c2f._device(device)
 
     out.mkdir(parents=True, exist_ok=True)
