@@ -40,8 +40,7 @@ __all__ = ["UNetEncoder", "UNetDecoder", "ScaffoldUNet", "max_pool", "feature_ma
 
 def max_pool(conv_op, stride: Sequence[int]) -> nn.Module:
     """Max pooling with kernel = stride (the papers' operator), ``nn.Identity`` where the stride is 1 on every axis."""
-    stride = [int(v) for v in stride]
-    if all(v == 1 for v in stride):
+    if all(int(v) == 1 for v in stride):
         return nn.Identity()
     return get_matching_pool_op(conv_op, pool_type="max")(kernel_size=stride, stride=stride)
 
