@@ -10,6 +10,10 @@ outputs equal after loading the OLD state_dict into the new model, and outputs e
 
     OMP_NUM_THREADS=1 python benchmarks/scaffold_equivalence.py save /tmp/before.pt     # on main
     OMP_NUM_THREADS=1 python benchmarks/scaffold_equivalence.py compare /tmp/before.pt  # on the branch
+    python benchmarks/scaffold_equivalence.py golden /tmp/before.pt tests/data/scaffold_golden.json
+
+The last command writes the digests of the state_dict keys and the output statistics that tests/test_scaffold.py
+checks (recorded on commit cbe8e66, the code before the scaffold).
 """
 import sys
 
@@ -121,9 +125,35 @@ def compare(old, pattern=None):
     return 1 if bad else 0
 
 
+def keys_digest(items) -> str:
+    """sha256 of a state_dict's ``key shape`` lines (order included): equal digests, loadable checkpoints."""
+    import hashlib
+    return hashlib.sha256("\n".join(f"{k} {tuple(s)}" for k, s in items).encode()).hexdigest()
+
+
+def output_stats(outs) -> list:
+    """Per output: shape, mean, mean |x|, std (a fingerprint that survives fp32 noise, not a wiring change)."""
+    return [[list(o.shape), float(o.mean()), float(o.abs().mean()), float(o.std())] for o in outs]
+
+
+def golden(rec: dict) -> dict:
+    """What tests/test_scaffold.py checks, from a record saved on the code before the scaffold."""
+    out = {}
+    for name, r in rec.items():
+        out[name] = {"paper_keys": keys_digest(r["keys"]),
+                     "tiny": {g: {"keys": keys_digest([(k, v.shape) for k, v in t["sd"].items()]),
+                                  "eval": output_stats(t["eval"])} for g, t in r["tiny"].items()}}
+    return out
+
+
 if __name__ == "__main__":
     cmd, path = sys.argv[1], sys.argv[2]
-    if cmd == "save":
+    if cmd == "golden":   # golden RECORD JSON: the digests/statistics tests/test_scaffold.py compares against
+        import json
+        g = golden(torch.load(path, weights_only=False))
+        with open(sys.argv[3], "w") as f:   # one line per registry entry
+            f.write("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in g.items()) + "\n}\n")
+    elif cmd == "save":
         torch.save(record(), path)
     else:
         sys.exit(compare(torch.load(path, weights_only=False), sys.argv[3] if len(sys.argv) > 3 else None))
