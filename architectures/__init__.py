@@ -5,8 +5,11 @@
 >>> net = A.create("plain_unet")       # default construction (paper configuration where there is one)
 >>> net = A.create_from_plans("plain_unet", configuration_manager, 1, 3, True)   # adapted to nnU-Net plans
 
-A family module registers its variants with :func:`register` when it is imported; every public module of this
-package is imported here, so a new family joins the registry (and the registry-wide test) by being added as a file.
+A family module registers its variants with :func:`register` in one function, ``_register_variants()``, called at
+the end of the module when it is imported; every public module of this package is imported here, so a new family
+joins the registry (and the registry-wide test) by being added as a file. The U-Net families build on one scaffold
+(``_scaffold.py``: encoder = downsampling then a block per stage, deep-supervision decoder) and provide only their
+blocks; every sub-block reports its feature maps as ``compute_conv_feature_map_size`` (a Python ``int``).
 """
 import importlib
 import pkgutil

@@ -71,15 +71,16 @@ from typing import List, Optional, Sequence, Tuple, Type, Union
 import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.helper import (convert_conv_op_to_dim, get_matching_batchnorm,
-                                                                   get_matching_convtransp, get_matching_pool_op)
+                                                                   get_matching_convtransp)
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from ._common import as_tuple as _tuple, prod as _prod
 from ._registry import register
+from ._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder, max_pool
 
-__all__ = ["ConvPart", "LargeKernelAttention", "EBlock", "DFB", "DLKEncoder", "DLKDecoder", "DLKUNet"]
+__all__ = ["ConvPart", "LargeKernelAttention", "EBlock", "DFB", "DLKUNet"]
 
 IntOrSeq = Union[int, Sequence[int]]
 
@@ -117,7 +118,7 @@ class ConvPart(nn.Module):
         z = self.norm2(self.pw2(self.dw2(z)))  # eq. 2
         return torch.relu_(z) if self.relu_after_norm2 else z  # text / authors' code (see the class docstring)
 
-    def conv_feature_map_size(self, spatial: Sequence[int]) -> int:
+    def compute_conv_feature_map_size(self, spatial: Sequence[int]) -> int:
         n = _prod(spatial)
         return (self.in_channels + 3 * self.out_channels) * n  # dw1 (C_in), pw1, dw2, pw2 (C_out)
 
@@ -159,7 +160,7 @@ class LargeKernelAttention(nn.Module):
         out = z * a  # eq. 4, Hadamard product
         return out + z if self.residual else out
 
-    def conv_feature_map_size(self, spatial: Sequence[int]) -> int:
+    def compute_conv_feature_map_size(self, spatial: Sequence[int]) -> int:
         return (3 + (self.channel_conv is not None)) * self.channels * _prod(spatial)
 
 
@@ -179,8 +180,8 @@ class EBlock(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.attention(self.conv(z))
 
-    def conv_feature_map_size(self, spatial: Sequence[int]) -> int:
-        return self.conv.conv_feature_map_size(spatial) + self.attention.conv_feature_map_size(spatial)
+    def compute_conv_feature_map_size(self, spatial: Sequence[int]) -> int:
+        return self.conv.compute_conv_feature_map_size(spatial) + self.attention.compute_conv_feature_map_size(spatial)
 
 
 class DFB(nn.Module):
@@ -219,103 +220,20 @@ class DFB(nn.Module):
             up = F.pad(up, pad)
         return self.block(torch.cat((skip, up), dim=1))
 
-    def conv_feature_map_size(self, below_spatial: Sequence[int], skip_spatial: Sequence[int]) -> int:
+    def compute_conv_feature_map_size(self, skip_spatial: Sequence[int], below_spatial: Sequence[int]) -> int:
+        """Feature maps at the skip's size ``skip_spatial`` coming from a map of size ``below_spatial``."""
         up = [b * s for b, s in zip(below_spatial, self.stride)]
-        return self.skip_channels * _prod(up) + self.block.conv_feature_map_size(skip_spatial)
+        return self.skip_channels * _prod(up) + self.block.compute_conv_feature_map_size(skip_spatial)
 
 
-class DLKEncoder(nn.Module):
-    """Encoder (Sec. 3.1): stage ``s`` = max-pooling with kernel = stride = ``strides[s]`` (none where the stride is
-    1; 2x2 stride 2 in the paper) followed by an :class:`EBlock` ``C_{s-1} -> C_s``. Returns the skips, highest
-    resolution first."""
-
-    def __init__(self, input_channels: int, features: List[int], conv_op: Type[_ConvNd],
-                 kernel_sizes: List[Tuple[int, ...]], strides: List[Tuple[int, ...]], conv_bias: bool,
-                 norm_op: Type[nn.Module], norm_op_kwargs: dict, attention_kwargs: List[dict]):
-        super().__init__()
-        pool_op = get_matching_pool_op(conv_op, pool_type="max")
-        self.pools = nn.ModuleList()
-        self.stages = nn.ModuleList()
-        cin = input_channels
-        for s, (c, k, st) in enumerate(zip(features, kernel_sizes, strides)):
-            self.pools.append(pool_op(st, st) if any(i > 1 for i in st) else nn.Identity())
-            self.stages.append(EBlock(conv_op, cin, c, k, conv_bias, norm_op, norm_op_kwargs, **attention_kwargs[s]))
-            cin = c
-        self.output_channels = list(features)
-        self.strides = [tuple(s) for s in strides]
-        self.conv_op = conv_op
-        self.kernel_sizes = kernel_sizes
-
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        skips = []
-        for s, (pool, stage) in enumerate(zip(self.pools, self.stages)):
-            _check_poolable(s, x.shape[2:], self.strides[s])
-            x = stage(pool(x))
-            skips.append(x)
-        return skips
-
-    def stage_sizes(self, input_size: Sequence[int]) -> List[Tuple[int, ...]]:
-        sizes, cur = [], tuple(int(i) for i in input_size)
-        for s, st in enumerate(self.strides):
-            _check_poolable(s, cur, st)
-            cur = tuple(c // t for c, t in zip(cur, st))
-            sizes.append(cur)
-        return sizes
-
-    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
-        return sum(stage.conv_feature_map_size(sz) for stage, sz in zip(self.stages, self.stage_sizes(input_size)))
-
-
-def _check_poolable(stage: int, size: Sequence[int], stride: Sequence[int]) -> None:
+def _check_poolable(stage: int, size: Sequence[int], stride: Sequence[int], input_size=None) -> None:
     for axis, (n, st) in enumerate(zip(size, stride)):
         if st > 1 and n < st:
             raise ValueError(f"DLKUNet: stage {stage} cannot max-pool axis {axis} of size {int(n)} with stride {st} "
                              f"(input too small for the plans' strides)")
 
 
-class DLKDecoder(nn.Module):
-    """Decoder (Sec. 3.1): one :class:`DFB` per skip below the bottleneck, deepest first, each with a 1x1
-    segmentation head; the head of the highest-resolution DFB is the paper's reprojection layer. All heads are
-    always built (same state_dict with deep supervision on and off); ``deep_supervision`` (the switch nnU-Net flips)
-    selects whether all outputs (highest resolution first) or only the reprojection output are returned."""
-
-    def __init__(self, encoder: DLKEncoder, num_classes: int, deep_supervision: bool, conv_bias: bool,
-                 norm_op: Type[nn.Module], norm_op_kwargs: dict, attention_kwargs: List[dict]):
-        super().__init__()
-        self.deep_supervision = deep_supervision
-        conv_op, ch = encoder.conv_op, encoder.output_channels
-        n = len(ch)
-        self.stages = nn.ModuleList()
-        self.seg_layers = nn.ModuleList()
-        for s in range(n - 2, -1, -1):  # deepest DFB first
-            self.stages.append(DFB(conv_op, ch[s + 1], ch[s], encoder.strides[s + 1], encoder.kernel_sizes[s],
-                                   conv_bias, norm_op, norm_op_kwargs, **attention_kwargs[s]))
-            self.seg_layers.append(conv_op(ch[s], num_classes, 1, bias=True))
-        self.num_classes = num_classes
-
-    def forward(self, skips: List[torch.Tensor]):
-        x = skips[-1]
-        outputs = []
-        last = len(self.stages) - 1
-        for i, dfb in enumerate(self.stages):
-            x = dfb(x, skips[-(i + 2)])
-            if self.deep_supervision or i == last:
-                outputs.append(self.seg_layers[i](x))
-        outputs = outputs[::-1]  # highest resolution first
-        return outputs if self.deep_supervision else outputs[0]
-
-    def compute_conv_feature_map_size(self, stage_sizes: List[Tuple[int, ...]]) -> int:
-        total = 0
-        n = len(stage_sizes)
-        for i, dfb in enumerate(self.stages):
-            s = n - 2 - i
-            total += dfb.conv_feature_map_size(stage_sizes[s + 1], stage_sizes[s])
-            if self.deep_supervision or i == len(self.stages) - 1:
-                total += self.num_classes * _prod(stage_sizes[s])
-        return total
-
-
-class DLKUNet(nn.Module):
+class DLKUNet(ScaffoldUNet):
     """DLKUNet (Sec. 3, Fig. 1), one class for 2D and 3D (``conv_op``).
 
     Parameters (dynamic_network_architectures / nnU-Net plans names; paper symbols in brackets):
@@ -379,10 +297,19 @@ class DLKUNet(nn.Module):
                                  dilated_kernel=tuple(dilated_kernel if ki > 1 else 1 for ki in k),
                                  dilation=dilation, separate_channel_conv=separate_channel_conv,
                                  residual=attention_residual, relu_after_norm2=relu_after_norm2) for k in ks]
-        self.encoder = DLKEncoder(input_channels, features, conv_op, ks, st, conv_bias, norm_op, norm_op_kwargs,
-                                  attention_kwargs)
-        self.decoder = DLKDecoder(self.encoder, num_classes, deep_supervision, conv_bias, norm_op, norm_op_kwargs,
-                                  attention_kwargs)
+        # encoder (Sec. 3.1): 2x2 max pooling (the plans' strides), then an EBlock C_{s-1} -> C_s
+        self.encoder = UNetEncoder(
+            input_channels, features, st, conv_op=conv_op, kernel_sizes=ks, check_size=_check_poolable,
+            make_down=lambda s, cin, stride: max_pool(conv_op, stride),
+            make_block=lambda s, cin, c: EBlock(conv_op, cin, c, ks[s], conv_bias, norm_op, norm_op_kwargs,
+                                                **attention_kwargs[s]))
+        # decoder: one DFB per skip below the bottleneck (deepest first), each with a 1x1 head; the head at full
+        # resolution is the paper's reprojection layer, the others nnU-Net's deep-supervision heads
+        self.decoder = UNetDecoder(
+            self.encoder, num_classes, deep_supervision,
+            make_stage=lambda s: DFB(conv_op, features[s + 1], features[s], st[s + 1], ks[s], conv_bias, norm_op,
+                                     norm_op_kwargs, **attention_kwargs[s]),
+            make_head=lambda s: conv_op(features[s], num_classes, 1, bias=True))
         self.features_per_stage = features
 
     @staticmethod
@@ -406,14 +333,6 @@ class DLKUNet(nn.Module):
             raise ValueError(f"DLKUNet: patch {tuple(spatial)} has {len(spatial)} axes, the network is {dim}D")
         self.encoder.stage_sizes(spatial)
 
-    def forward(self, x: torch.Tensor):
-        return self.decoder(self.encoder(x))
-
-    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
-        self.check_input_size(input_size)
-        sizes = self.encoder.stage_sizes(input_size)
-        return self.encoder.compute_conv_feature_map_size(input_size) + self.decoder.compute_conv_feature_map_size(sizes)
-
     @staticmethod
     def initialize(module: nn.Module) -> None:
         InitWeights_He(1e-2)(module)
@@ -434,12 +353,19 @@ TABLE1_PAPER = {"s": (1.13, 15.95), "m": (4.49, 22.84), "l": (17.70, 29.64)}
 #: variant -> width factor on nnU-Net plans: the widest stages of Table 1 (384 : 768 : 1536) relative to L's
 WIDTH_FACTOR = {v: cap / TABLE1["l"][1] for v, (_, cap) in TABLE1.items()}
 
-for _v, (_n, _cap) in TABLE1.items():
-    register(f"dlkunet_{_v}", DLKUNet, family="dlkunet",
-             description=f"DLKUNet-{_v.upper()}: EBlocks/DFBs with large-kernel attention; paper C=96, {_n} stages "
-                         f"(Table 1: {TABLE1_PAPER[_v][0]} M params); on plans {WIDTH_FACTOR[_v]:g} x the plans' widths",
-             variant_kwargs=dict(width_factor=WIDTH_FACTOR[_v]),
-             paper_kwargs=dict(_PAPER_COMMON, n_stages=_n, features_per_stage=[min(96 * 2 ** s, _cap) for s in range(_n)],
-                               base_features=96, max_features=_cap,
-                               kernel_sizes=[[3, 3]] * _n, strides=[[1, 1]] + [[2, 2]] * (_n - 1)))
-del _v, _n, _cap
+
+
+def _register_variants() -> None:
+    """DLKUNet-S/M/L: Table 1 as default construction, the width factor on nnU-Net plans."""
+    for v, (n, cap) in TABLE1.items():
+        register(f"dlkunet_{v}", DLKUNet, family="dlkunet",
+                 description=f"DLKUNet-{v.upper()}: EBlocks/DFBs with large-kernel attention; paper C=96, {n} stages "
+                             f"(Table 1: {TABLE1_PAPER[v][0]} M params); on plans {WIDTH_FACTOR[v]:g} x the plans' "
+                             f"widths",
+                 variant_kwargs=dict(width_factor=WIDTH_FACTOR[v]),
+                 paper_kwargs=dict(_PAPER_COMMON, n_stages=n, base_features=96, max_features=cap,
+                                   features_per_stage=[min(96 * 2 ** s, cap) for s in range(n)],
+                                   kernel_sizes=[[3, 3]] * n, strides=[[1, 1]] + [[2, 2]] * (n - 1)))
+
+
+_register_variants()

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.helper import (convert_conv_op_to_dim, get_matching_batchnorm,
-                                                                  get_matching_convtransp, get_matching_pool_op,
+                                                                  get_matching_convtransp,
                                                                   maybe_convert_scalar_to_list)
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
@@ -57,8 +57,9 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from ._common import as_tuple as _as_tuple, prod as _prod
 from ._registry import register
+from ._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder, max_pool
 
-__all__ = ["DMRC", "DMSC", "DMCBlock", "DMCEncoder", "DMCDecoder", "DMCNet", "BLOCKS", "TABLE4",
+__all__ = ["DMRC", "DMSC", "DMCBlock", "DMCNet", "BLOCKS", "TABLE4",
            "count_flops", "flops_table", "main"]
 
 BLOCKS = ("dmc", "dmsc", "dmrc", "conv")
@@ -287,98 +288,7 @@ class DMCBlock(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------- U-Net
-class DMCEncoder(nn.Module):
-    """Optional 1x1 projection of the input (Fig. 1/2), then per stage: max pooling (kernel = stride, skipped where
-    the stride is 1 on every axis) and a :class:`DMCBlock`. Returns the skips, highest resolution first."""
-
-    def __init__(self, input_channels: int, features_per_stage: List[int], conv_op, strides: List[List[int]],
-                 input_projection: bool, block_kwargs: dict, conv_kernels: Optional[List[Tuple[int, ...]]] = None):
-        super().__init__()
-        self.conv_op, self.strides, self.output_channels = conv_op, strides, list(features_per_stage)
-        dim = convert_conv_op_to_dim(conv_op)
-        self.conv_kernels = conv_kernels or [(3,) * dim] * len(features_per_stage)
-        self.input_projection = (conv_op(input_channels, features_per_stage[0], 1, bias=True)
-                                 if input_projection else None)
-        pool_op = get_matching_pool_op(conv_op, pool_type="max")
-        cin = features_per_stage[0] if input_projection else input_channels
-        stages = []
-        for s, (c, st) in enumerate(zip(features_per_stage, strides)):
-            pool = pool_op(kernel_size=st, stride=st) if any(v > 1 for v in st) else nn.Identity()
-            stages.append(nn.Sequential(pool, DMCBlock(conv_op=conv_op, input_channels=cin, output_channels=c,
-                                                       conv_kernel=self.conv_kernels[s], **block_kwargs)))
-            cin = c
-        self.stages = nn.ModuleList(stages)
-
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        if self.input_projection is not None:
-            x = self.input_projection(x)
-        skips = []
-        for stage in self.stages:
-            x = stage(x)
-            skips.append(x)
-        return skips
-
-    def stage_sizes(self, input_size: Sequence[int]) -> List[List[int]]:
-        sizes, cur = [], list(input_size)
-        for st in self.strides:
-            cur = [n // s for n, s in zip(cur, st)]
-            sizes.append(cur)
-        return sizes
-
-    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
-        out = self.output_channels[0] * _prod(input_size) if self.input_projection is not None else 0
-        for stage, size in zip(self.stages, self.stage_sizes(input_size)):
-            out += stage[1].compute_conv_feature_map_size(size)
-        return int(out)
-
-
-class DMCDecoder(nn.Module):
-    """Per decoder stage (lowest resolution first): 3x3 transposed convolution with the encoder stage's stride
-    (padding 1, output padding stride - 1: exactly stride x the size; with plans' kernels the kernel of the stage it
-    returns to, padding k // 2), concatenation with the skip, a
-    :class:`DMCBlock` (2C -> C), a 1x1 segmentation head. ``deep_supervision`` (the switch nnU-Net flips) returns
-    one output per stage, highest resolution first; every head is always built."""
-
-    def __init__(self, encoder: DMCEncoder, num_classes: int, deep_supervision: bool, block_kwargs: dict):
-        super().__init__()
-        self.deep_supervision = deep_supervision
-        self.num_classes = num_classes
-        conv_op, feats, strides = encoder.conv_op, encoder.output_channels, encoder.strides
-        transp_op = get_matching_convtransp(conv_op)
-        transpconvs, stages, seg_layers = [], [], []
-        for s in range(1, len(feats)):
-            below, skip, st = feats[-s], feats[-(s + 1)], strides[-s]
-            ck = encoder.conv_kernels[-(s + 1)]  # the kernel of the resolution stage this decoder stage returns to
-            transpconvs.append(transp_op(below, skip, ck, stride=st, padding=[k // 2 for k in ck],
-                                         output_padding=[v - 1 for v in st], bias=True))
-            stages.append(DMCBlock(conv_op=conv_op, input_channels=2 * skip, output_channels=skip, conv_kernel=ck,
-                                   **block_kwargs))
-            seg_layers.append(conv_op(skip, num_classes, 1, bias=True))
-        self.transpconvs = nn.ModuleList(transpconvs)
-        self.stages = nn.ModuleList(stages)
-        self.seg_layers = nn.ModuleList(seg_layers)
-
-    def forward(self, skips: List[torch.Tensor]):
-        x, outputs = skips[-1], []
-        for s, (up, stage, head) in enumerate(zip(self.transpconvs, self.stages, self.seg_layers)):
-            x = stage(torch.cat((up(x), skips[-(s + 2)]), dim=1))
-            if self.deep_supervision or s == len(self.stages) - 1:
-                outputs.append(head(x))
-        outputs = outputs[::-1]
-        return outputs if self.deep_supervision else outputs[0]
-
-    def compute_conv_feature_map_size(self, skip_sizes: List[List[int]], skip_channels: List[int]) -> int:
-        out = 0
-        for s in range(len(self.stages)):
-            size, c = skip_sizes[-(s + 2)], skip_channels[-(s + 2)]
-            out += c * _prod(size)                                        # transposed conv
-            out += self.stages[s].compute_conv_feature_map_size(size)
-            if self.deep_supervision or s == len(self.stages) - 1:
-                out += self.num_classes * _prod(size)
-        return int(out)
-
-
-class DMCNet(nn.Module):
+class DMCNet(ScaffoldUNet):
     """DMC-Net (Sec. 2.1) and its ablations (Sec. 3.4) as one U-Net class for 2D and 3D.
 
     :param input_channels: image channels (the paper: 1, CT).
@@ -449,9 +359,27 @@ class DMCNet(nn.Module):
                             dmrc_pool_size=dmrc_pool_size, conv_bias=conv_bias, norm_op=norm_op,
                             norm_op_kwargs=norm_op_kwargs, dropout_op=dropout_op, dropout_op_kwargs=dropout_op_kwargs,
                             nonlin=nonlin, nonlin_kwargs=nonlin_kwargs, nonlin_first=nonlin_first)
-        self.encoder = DMCEncoder(input_channels, self.features_per_stage, conv_op, strides, input_projection,
-                                  block_kwargs, conv_kernels)
-        self.decoder = DMCDecoder(self.encoder, num_classes, deep_supervision, block_kwargs)
+        feats, ck = self.features_per_stage, conv_kernels or [(3,) * dim] * n_stages
+        # encoder: (1x1 input projection,) per stage max pooling (kernel = stride) then a block; stages[s] is the
+        # nn.Sequential (pool or identity, block)
+        self.encoder = UNetEncoder(
+            input_channels, feats, strides, conv_op=conv_op, kernel_sizes=ck, layout="sequential",
+            input_projection=conv_op(input_channels, feats[0], 1, bias=True) if input_projection else None,
+            make_down=lambda s, cin, st: max_pool(conv_op, st),
+            make_block=lambda s, cin, c: DMCBlock(conv_op=conv_op, input_channels=cin, output_channels=c,
+                                                  conv_kernel=ck[s], **block_kwargs))
+        # decoder step to stage s: 3x3 transposed conv with the stride of stage s+1 (padding k // 2, output padding
+        # stride - 1: exactly stride x the size; with plans' kernels the kernel of stage s), [up, skip], a block
+        # 2C -> C, a 1x1 head
+        transp_op = get_matching_convtransp(conv_op)
+        self.decoder = UNetDecoder(
+            self.encoder, num_classes, deep_supervision, fuse="cat",
+            make_up=lambda s: transp_op(feats[s + 1], feats[s], ck[s], stride=strides[s + 1],
+                                        padding=[k // 2 for k in ck[s]],
+                                        output_padding=[v - 1 for v in strides[s + 1]], bias=True),
+            make_stage=lambda s: DMCBlock(conv_op=conv_op, input_channels=2 * feats[s], output_channels=feats[s],
+                                          conv_kernel=ck[s], **block_kwargs),
+            make_head=lambda s: conv_op(feats[s], num_classes, 1, bias=True))
 
     @staticmethod
     def _plans_kernels(kernel_sizes, n_stages: int, dim: int) -> List[Tuple[int, ...]]:
@@ -488,12 +416,6 @@ class DMCNet(nn.Module):
         _check_spatial(x, self.dim, "DMC-Net")
         self.check_input_size(x.shape[2:])
         return self.decoder(self.encoder(x))
-
-    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
-        self.check_input_size(input_size)
-        sizes = self.encoder.stage_sizes(input_size)
-        return int(self.encoder.compute_conv_feature_map_size(input_size)
-                   + self.decoder.compute_conv_feature_map_size(sizes, self.features_per_stage))
 
     @staticmethod
     def initialize(module):

@@ -49,19 +49,19 @@ nnU-Net adaptation (constructor defaults; what :func:`create_from_plans` builds)
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Type, Union
+from typing import Optional, Sequence, Type, Union
 
-import numpy as np
 import torch
 from dynamic_network_architectures.building_blocks.helper import (
     convert_conv_op_to_dim, get_matching_batchnorm, get_matching_convtransp, get_matching_dropout)
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from ._common import as_tuple as _tup
+from ._common import as_tuple as _tup, prod
 from ._registry import register
+from ._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder
 
-__all__ = ["ConvBlock", "RDDCBlock", "MoNet", "MoNetEncoder", "MoNetDecoder", "paper_parameter_counts"]
+__all__ = ["ConvBlock", "RDDCBlock", "MoNet", "paper_parameter_counts"]
 
 #: the paper's dilation rates of the four convolution blocks of an RDDC block, in order
 PAPER_DILATIONS = (4, 3, 2, 1)
@@ -106,10 +106,10 @@ class ConvBlock(nn.Module):
     def forward(self, x):
         return self.nonlin(self.norm(self.conv(x)))
 
-    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
         """numel of the conv output for an input of spatial size ``input_size`` (its output size is returned
         by :meth:`output_size`)."""
-        return np.prod([self.out_channels, *self.output_size(input_size)], dtype=np.int64)
+        return self.out_channels * prod(self.output_size(input_size))
 
     def output_size(self, input_size):
         c = self.conv
@@ -145,8 +145,8 @@ class RDDCBlock(nn.Module):
         c3 = self.drops[2](self.convs[2](c2))
         return self.convs[3](c2 + c3)
 
-    def compute_conv_feature_map_size(self, input_size) -> np.int64:
-        return np.int64(4) * np.prod([self.channels, *input_size], dtype=np.int64)
+    def compute_conv_feature_map_size(self, input_size) -> int:
+        return 4 * self.channels * prod(input_size)
 
 
 def _sampling_kernel_and_padding(stride: Sequence[int], kernel: Sequence[int], stage: int):
@@ -168,110 +168,13 @@ def _sampling_kernel_and_padding(stride: Sequence[int], kernel: Sequence[int], s
     return tuple(ks), tuple(ps)
 
 
-class MoNetEncoder(nn.Module):
-    """Stage s: [strided 4×4 conv block (s > 0), width ``f_{s-1}``] → ``B(·; 1)`` to ``f_s`` → RDDC(``f_s``).
-    Returns the output of every stage (the long skips; the last is the bottleneck)."""
-
-    def __init__(self, input_channels, features, conv_op, kernel_sizes, strides, dilations, dropout_p):
-        super().__init__()
-        self.stages = nn.ModuleList()
-        prev = input_channels
-        for s, (f, k, st) in enumerate(zip(features, kernel_sizes, strides)):
-            mods = []
-            if s > 0:
-                dk, dp = _sampling_kernel_and_padding(st, k, s)
-                mods.append(ConvBlock(conv_op, prev, prev, dk, st, 1, dp))
-            mods += [ConvBlock(conv_op, prev, f, k), RDDCBlock(conv_op, f, k, dilations, dropout_p)]
-            self.stages.append(nn.Sequential(*mods))
-            prev = f
-        self.output_channels = list(features)
-        self.strides = [list(s) for s in strides]
-        self.kernel_sizes = [list(k) for k in kernel_sizes]
-        self.conv_op = conv_op
-
-    def forward(self, x):
-        skips = []
-        for s, stage in enumerate(self.stages):
-            for axis, (n, st) in enumerate(zip(x.shape[2:], self.strides[s])):
-                if n % st:
-                    raise ValueError(f"MoNet: stage {s}, axis {axis}: size {n} is not divisible by the stride {st}")
-            x = stage(x)
-            skips.append(x)
-        return skips
-
-    def compute_conv_feature_map_size(self, input_size):
-        out = np.int64(0)
-        size = list(input_size)
-        for stage in self.stages:
-            for m in stage:
-                out += m.compute_conv_feature_map_size(size)
-                if isinstance(m, ConvBlock):
-                    size = m.output_size(size)
-        return out
+def _check_divisible(stage: int, size: Sequence[int], stride: Sequence[int], input_size=None) -> None:
+    for axis, (n, st) in enumerate(zip(size, stride)):
+        if n % st:
+            raise ValueError(f"MoNet: stage {stage}, axis {axis}: size {n} is not divisible by the stride {st}")
 
 
-class MoNetDecoder(nn.Module):
-    """Decoder stage s (from stage s+1 up to s): 4×4 transposed conv (width ``f_{s+1}`` kept) → BN → ELU,
-    concatenation ``[skip_s, up]``, ``B(·; 1)`` to ``f_s``, RDDC(``f_s``), 1×1 head. All heads always exist."""
-
-    def __init__(self, encoder: MoNetEncoder, num_classes: int, deep_supervision: bool, dilations, dropout_p,
-                 head_bias: bool = True, head_norm: bool = False, ds_heads: bool = True):
-        super().__init__()
-        if deep_supervision and not ds_heads:
-            raise ValueError("MoNet: deep_supervision=True needs the deep-supervision heads (ds_heads=True)")
-        conv_op = encoder.conv_op
-        transp = get_matching_convtransp(conv_op)
-        bn = get_matching_batchnorm(conv_op)
-        f = encoder.output_channels
-        n = len(f)
-        self.deep_supervision = deep_supervision
-        self.num_classes = num_classes
-        self.encoder_strides = encoder.strides
-        self.ups, self.stages, self.seg_layers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        # built from the bottleneck upwards: index 0 = the lowest-resolution decoder stage (like UNetDecoder)
-        for s in range(n - 2, -1, -1):
-            k, st = encoder.kernel_sizes[s + 1], encoder.strides[s + 1]
-            uk, up = _sampling_kernel_and_padding(st, k, s + 1)
-            self.ups.append(nn.Sequential(transp(f[s + 1], f[s + 1], uk, st, up, bias=False), bn(f[s + 1]),
-                                          ELU()))
-            k_s = encoder.kernel_sizes[s]
-            self.stages.append(nn.Sequential(ConvBlock(conv_op, f[s] + f[s + 1], f[s], k_s),
-                                             RDDCBlock(conv_op, f[s], k_s, dilations, dropout_p)))
-            if ds_heads or s == 0:
-                head = conv_op(f[s], num_classes, 1, 1, 0, bias=head_bias)
-                self.seg_layers.append(nn.Sequential(head, bn(num_classes)) if head_norm else head)
-            else:  # the paper's network has only the full-resolution head
-                self.seg_layers.append(nn.Identity())
-        self.out_channels = f
-
-    def forward(self, skips: List[torch.Tensor]):
-        x = skips[-1]
-        seg_outputs = []
-        last = len(self.stages) - 1
-        for i, (up, stage, head) in enumerate(zip(self.ups, self.stages, self.seg_layers)):
-            x = stage(torch.cat((skips[-(i + 2)], up(x)), 1))
-            if self.deep_supervision or i == last:
-                seg_outputs.append(head(x))
-        seg_outputs = seg_outputs[::-1]  # highest resolution first
-        return seg_outputs if self.deep_supervision else seg_outputs[0]
-
-    def compute_conv_feature_map_size(self, input_size):
-        sizes = [list(input_size)]
-        for st in self.encoder_strides[1:]:
-            sizes.append([i // j for i, j in zip(sizes[-1], st)])
-        f = self.out_channels
-        out = np.int64(0)
-        last = len(self.stages) - 1
-        for i, stage in enumerate(self.stages):
-            s = len(f) - 2 - i
-            out += np.prod([f[s + 1], *sizes[s]], dtype=np.int64)  # transposed conv
-            out += stage[0].compute_conv_feature_map_size(sizes[s]) + stage[1].compute_conv_feature_map_size(sizes[s])
-            if self.deep_supervision or i == last:
-                out += np.prod([self.num_classes, *sizes[s]], dtype=np.int64)
-        return out
-
-
-class MoNet(nn.Module):
+class MoNet(ScaffoldUNet):
     """MoNet (Knolle, Kaissis et al. 2021) for 2D and 3D, in dynamic_network_architectures' conventions.
 
     Args (nnU-Net plans' names where they exist; see the module docstring for the adaptation):
@@ -321,19 +224,45 @@ class MoNet(nn.Module):
         if n_filters_init is not None:
             cap = max(features_per_stage)
             features_per_stage = [min(n_filters_init * 2 ** s, cap) for s in range(n_stages)]
-        self.encoder = MoNetEncoder(input_channels, list(features_per_stage), conv_op, kernel_sizes, strides,
-                                    tuple(dilations), dropout_p)
-        self.decoder = MoNetDecoder(self.encoder, num_classes, deep_supervision, tuple(dilations), dropout_p,
-                                    head_bias=head_bias, head_norm=head_norm, ds_heads=ds_heads)
+        if deep_supervision and not ds_heads:
+            raise ValueError("MoNet: deep_supervision=True needs the deep-supervision heads (ds_heads=True)")
+        f, ks, dilations = list(features_per_stage), kernel_sizes, tuple(dilations)
+        bn = get_matching_batchnorm(conv_op)
 
-    def forward(self, x):
-        return self.decoder(self.encoder(x))
+        def make_down(s, cin, st):  # strided 4x4 conv block keeping the width of the stage it leaves
+            if s == 0:
+                return None
+            dk, dp = _sampling_kernel_and_padding(st, ks[s], s)
+            return ConvBlock(conv_op, cin, cin, dk, st, 1, dp)
 
-    def compute_conv_feature_map_size(self, input_size):
+        # stage s: [down-conv (s > 0)] -> B(.; 1) to f_s -> RDDC(f_s); stages[s] is one nn.Sequential
+        self.encoder = UNetEncoder(
+            input_channels, f, strides, make_down=make_down, conv_op=conv_op, kernel_sizes=ks, layout="sequential",
+            make_block=lambda s, cin, c: [ConvBlock(conv_op, cin, c, ks[s]),
+                                          RDDCBlock(conv_op, c, ks[s], dilations, dropout_p)],
+            check_size=_check_divisible)
+
+        def make_up(s):  # 4x4 transposed conv (width f_{s+1} kept) -> BN -> ELU
+            uk, up = _sampling_kernel_and_padding(strides[s + 1], ks[s + 1], s + 1)
+            return nn.Sequential(get_matching_convtransp(conv_op)(f[s + 1], f[s + 1], uk, strides[s + 1], up,
+                                                                  bias=False), bn(f[s + 1]), ELU())
+
+        def make_head(s):  # the paper's network has only the full-resolution head (ds_heads=False)
+            if not (ds_heads or s == 0):
+                return nn.Identity()
+            head = conv_op(f[s], num_classes, 1, 1, 0, bias=head_bias)
+            return nn.Sequential(head, bn(num_classes)) if head_norm else head
+
+        # decoder stage s: [skip_s, up] -> B(.; 1) to f_s -> RDDC(f_s), 1x1 head; all heads always exist
+        self.decoder = UNetDecoder(
+            self.encoder, num_classes, deep_supervision, make_up=make_up, up_name="ups", fuse="cat_skip_first",
+            make_stage=lambda s: nn.Sequential(ConvBlock(conv_op, f[s] + f[s + 1], f[s], ks[s]),
+                                               RDDCBlock(conv_op, f[s], ks[s], dilations, dropout_p)),
+            make_head=make_head)
+
+    def check_input_size(self, input_size):
         if len(input_size) != convert_conv_op_to_dim(self.encoder.conv_op):
             raise ValueError(f"MoNet: input_size {tuple(input_size)} does not match the conv op's dimension")
-        return self.encoder.compute_conv_feature_map_size(input_size) + \
-            self.decoder.compute_conv_feature_map_size(input_size)
 
     @staticmethod
     def initialize(module):
@@ -358,8 +287,15 @@ _PAPER = dict(input_channels=1, num_classes=1, n_stages=3, features_per_stage=[1
               conv_op="torch.nn.Conv2d", kernel_sizes=[[3, 3]] * 3, strides=[[1, 1], [2, 2], [2, 2]],
               deep_supervision=False, head_bias=False, head_norm=True, ds_heads=False)
 
-register("monet", MoNet, family="monet", variant_kwargs={"n_filters_init": 16}, paper_kwargs=_PAPER,
-         description="MoNet (Knolle, Kaissis et al. 2021): shallow U-Net of RDDC blocks (dilations 4-3-2-1), "
-                     "16 initial filters, 4x4 strided/transposed sampling; paper config 256x256, 1 in, sigmoid head")
-register("monet_plans_widths", MoNet, family="monet", variant_kwargs={}, paper_kwargs=_PAPER,
-         description="MoNet with the plans' features_per_stage (nnU-Net widths) instead of 16*2^s")
+
+def _register_variants() -> None:
+    """MoNet with the paper's widths (16 * 2^s) and with the plans' widths; both at the paper configuration."""
+    register("monet", MoNet, family="monet", variant_kwargs={"n_filters_init": 16}, paper_kwargs=_PAPER,
+             description="MoNet (Knolle, Kaissis et al. 2021): shallow U-Net of RDDC blocks (dilations 4-3-2-1), "
+                         "16 initial filters, 4x4 strided/transposed sampling; paper config 256x256, 1 in, "
+                         "sigmoid head")
+    register("monet_plans_widths", MoNet, family="monet", variant_kwargs={}, paper_kwargs=_PAPER,
+             description="MoNet with the plans' features_per_stage (nnU-Net widths) instead of 16*2^s")
+
+
+_register_variants()

@@ -8,5 +8,11 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
 from ._registry import register
 
-register("plain_unet", PlainConvUNet, family="plain_unet",
-         description="nnU-Net's PlainConvUNet (dynamic_network_architectures), the stock baseline")
+
+
+def _register_variants() -> None:
+    register("plain_unet", PlainConvUNet, family="plain_unet",
+             description="nnU-Net's PlainConvUNet (dynamic_network_architectures), the stock baseline")
+
+
+_register_variants()

@@ -59,7 +59,7 @@ from typing import List, Optional, Sequence, Tuple, Type, Union
 import numpy as np
 import torch
 from dynamic_network_architectures.building_blocks.helper import (
-    convert_conv_op_to_dim, get_matching_batchnorm, get_matching_convtransp, get_matching_pool_op,
+    convert_conv_op_to_dim, get_matching_batchnorm, get_matching_convtransp,
     maybe_convert_scalar_to_list)
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
@@ -67,7 +67,9 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
+from ._common import prod
 from ._registry import register
+from ._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder, max_pool
 
 __all__ = ["ResDSN", "deconv_kernel_and_padding", "XI_1", "XI_2", "PAPER_WEIGHT_DECAY", "PAPER_KWARGS"]
 
@@ -114,130 +116,18 @@ class _ConvStack(nn.Module):
     def compute_conv_feature_map_size(self, size: Sequence[int]) -> int:
         out = int(self.convs.compute_conv_feature_map_size(list(size)))
         if self.projection is not None:
-            out += self.out_channels * int(np.prod(size, dtype=np.int64))
+            out += self.out_channels * prod(size)
         return out
 
 
-class ResDSNEncoder(nn.Module):
-    """Encoder path (Conv1a ... Conv4b): stage ``s`` = max pooling with kernel = stride = ``strides[s]`` (none for
-    stage 0) followed by ``n_conv_per_stage[s]`` convolutions. ``forward`` returns every stage's output (the
-    "Conv{s}b" features: long-residual sources and auxiliary-head taps), highest resolution first."""
-
-    def __init__(self, input_channels, features_per_stage, conv_op, kernel_sizes, strides, n_conv_per_stage,
-                 conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
-                 short_residual):
-        super().__init__()
-        pool_op = get_matching_pool_op(conv_op, pool_type="max")
-        self.pools = nn.ModuleList()
-        self.stages = nn.ModuleList()
-        in_ch = input_channels
-        for s, (f, k, st, n) in enumerate(zip(features_per_stage, kernel_sizes, strides, n_conv_per_stage)):
-            self.pools.append(nn.Identity() if all(i == 1 for i in st) else pool_op(kernel_size=st, stride=st))
-            self.stages.append(_ConvStack(n, conv_op, in_ch, f, k, conv_bias, norm_op, norm_op_kwargs, dropout_op,
-                                          dropout_op_kwargs, nonlin, nonlin_kwargs, short_residual))
-            in_ch = f
-        self.output_channels = list(features_per_stage)
-        self.strides = [list(s) for s in strides]
-        self.kernel_sizes = [list(k) for k in kernel_sizes]
-        self.conv_op = conv_op
-
-    def stage_sizes(self, input_size: Sequence[int]) -> List[List[int]]:
-        """Spatial size of every stage's output (floor pooling); ValueError naming stage/axis/size if one vanishes."""
-        sizes, cur = [], list(input_size)
-        for s, st in enumerate(self.strides):
-            for ax, (n, k) in enumerate(zip(cur, st)):
-                if n < k:
-                    raise ValueError(f"ResDSN: stage {s} pools axis {ax} by {k} but the feature map has size {n} "
-                                     f"there (input size {tuple(input_size)}); use a larger patch or fewer stages")
-            cur = [n // k for n, k in zip(cur, st)]
-            sizes.append(cur)
-        return sizes
-
-    def forward(self, x):
-        self.stage_sizes(x.shape[2:])  # raises a readable error before pooling would fail
-        skips = []
-        for pool, stage in zip(self.pools, self.stages):
-            x = stage(pool(x))
-            skips.append(x)
-        return skips
-
-    def compute_conv_feature_map_size(self, input_size):
-        return sum(stage.compute_conv_feature_map_size(size)
-                   for stage, size in zip(self.stages, self.stage_sizes(input_size)))
+def _check_poolable(s: int, size: Sequence[int], stride: Sequence[int], input_size: Sequence[int]) -> None:
+    for ax, (n, k) in enumerate(zip(size, stride)):
+        if n < k:
+            raise ValueError(f"ResDSN: stage {s} pools axis {ax} by {k} but the feature map has size {n} there "
+                             f"(input size {tuple(input_size)}); use a larger patch or fewer stages")
 
 
-class ResDSNDecoder(nn.Module):
-    """Decoder path (DeConv3a ... Res/Conv1b) with the segmentation heads.
-
-    Decoder step ``i`` (``i = 0`` the deepest) works at encoder stage ``s = n_stages - 2 - i``: a deconvolution from
-    ``features[s + 1]`` to ``features[s]`` channels with per-axis kernel/padding from :func:`deconv_kernel_and_padding`
-    and output size = the skip's size, the long residual sum with encoder stage ``s`` (if ``long_residual``), then
-    ``n_conv_per_stage[i]`` convolutions. ``seg_layers[s]`` is the 1x1 classifier at resolution ``s``; 0 is the main
-    head. ``deep_supervision`` (the switch nnU-Net flips) selects a list of all heads or the main head only.
-    """
-
-    def __init__(self, encoder: ResDSNEncoder, num_classes: int, n_conv_per_stage: IntOrSeq, deep_supervision: bool,
-                 long_residual: bool, short_residual: bool, ds_source: str, conv_bias, norm_op, norm_op_kwargs,
-                 dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs):
-        super().__init__()
-        n = len(encoder.output_channels)
-        if isinstance(n_conv_per_stage, int):
-            n_conv_per_stage = [n_conv_per_stage] * (n - 1)
-        if len(n_conv_per_stage) != n - 1:
-            raise ValueError(f"ResDSN: n_conv_per_stage_decoder needs {n - 1} entries (n_stages - 1), "
-                             f"got {len(n_conv_per_stage)}")
-        self.deep_supervision = deep_supervision
-        self.long_residual = long_residual
-        self.ds_source = ds_source
-        self.num_classes = num_classes
-        conv_op = encoder.conv_op
-        transp_op = get_matching_convtransp(conv_op)
-        feats = encoder.output_channels
-        self.transpconvs = nn.ModuleList()
-        self.stages = nn.ModuleList()
-        for i in range(n - 1):
-            s = n - 2 - i
-            kp = [deconv_kernel_and_padding(st) for st in encoder.strides[s + 1]]
-            self.transpconvs.append(transp_op(feats[s + 1], feats[s], kernel_size=[k for k, _ in kp],
-                                              stride=encoder.strides[s + 1], padding=[p for _, p in kp],
-                                              bias=conv_bias))
-            self.stages.append(_ConvStack(n_conv_per_stage[i], conv_op, feats[s], feats[s], encoder.kernel_sizes[s],
-                                          conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin,
-                                          nonlin_kwargs, short_residual))
-        # one head per resolution except the bottleneck, highest resolution first (index = encoder stage)
-        self.seg_layers = nn.ModuleList([conv_op(feats[s], num_classes, 1, 1, 0, bias=True) for s in range(n - 1)])
-
-    def forward(self, skips: List[torch.Tensor]):
-        n = len(skips)
-        x = skips[-1]
-        dec = [None] * (n - 1)  # decoder features per encoder stage index
-        for i, (up, stage) in enumerate(zip(self.transpconvs, self.stages)):
-            s = n - 2 - i
-            x = up(x, output_size=list(skips[s].shape[2:]))
-            if self.long_residual:
-                x = x + skips[s]
-            x = stage(x)
-            dec[s] = x
-        main = self.seg_layers[0](dec[0])
-        if not self.deep_supervision:
-            return main
-        taps = skips if self.ds_source == "encoder" else dec
-        return [main] + [self.seg_layers[s](taps[s]) for s in range(1, n - 1)]
-
-    def compute_conv_feature_map_size(self, stage_sizes: List[List[int]]) -> int:
-        n = len(stage_sizes)
-        out = 0
-        for i, stage in enumerate(self.stages):
-            s = n - 2 - i
-            numel = int(np.prod(stage_sizes[s], dtype=np.int64))
-            out += self.transpconvs[i].out_channels * numel  # deconvolution output (= skip size)
-            out += stage.compute_conv_feature_map_size(stage_sizes[s])
-        heads = range(n - 1) if self.deep_supervision else [0]
-        out += sum(self.num_classes * int(np.prod(stage_sizes[s], dtype=np.int64)) for s in heads)
-        return out
-
-
-class ResDSN(nn.Module):
+class ResDSN(ScaffoldUNet):
     """ResDSN of resdsn_c2f (Sec. 3.4, Fig. 3, Table 1) and its variants FResDSN / SResDSN / DSN, 2D or 3D by
     ``conv_op``, following nnU-Net plans. See the module docstring for the paper and the adaptation.
 
@@ -292,23 +182,42 @@ class ResDSN(nn.Module):
             norm_op, norm_op_kwargs = get_matching_batchnorm(conv_op), {"eps": 1e-5, "affine": True}
             nonlin, nonlin_kwargs = nn.ReLU, {"inplace": True}
         self.long_residual, self.short_residual = long_residual, short_residual
-        common = dict(conv_bias=conv_bias, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, dropout_op=dropout_op,
-                      dropout_op_kwargs=dropout_op_kwargs, nonlin=nonlin, nonlin_kwargs=nonlin_kwargs)
-        self.encoder = ResDSNEncoder(input_channels, features_per_stage, conv_op, kernel_sizes, strides,
-                                     n_conv_per_stage, short_residual=short_residual, **common)
-        self.decoder = ResDSNDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
-                                     long_residual, short_residual, ds_source, **common)
+        common = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
+                  short_residual)
+        n_dec = [n_conv_per_stage_decoder] * (n_stages - 1) if isinstance(n_conv_per_stage_decoder, (int, np.integer)) \
+            else list(n_conv_per_stage_decoder)
+        if len(n_dec) != n_stages - 1:
+            raise ValueError(f"ResDSN: n_conv_per_stage_decoder needs {n_stages - 1} entries (n_stages - 1), "
+                             f"got {len(n_dec)}")
+        strides, kernel_sizes = [list(st) for st in strides], [list(k) for k in kernel_sizes]
+        # encoder (Conv1a ... Conv4b): max pooling with kernel = stride, then a stack of convolutions
+        self.encoder = UNetEncoder(
+            input_channels, features_per_stage, strides, conv_op=conv_op, kernel_sizes=kernel_sizes,
+            make_down=lambda s, cin, st: max_pool(conv_op, st),
+            make_block=lambda s, cin, c: _ConvStack(n_conv_per_stage[s], conv_op, cin, c, kernel_sizes[s], *common),
+            check_size=_check_poolable)
+        # decoder (DeConv3a ... Res/Conv1b): deconvolution to the skip's size, long residual sum, convolutions;
+        # seg_layers[s] is the 1x1 classifier at resolution s (0: the main head; 1, 2: Conv2b, Conv3b with ds_source
+        # "encoder", the paper's auxiliary heads)
+        feats = features_per_stage
+        transp_op = get_matching_convtransp(conv_op)
 
-    def forward(self, x):
-        return self.decoder(self.encoder(x))
+        def make_up(s):
+            kp = [deconv_kernel_and_padding(st) for st in strides[s + 1]]
+            return transp_op(feats[s + 1], feats[s], kernel_size=[k for k, _ in kp], stride=strides[s + 1],
+                             padding=[p for _, p in kp], bias=conv_bias)
 
-    def compute_conv_feature_map_size(self, input_size):
+        self.decoder = UNetDecoder(
+            self.encoder, num_classes, deep_supervision, make_up=make_up, match_skip_size=True,
+            fuse="sum" if long_residual else "none", heads_by_resolution=True, head_taps=ds_source,
+            make_stage=lambda s: _ConvStack(n_dec[n_stages - 2 - s], conv_op, feats[s], feats[s], kernel_sizes[s],
+                                            *common),
+            make_head=lambda s: conv_op(feats[s], num_classes, 1, 1, 0, bias=True))
+
+    def check_input_size(self, input_size):
         if len(input_size) != len(self.encoder.strides[0]):
             raise ValueError(f"ResDSN: input_size {tuple(input_size)} must have {len(self.encoder.strides[0])} "
                              f"spatial axes (no batch/channel axes)")
-        sizes = self.encoder.stage_sizes(input_size)
-        return self.encoder.compute_conv_feature_map_size(input_size) + \
-            self.decoder.compute_conv_feature_map_size(sizes)
 
     @staticmethod
     def initialize(module):
@@ -334,15 +243,22 @@ PAPER_KWARGS = dict(
     dropout_op_kwargs=None, nonlin="torch.nn.ReLU", nonlin_kwargs={"inplace": True}, deep_supervision=True,
 )
 
-register("resdsn", ResDSN, family="resdsn", paper_kwargs=PAPER_KWARGS,
-         variant_kwargs=dict(long_residual=True, short_residual=False),
-         description="ResDSN (resdsn_c2f): long residual sums, max pooling, 4x4x4 deconvs, DS heads on Conv2b/Conv3b")
-register("resdsn_full", ResDSN, family="resdsn", paper_kwargs=PAPER_KWARGS,
-         variant_kwargs=dict(long_residual=True, short_residual=True),
-         description="FResDSN (resdsn_c2f Table 1): ResDSN with long and short residual sums")
-register("sresdsn", ResDSN, family="resdsn", paper_kwargs=PAPER_KWARGS,
-         variant_kwargs=dict(long_residual=False, short_residual=True),
-         description="SResDSN (resdsn_c2f Table 1, VoxResNet-like): short residual sums only, deep supervision")
-register("dsn", ResDSN, family="resdsn", paper_kwargs=PAPER_KWARGS,
-         variant_kwargs=dict(long_residual=False, short_residual=False),
-         description="DSN (resdsn_c2f Table 1, 3D DSN): neither long nor short residuals, deep supervision only")
+
+def _register_variants() -> None:
+    """The four networks of resdsn_c2f Table 1, all at the paper configuration."""
+    register("resdsn", ResDSN, family="resdsn", paper_kwargs=PAPER_KWARGS,
+             variant_kwargs=dict(long_residual=True, short_residual=False),
+             description="ResDSN (resdsn_c2f): long residual sums, max pooling, 4x4x4 deconvs, "
+                         "DS heads on Conv2b/Conv3b")
+    register("resdsn_full", ResDSN, family="resdsn", paper_kwargs=PAPER_KWARGS,
+             variant_kwargs=dict(long_residual=True, short_residual=True),
+             description="FResDSN (resdsn_c2f Table 1): ResDSN with long and short residual sums")
+    register("sresdsn", ResDSN, family="resdsn", paper_kwargs=PAPER_KWARGS,
+             variant_kwargs=dict(long_residual=False, short_residual=True),
+             description="SResDSN (resdsn_c2f Table 1, VoxResNet-like): short residual sums only, deep supervision")
+    register("dsn", ResDSN, family="resdsn", paper_kwargs=PAPER_KWARGS,
+             variant_kwargs=dict(long_residual=False, short_residual=False),
+             description="DSN (resdsn_c2f Table 1, 3D DSN): neither long nor short residuals, deep supervision only")
+
+
+_register_variants()

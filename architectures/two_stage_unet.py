@@ -29,5 +29,12 @@ PAPER_KWARGS = dict(
     nonlin_kwargs={"inplace": True}, deep_supervision=False,
 )
 
-register("two_stage_unet", PlainConvUNet, family="two_stage_unet", paper_kwargs=PAPER_KWARGS,
-         description="3D U-Net of the two-stage pancreas method (PlainConvUNet, 32-256 channels, BN/ReLU, same net both stages)")
+
+
+def _register_variants() -> None:
+    register("two_stage_unet", PlainConvUNet, family="two_stage_unet", paper_kwargs=PAPER_KWARGS,
+             description="3D U-Net of the two-stage pancreas method (PlainConvUNet, 32-256 channels, BN/ReLU, "
+                         "same net both stages)")
+
+
+_register_variants()
