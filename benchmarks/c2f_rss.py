@@ -16,7 +16,7 @@ Two modes:
 * measure (``--input``): the measurement alone, with the nnU-Net folders of the environment (used by
   ``tests/test_long_runs.py``).
 
-Example (what docs/long_runs.md reports)::
+Example (what docs/workflows.md reports)::
 
     OMP_NUM_THREADS=1 python benchmarks/c2f_rss.py --workdir /tmp/c2f_rss --cases 50 --every 10
 """

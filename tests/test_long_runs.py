@@ -1,5 +1,5 @@
 """Long runs: ``predict-c2f`` over many cases in one process does not accumulate memory. The trend check of
-``benchmarks/c2f_rss.py`` (which runs 50 cases and prints RSS every 10; figures in docs/long_runs.md) on a few copies
+``benchmarks/c2f_rss.py`` (which runs 50 cases and prints RSS every 10; figures in docs/workflows.md) on a few copies
 of the fixture's test images."""
 import json
 import shutil
@@ -12,7 +12,7 @@ from conftest import train
 ROOT = Path(__file__).resolve().parents[1]
 COARSE = "nnUNetTrainerPlainUNet_1epoch_4iters"  # the models of tests/test_c2f.py (trained once per session)
 FINE = "nnUNetTrainerPlainUNet_fine_1epoch_4iters"
-NUM_CASES = 10
+NUM_CASES = 8
 WARM_UP = 2  # cases before memory settles (lazy imports, allocator pools, the first sliding windows)
 #: the RSS sampled after a case swings by up to ~90 MiB (memory the allocator has not returned yet: 50-case run in
 #: docs/workflows.md), so the trend is judged on the floor: the lowest RSS of the last half of the cases against the
@@ -42,12 +42,12 @@ def test_predict_c2f_rss_does_not_grow_with_cases(nnunet_dataset, tmp_path):
     out_json = tmp_path / "rss.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "c2f_rss.py"), "--input", str(inp), "--output",
-         str(tmp_path / "out"), "-d", str(ds.dataset_id), "--coarse", coarse, "--fine", fine, "--every", "5",
+         str(tmp_path / "out"), "-d", str(ds.dataset_id), "--coarse", coarse, "--fine", fine, "--every", "4",
          "--json", str(out_json)], env=ds.env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     samples = json.loads(out_json.read_text())
     assert [s["cases"] for s in samples] == list(range(NUM_CASES + 1))
-    assert proc.stdout.count("[rss] after") == NUM_CASES // 5
+    assert proc.stdout.count("[rss] after") == NUM_CASES // 4
     assert len(list((tmp_path / "out").glob("long_*.nii.gz"))) == NUM_CASES
     after = samples[WARM_UP + 1:]  # samples[i] is taken after case i
     half = len(after) // 2
