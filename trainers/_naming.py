@@ -13,6 +13,8 @@ regular expression. It contributes ``hparams`` (attributes set on the trainer in
 ``<N>epochs`` / ``1epoch``   ``num_epochs = N``
 ``<M>iters``                 ``num_iterations_per_epoch = M``, ``num_val_iterations_per_epoch = max(1, M // 5)``
                              (nnU-Net's 250:50 ratio); for smoke tests, e.g. ``nnUNetTrainerPlainUNet_1epoch_5iters``
+``save<K>``                  ``save_every = K``: ``checkpoint_latest.pth`` every K epochs (nnU-Net: 50), so that a
+                             run killed and resumed with ``--c`` loses at most K epochs
 
 Stock ``nnUNetTrainer`` is a base too (``nnUNetTrainer_5epochs_20iters``), so that a short comparison against
 stock nnU-Net uses the very same schedule (nnU-Net's own ``nnUNetTrainer_5epochs`` is found first where it exists).
@@ -72,6 +74,16 @@ def _iters(m):
 
 register_suffix("epochs", r"(\d+)epochs?", _epochs, "num_epochs = N (nnU-Net's own naming: _1epoch, _5epochs)")
 register_suffix("iters", r"(\d+)iters", _iters, "num_iterations_per_epoch = M, validation iterations M // 5")
+
+
+def _save_every(m):
+    k = int(m.group(1))
+    if k < 1:
+        raise ValueError(f"checkpoint interval must be >= 1 epoch, got {m.group(0)!r}")
+    return {"save_every": k}, {}, ()
+
+
+register_suffix("save", r"save(\d+)", _save_every, "save_every = K: checkpoint_latest.pth every K epochs (--c resumes)")
 
 
 def parse(name: str, bases: Dict[str, type]) -> Optional[Tuple[type, List[Tuple[Suffix, "re.Match[str]"]]]]:

@@ -1,0 +1,59 @@
+"""Long runs: ``predict-c2f`` over many cases in one process does not accumulate memory. The trend check of
+``benchmarks/c2f_rss.py`` (which runs 50 cases and prints RSS every 10; figures in docs/workflows.md) on a few copies
+of the fixture's test images."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import train
+
+ROOT = Path(__file__).resolve().parents[1]
+COARSE = "nnUNetTrainerPlainUNet_1epoch_4iters"  # the models of tests/test_c2f.py (trained once per session)
+FINE = "nnUNetTrainerPlainUNet_fine_1epoch_4iters"
+NUM_CASES = 8
+WARM_UP = 2  # cases before memory settles (lazy imports, allocator pools, the first sliding windows)
+#: the RSS sampled after a case swings by up to ~90 MiB (memory the allocator has not returned yet; the floor moves
+#: in ~10-20 MiB steps: docs/workflows.md), so the trend is judged on the floor: the lowest RSS after the last half of
+#: the cases against the lowest after the first half (after the warm-up). A per-case leak of L MiB raises it by ~3 L:
+#: this catches leaks of ~10 MiB per case and more (a few float32 volumes of a fixture case; at CT scale one leaked
+#: logits volume is hundreds of MiB)
+RSS_FLOOR_TOLERANCE_MB = 32.0
+#: the peak (VmHWM, what a scheduler kills on) also rises in allocator steps (+28 MiB once within 8 repeated cases,
+#: +19 MiB from case 10 to 50 in the benchmark): from the middle of the run to its end it must stay within this
+PEAK_TOLERANCE_MB = 64.0
+
+
+def _model(ds, trainer):
+    fold = ds.results / ds.dataset_folder.name / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+    if not (fold / "checkpoint_final.pth").is_file():
+        train(ds, trainer, "3d_fullres")
+    return f"{trainer}:3d_fullres"
+
+
+def test_predict_c2f_rss_does_not_grow_with_cases(nnunet_dataset, tmp_path):
+    ds = nnunet_dataset
+    coarse, fine = _model(ds, COARSE), _model(ds, FINE)
+    # NUM_CASES cases: the fixture's test images under new case names, in turn
+    images = sorted(ds.images_ts.glob("*_0000.nii.gz"))
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(NUM_CASES):
+        shutil.copy(images[i % len(images)], inp / f"long_{i:03d}_0000.nii.gz")
+    out_json = tmp_path / "rss.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "c2f_rss.py"), "--input", str(inp), "--output",
+         str(tmp_path / "out"), "-d", str(ds.dataset_id), "--coarse", coarse, "--fine", fine, "--every", "4",
+         "--json", str(out_json)], env=ds.env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    samples = json.loads(out_json.read_text())
+    assert [s["cases"] for s in samples] == list(range(NUM_CASES + 1))
+    assert proc.stdout.count("[rss] after") == NUM_CASES // 4
+    assert len(list((tmp_path / "out").glob("long_*.nii.gz"))) == NUM_CASES
+    after = samples[WARM_UP + 1:]  # samples[i] is taken after case i
+    half = len(after) // 2
+    first, second = after[:half], after[half:]
+    floor_growth = min(s["rss_mb"] for s in second) - min(s["rss_mb"] for s in first)
+    assert floor_growth <= RSS_FLOOR_TOLERANCE_MB, samples
+    assert samples[-1]["peak_mb"] - samples[NUM_CASES // 2]["peak_mb"] <= PEAK_TOLERANCE_MB, samples

@@ -1,0 +1,197 @@
+"""nnU-Net's own workflows with one of our trainers, on the tiny dataset of the session fixture (6 training cases, so
+five folds), CPU, 2 epochs of 2 iterations, a checkpoint every epoch (``_save1``):
+
+* 5-fold cross-validation of ``nnUNetTrainerMoNet`` and of stock ``nnUNetTrainer`` on the same schedule, with the
+  validation probabilities (``--npz``); folds in one python process calling nnU-Net's ``run_training`` (the import
+  cost is paid once), except one fold of ours, which is trained by the stock ``nnUNetv2_train``, killed (SIGKILL)
+  in its second epoch and resumed with ``--c``;
+* ``nnUNetv2_train --val`` on a finished fold of ours;
+* ``nnUNetv2_find_best_configuration`` with both trainers named (``-tr``), then the inference it prescribes:
+  ``nnUNetv2_predict --save_probabilities`` of both 5-fold models, ``nnUNetv2_ensemble``,
+  ``nnUNetv2_apply_postprocessing`` with the chosen ``postprocessing.pkl``.
+
+Every step but the fold loop is the stock console command a user types."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import assert_predictions_match_inputs, run
+
+OURS = "nnUNetTrainerMoNet_2epochs_2iters_save1"
+STOCK = "nnUNetTrainer_2epochs_2iters_save1"
+CONF = "2d"
+PLANS = "nnUNetPlans"
+FOLDS = (0, 1, 2, 3, 4)
+KILLED_FOLD = 4  # fold of ours that is killed mid-way and resumed
+SAVE_EVERY = 1  # the _save1 suffix
+VAL_FOLD = 1  # fold of ours validated again with --val (one validation case: 6 cases in 5 folds)
+
+# nnU-Net's own run_training per fold, in one process; argv: dataset, then TRAINER:FOLD ...
+_FOLDS_DRIVER = """
+import sys, torch
+from nnunetv2.run.run_training import run_training
+for spec in sys.argv[2:]:
+    trainer, fold = spec.rsplit(":", 1)
+    run_training(sys.argv[1], %r, int(fold), trainer, %r, export_validation_probabilities=True,
+                 device=torch.device("cpu"))
+""" % (CONF, PLANS)
+
+_EPOCH_LINE = re.compile(r": Epoch (\d+)\s*$", re.M)
+
+
+def _model_dir(ds, trainer):
+    return ds.results / ds.dataset_folder.name / f"{trainer}__{PLANS}__{CONF}"
+
+
+def _epochs_logged(log: Path):
+    return [int(m) for m in _EPOCH_LINE.findall(log.read_text())]
+
+
+def _train_killed_then_resumed(ds, trainer, fold, tmp):
+    """Stock ``nnUNetv2_train`` killed with SIGKILL once it logs its second epoch, then resumed with ``--c``."""
+    import torch
+
+    fold_dir = _model_dir(ds, trainer) / f"fold_{fold}"
+    exe = str(Path(sys.executable).parent / "nnUNetv2_train")
+    cmd = [exe, str(ds.dataset_id), CONF, str(fold), "-tr", trainer, "-p", PLANS, "-device", "cpu", "--npz"]
+    with open(tmp / "killed.log", "w") as out:
+        proc = subprocess.Popen(cmd, env=ds.env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 900
+        killed_log = None
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                logs = sorted(fold_dir.glob("training_log_*.txt"))
+                if logs and any(e >= 1 for e in _epochs_logged(logs[-1])):
+                    killed_log = logs[-1]
+                    break
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert killed_log is not None, f"training never reached epoch 1:\n{(tmp / 'killed.log').read_text()[-3000:]}"
+    assert proc.returncode == -signal.SIGKILL
+    assert not (fold_dir / "checkpoint_final.pth").exists(), "killed too late: the training had finished"
+    latest = torch.load(fold_dir / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    killed = SimpleNamespace(last_epoch=max(_epochs_logged(killed_log)), checkpoint_epoch=latest["current_epoch"],
+                             train_losses=list(latest["logging"]["train_losses"]))
+    time.sleep(1.1)  # nnU-Net names its log files by the second
+    run(["nnUNetv2_train", str(ds.dataset_id), CONF, str(fold), "-tr", trainer, "-p", PLANS, "-device", "cpu",
+         "--npz", "--c"], ds.env)
+    resumed_log = [p for p in sorted(fold_dir.glob("training_log_*.txt")) if p != killed_log]
+    assert len(resumed_log) == 1
+    final = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    return SimpleNamespace(killed=killed, resumed_epochs=_epochs_logged(resumed_log[0]), final=final,
+                           fold_dir=fold_dir)
+
+
+@pytest.fixture(scope="module")
+def cv(nnunet_dataset, tmp_path_factory):
+    """Five folds of ours and of stock nnU-Net; records the wall time of each part."""
+    ds = nnunet_dataset
+    tmp = tmp_path_factory.mktemp("workflows")
+    t0 = time.perf_counter()
+    specs = [f"{OURS}:{f}" for f in FOLDS if f != KILLED_FOLD] + [f"{STOCK}:{f}" for f in FOLDS]
+    run([sys.executable, "-c", _FOLDS_DRIVER, str(ds.dataset_id), *specs], ds.env, timeout=3600)
+    t1 = time.perf_counter()
+    resume = _train_killed_then_resumed(ds, OURS, KILLED_FOLD, tmp)
+    t2 = time.perf_counter()
+    for tr in (OURS, STOCK):
+        for f in FOLDS:
+            assert (_model_dir(ds, tr) / f"fold_{f}" / "checkpoint_final.pth").is_file()
+    print(f"\n[workflows] 9 folds in one process {t1 - t0:.1f} s; killed + resumed fold {t2 - t1:.1f} s")
+    return SimpleNamespace(ds=ds, tmp=tmp, resume=resume)
+
+
+def test_resume_with_c_loses_at_most_one_checkpoint_interval(cv):
+    r = cv.resume
+    # the killed run was in epoch 1 (>= one checkpoint written); what it had not checkpointed is < one interval
+    assert r.killed.last_epoch >= 1 and r.killed.checkpoint_epoch >= 1
+    assert 0 <= r.killed.last_epoch - r.killed.checkpoint_epoch < SAVE_EVERY
+    # --c starts at the checkpoint's epoch, not at 0, and runs to the end of the schedule
+    assert r.resumed_epochs and r.resumed_epochs[0] == r.killed.checkpoint_epoch
+    assert r.resumed_epochs[-1] == r.final["current_epoch"] - 1 == 1
+    # the epochs before the checkpoint were carried over from it, not trained again
+    losses = r.final["logging"]["train_losses"]
+    assert len(losses) == 2
+    assert losses[:r.killed.checkpoint_epoch] == r.killed.train_losses[:r.killed.checkpoint_epoch]
+    assert (r.fold_dir / "validation" / "summary.json").is_file()
+
+
+def test_val_on_a_finished_fold_of_ours(cv):
+    ds = cv.ds
+    fold_dir = _model_dir(ds, OURS) / f"fold_{VAL_FOLD}"
+    summary = fold_dir / "validation" / "summary.json"
+    before = json.loads(summary.read_text())
+    summary.unlink()
+    npz = sorted((fold_dir / "validation").glob("*.npz"))
+    assert npz, "the cross-validation was run with --npz"
+    for p in npz:
+        p.unlink()
+    run(["nnUNetv2_train", str(ds.dataset_id), CONF, str(VAL_FOLD), "-tr", OURS, "-p", PLANS, "-device", "cpu",
+         "--val", "--npz"], ds.env)
+    after = json.loads(summary.read_text())
+    # the same checkpoint, the same validation cases: the same scores
+    assert [c["reference_file"] for c in after["metric_per_case"]] == \
+           [c["reference_file"] for c in before["metric_per_case"]]
+    assert np.isclose(after["foreground_mean"]["Dice"], before["foreground_mean"]["Dice"], equal_nan=True)
+    assert sorted((fold_dir / "validation").glob("*.npz")) == npz
+
+
+def test_find_best_configuration_ensemble_and_postprocessing(cv):
+    ds, tmp = cv.ds, cv.tmp
+    results = ds.results / ds.dataset_folder.name
+    run(["nnUNetv2_find_best_configuration", str(ds.dataset_id), "-c", CONF, "-tr", OURS, STOCK, "-p", PLANS,
+         "-f", *map(str, FOLDS), "-np", "1"], ds.env)
+    info = json.loads((results / "inference_information.json").read_text())
+    # both 5-fold models and their ensemble were scored on the merged cross-validation
+    ids = {f"{tr}__{PLANS}__{CONF}" for tr in (OURS, STOCK)}
+    assert ids <= set(info["all_results"])
+    assert any(k.startswith("ensemble___") for k in info["all_results"])
+    for tr in (OURS, STOCK):
+        merged = _model_dir(ds, tr) / "crossval_results_folds_0_1_2_3_4"
+        summary = json.loads((merged / "summary.json").read_text())
+        assert len(summary["metric_per_case"]) == 6  # every training case validated exactly once
+    best = info["best_model_or_ensemble"]
+    pp_pkl = Path(best["postprocessing_file"])
+    assert pp_pkl.is_file()
+
+    # the inference find_best_configuration prescribes for an ensemble, for both models whatever it chose
+    preds = []
+    for tr in (OURS, STOCK):
+        out = tmp / f"pred_{tr}"
+        run(["nnUNetv2_predict", "-i", str(ds.images_ts), "-o", str(out), "-d", str(ds.dataset_id), "-c", CONF,
+             "-tr", tr, "-p", PLANS, "-f", *map(str, FOLDS), "-device", "cpu", "-npp", "1", "-nps", "1",
+             "--save_probabilities", "--disable_tta"], ds.env)
+        assert_predictions_match_inputs(out, ds.images_ts)
+        preds.append(out)
+    ens = tmp / "ensemble"
+    run(["nnUNetv2_ensemble", "-i", *map(str, preds), "-o", str(ens), "-np", "1"], ds.env)
+    assert_predictions_match_inputs(ens, ds.images_ts)
+    pp = tmp / "ensemble_pp"
+    run(["nnUNetv2_apply_postprocessing", "-i", str(ens), "-o", str(pp), "-pp_pkl_file", str(pp_pkl), "-np", "1",
+         "-plans_json", best["some_plans_file"], "-dataset_json", str(ens / "dataset.json")], ds.env)
+    assert_predictions_match_inputs(pp, ds.images_ts)
+
+    import SimpleITK as sitk
+
+    for img in sorted(ds.images_ts.glob("*_0000.nii.gz")):
+        case = img.name[: -len("_0000.nii.gz")]
+        # the ensemble is the argmax of the mean of the two models' probabilities
+        probs = [np.load(p / f"{case}.npz")["probabilities"].astype(np.float32) for p in preds]
+        expected = np.argmax((probs[0] + probs[1]) / 2, axis=0)
+        got = sitk.GetArrayFromImage(sitk.ReadImage(str(ens / f"{case}.nii.gz")))
+        assert np.mean(got == expected) > 0.999, case
+        # postprocessing only removes components: its foreground lies inside the ensemble's
+        post = sitk.GetArrayFromImage(sitk.ReadImage(str(pp / f"{case}.nii.gz")))
+        assert not np.any((post > 0) & (got == 0))
+        assert np.all((post == got) | (post == 0))
