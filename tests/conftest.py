@@ -41,6 +41,21 @@ def run(cmd: List[str], env: dict, timeout: int = 900, check: bool = True) -> su
 
 
 @pytest.fixture(scope="session")
+def meta_model():
+    """``meta_model(name, **overrides)``: the registry's default construction of ``name`` on the meta device (shapes,
+    no storage), built at most once per test run and shared (:func:`nnunet_ext.architectures.meta_model`). For
+    parameter counts and structure checks of the paper-size networks (1.3 G parameters in all); do not modify it."""
+    from nnunet_ext import architectures as A
+
+    return A.meta_model
+
+
+def n_trainable(net) -> int:
+    """Trainable parameters, counted here independently of the registry's ``count_parameters``."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+@pytest.fixture(scope="session")
 def nnunet_dataset(tmp_path_factory):
     """Synthetic dataset 991 (6 training cases, 2 test cases), planned and preprocessed for 2d and 3d_fullres by
     ``nnUNetv2_plan_and_preprocess``. Returns a namespace with the folders, ``env`` and ``dataset_id``."""
