@@ -34,7 +34,8 @@ class Suffix:
     #: match -> (hparams, class attributes, mixins)
     build: Callable[["re.Match[str]"], Tuple[dict, dict, tuple]]
     doc: str = ""
-    #: applies only to bases for which this returns True (default: all)
+    #: applies only to bases for which this returns True (default: all); a name with a refused suffix is no trainer
+    #: (e.g. c2f's ``_fine`` on an exported ``...Fine`` trainer, which has the fine stage already)
     applies_to: Optional[Callable[[type], bool]] = None
 
 
