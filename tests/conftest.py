@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -75,13 +75,27 @@ def nnunet_dataset(tmp_path_factory):
                            plans_file=pre / folder.name / "nnUNetPlans.json")
 
 
+#: (results folder, trainer, configuration, fold, plans, extra, plans file text) -> fold folder trained in this run
+_TRAINED: Dict[tuple, Path] = {}
+
+
 def train(ds, trainer: str, configuration: str, fold: int = 0, extra: Optional[List[str]] = None,
           plans: str = "nnUNetPlans"):
-    """Stock ``nnUNetv2_train`` on the CPU; returns the fold's output folder."""
+    """Stock ``nnUNetv2_train`` on the CPU; returns the fold's output folder.
+
+    A fold is trained at most once per test run: the same call (same trainer, configuration, fold, arguments and
+    plans file content) again returns the folder of the first (e.g. test_end_to_end and test_c2f both train
+    ``nnUNetTrainerPlainUNet_1epoch_4iters`` 3d_fullres), unless its final checkpoint has gone."""
+    plans_file = ds.preprocessed / ds.dataset_folder.name / f"{plans}.json"
+    key = (str(ds.results), trainer, configuration, fold, plans, tuple(extra or ()),
+           plans_file.read_text() if plans_file.is_file() else None)
+    out = ds.results / ds.dataset_folder.name / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
+    if _TRAINED.get(key) == out and (out / "checkpoint_final.pth").is_file():
+        return out
     run(["nnUNetv2_train", str(ds.dataset_id), configuration, str(fold), "-tr", trainer, "-device", "cpu",
          "-p", plans, *(extra or [])], ds.env)
-    out = ds.results / ds.dataset_folder.name / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
     assert (out / "checkpoint_final.pth").is_file(), f"no final checkpoint in {out}"
+    _TRAINED[key] = out
     return out
 
 
