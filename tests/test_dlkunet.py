@@ -395,7 +395,8 @@ def test_stock_lookup_finds_schedule_names(tmp_path):
 # --------------------------------------------------------------------------------------------- end to end
 def test_train_predict_2d_dlkunet_s_dynloss(nnunet_dataset, tmp_path):
     """Stock nnUNetv2_train + nnUNetv2_predict (CPU, 1 epoch of 4 iterations) with DLKUNet-S and the dynamic loss."""
-    trainer = "nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters"
+    # _nomirror: the final validation without test-time mirroring, like the prediction below (4x fewer passes)
+    trainer = "nnUNetTrainerDLKUNetS_dynloss_nomirror_1epoch_4iters"
     fold_dir = train(nnunet_dataset, trainer, "2d")
     log = "\n".join(p.read_text() for p in fold_dir.glob("training_log_*.txt"))
     a, b = scaled_weights(dynamic_weights(0, 1))

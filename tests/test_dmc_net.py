@@ -263,7 +263,7 @@ def test_trainers_build_per_dimension_from_plans():
 def test_end_to_end_train_and_predict(nnunet_dataset, tmp_path, configuration):
     """Stock nnUNetv2_train (1 epoch of 4 iterations, CPU) then stock nnUNetv2_predict (without test-time mirroring,
     to keep the CPU run short) with nnUNetTrainerDMCNet; predictions match the inputs' geometry and labels."""
-    trainer = "nnUNetTrainerDMCNet_1epoch_4iters"
+    trainer = "nnUNetTrainerDMCNet_nomirror_1epoch_4iters"  # the final validation without mirroring too
     plans = "nnUNetPlans" if configuration == "2d" else small_3d_plans(nnunet_dataset)
     t0 = time.perf_counter()
     out = train(nnunet_dataset, trainer, configuration, plans=plans)

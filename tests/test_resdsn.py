@@ -223,11 +223,12 @@ def test_resdsn_trainers_weight_decay_and_names():
 
 # --------------------------------------------------------------------------------------------------- end to end
 def test_end_to_end_resdsn_3d_fullres(nnunet_dataset, tmp_path):
-    trainer = "nnUNetTrainerResDSN_1epoch_4iters"
+    # _nomirror: no test-time mirroring in the final validation and the prediction (nnU-Net's, network-independent;
+    # test_end_to_end keeps it): 8x fewer 3D forward passes
+    trainer = "nnUNetTrainerResDSN_nomirror_1epoch_4iters"
     fold_dir = train(nnunet_dataset, trainer, "3d_fullres")
     ckpt = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert any(k.startswith("decoder.transpconvs.") for k in ckpt["network_weights"])  # it trained a ResDSN
-    # without test-time mirroring (nnU-Net's, network-independent; test_end_to_end predicts with it): 8x fewer
-    # 3D forward passes
-    out = predict(nnunet_dataset, trainer, "3d_fullres", tmp_path / "pred", extra=["--disable_tta"])
+    assert ckpt["inference_allowed_mirroring_axes"] is None  # _nomirror reached nnU-Net's predictor
+    out = predict(nnunet_dataset, trainer, "3d_fullres", tmp_path / "pred")
     assert_predictions_match_inputs(out, nnunet_dataset.images_ts)

@@ -13,6 +13,8 @@ regular expression. It contributes ``hparams`` (attributes set on the trainer in
 ``<N>epochs`` / ``1epoch``   ``num_epochs = N``
 ``<M>iters``                 ``num_iterations_per_epoch = M``, ``num_val_iterations_per_epoch = max(1, M // 5)``
                              (nnU-Net's 250:50 ratio); for smoke tests, e.g. ``nnUNetTrainerPlainUNet_1epoch_5iters``
+``nomirror``                 nnU-Net's ``nnUNetTrainerNoMirroring``: no mirroring augmentation, no test-time mirroring
+                             in the final validation and in prediction (smoke tests: 4x / 8x fewer forward passes)
 
 Stock ``nnUNetTrainer`` is a base too (``nnUNetTrainer_5epochs_20iters``), so that a short comparison against
 stock nnU-Net uses the very same schedule (nnU-Net's own ``nnUNetTrainer_5epochs`` is found first where it exists).
@@ -73,6 +75,21 @@ def _iters(m):
 
 register_suffix("epochs", r"(\d+)epochs?", _epochs, "num_epochs = N (nnU-Net's own naming: _1epoch, _5epochs)")
 register_suffix("iters", r"(\d+)iters", _iters, "num_iterations_per_epoch = M, validation iterations M // 5")
+
+
+class NoMirroringMixin:
+    """nnU-Net's ``nnUNetTrainerNoMirroring`` for any trainer: no mirroring augmentation in training, and none at
+    inference (``inference_allowed_mirroring_axes = None``: the final validation and ``nnUNetv2_predict`` run one
+    forward pass per patch instead of 4 (2d) or 8 (3d)). For smoke tests of the whole pipeline on a CPU."""
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None
+
+
+register_suffix("nomirror", r"nomirror", lambda m: ({}, {}, (NoMirroringMixin,)),
+                "nnU-Net's nnUNetTrainerNoMirroring: no mirroring in training, validation or prediction")
 
 
 def parse(name: str, bases: Dict[str, type]) -> Optional[Tuple[type, List[Tuple[Suffix, "re.Match[str]"]]]]:
