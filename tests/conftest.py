@@ -80,17 +80,18 @@ _TRAINED: Dict[tuple, Path] = {}
 
 
 def train(ds, trainer: str, configuration: str, fold: int = 0, extra: Optional[List[str]] = None,
-          plans: str = "nnUNetPlans"):
+          plans: str = "nnUNetPlans", reuse: bool = False):
     """Stock ``nnUNetv2_train`` on the CPU; returns the fold's output folder.
 
-    A fold is trained at most once per test run: the same call (same trainer, configuration, fold, arguments and
-    plans file content) again returns the folder of the first (e.g. test_end_to_end and test_c2f both train
-    ``nnUNetTrainerPlainUNet_1epoch_4iters`` 3d_fullres), unless its final checkpoint has gone."""
+    ``reuse=True``: if this very call (trainer, configuration, fold, arguments, plans file content) has trained in
+    this test run already and its final checkpoint is still there, return that folder instead of training again
+    (test_c2f and test_end_to_end both train ``nnUNetTrainerPlainUNet_1epoch_4iters`` 3d_fullres fold 0). Off by
+    default: a test that trains twice on purpose (resume, overwrite) gets two runs."""
     plans_file = ds.preprocessed / ds.dataset_folder.name / f"{plans}.json"
     key = (str(ds.results), trainer, configuration, fold, plans, tuple(extra or ()),
            plans_file.read_text() if plans_file.is_file() else None)
     out = ds.results / ds.dataset_folder.name / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
-    if _TRAINED.get(key) == out and (out / "checkpoint_final.pth").is_file():
+    if reuse and _TRAINED.get(key) == out and (out / "checkpoint_final.pth").is_file():
         return out
     run(["nnUNetv2_train", str(ds.dataset_id), configuration, str(fold), "-tr", trainer, "-device", "cpu",
          "-p", plans, *(extra or [])], ds.env)
