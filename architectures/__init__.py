@@ -14,11 +14,13 @@ blocks; every sub-block reports its feature maps as ``compute_conv_feature_map_s
 import importlib
 import pkgutil
 
-from ._registry import (REQ_IMPORT_KEYS, ArchSpec, UnknownArchitectureError, count_parameters, create,
-                        create_from_plans, get_spec, list_architectures, plans_arch_kwargs, register, to_plans_entry)
+from ._registry import (REQ_IMPORT_KEYS, ArchSpec, UnknownArchitectureError, count_parameters,
+                        count_parameters_of, create, create_from_plans, get_spec, list_architectures, meta_model,
+                        plans_arch_kwargs, register, to_plans_entry)
 
 __all__ = ["ArchSpec", "UnknownArchitectureError", "register", "create", "create_from_plans", "list_architectures",
-           "get_spec", "plans_arch_kwargs", "to_plans_entry", "REQ_IMPORT_KEYS", "count_parameters"]
+           "get_spec", "plans_arch_kwargs", "to_plans_entry", "REQ_IMPORT_KEYS", "count_parameters",
+           "count_parameters_of", "meta_model"]
 
 # plain_unet first: it is the baseline and the first registered entry
 _FAMILIES = ["plain_unet"] + sorted(m.name for m in pkgutil.iter_modules(__path__)

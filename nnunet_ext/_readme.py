@@ -26,7 +26,7 @@ def render_archs() -> str:
 
     lines = ["| architecture | trainable parameters (default construction) | description |", "|---|---:|---|"]
     for name in A.list_architectures():
-        n = A.count_parameters(A.create(name))
+        n = A.count_parameters_of(name)
         lines.append(f"| `{name}` | {n:,} | {A.get_spec(name).description} |")
     return "\n".join(lines)
 

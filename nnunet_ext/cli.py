@@ -88,7 +88,7 @@ def cmd_archs(args) -> int:
 
     for name in A.list_architectures(args.pattern):
         if args.tsv:
-            n = A.count_parameters(A.create(name))
+            n = A.count_parameters_of(name)
             print(f"{name}\t{n}\t{A.get_spec(name).description}")
         else:
             print(name)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -41,6 +41,21 @@ def run(cmd: List[str], env: dict, timeout: int = 900, check: bool = True) -> su
 
 
 @pytest.fixture(scope="session")
+def meta_model():
+    """``meta_model(name, **overrides)``: the registry's default construction of ``name`` on the meta device (shapes,
+    no storage), built at most once per test run and shared (:func:`nnunet_ext.architectures.meta_model`). For
+    parameter counts and structure checks of the paper-size networks (1.3 G parameters in all); do not modify it."""
+    from nnunet_ext import architectures as A
+
+    return A.meta_model
+
+
+def n_trainable(net) -> int:
+    """Trainable parameters, counted here independently of the registry's ``count_parameters``."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+@pytest.fixture(scope="session")
 def nnunet_dataset(tmp_path_factory):
     """Synthetic dataset 991 (6 training cases, 2 test cases), planned and preprocessed for 2d and 3d_fullres by
     ``nnUNetv2_plan_and_preprocess``. Returns a namespace with the folders, ``env`` and ``dataset_id``."""
@@ -60,13 +75,28 @@ def nnunet_dataset(tmp_path_factory):
                            plans_file=pre / folder.name / "nnUNetPlans.json")
 
 
+#: (results folder, trainer, configuration, fold, plans, extra, plans file text) -> fold folder trained in this run
+_TRAINED: Dict[tuple, Path] = {}
+
+
 def train(ds, trainer: str, configuration: str, fold: int = 0, extra: Optional[List[str]] = None,
-          plans: str = "nnUNetPlans"):
-    """Stock ``nnUNetv2_train`` on the CPU; returns the fold's output folder."""
+          plans: str = "nnUNetPlans", reuse: bool = False):
+    """Stock ``nnUNetv2_train`` on the CPU; returns the fold's output folder.
+
+    ``reuse=True``: if this very call (trainer, configuration, fold, arguments, plans file content) has trained in
+    this test run already and its final checkpoint is still there, return that folder instead of training again
+    (test_c2f and test_end_to_end both train ``nnUNetTrainerPlainUNet_1epoch_4iters`` 3d_fullres fold 0). Off by
+    default: a test that trains twice on purpose (resume, overwrite) gets two runs."""
+    plans_file = ds.preprocessed / ds.dataset_folder.name / f"{plans}.json"
+    key = (str(ds.results), trainer, configuration, fold, plans, tuple(extra or ()),
+           plans_file.read_text() if plans_file.is_file() else None)
+    out = ds.results / ds.dataset_folder.name / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
+    if reuse and _TRAINED.get(key) == out and (out / "checkpoint_final.pth").is_file():
+        return out
     run(["nnUNetv2_train", str(ds.dataset_id), configuration, str(fold), "-tr", trainer, "-device", "cpu",
          "-p", plans, *(extra or [])], ds.env)
-    out = ds.results / ds.dataset_folder.name / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
     assert (out / "checkpoint_final.pth").is_file(), f"no final checkpoint in {out}"
+    _TRAINED[key] = out
     return out
 
 

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from conftest import n_trainable
 from nnunet_ext import architectures as A
 from nnunet_ext import trainers
 
@@ -13,14 +14,13 @@ def cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "nnunet_ext.cli", *args], capture_output=True, text=True, **kw)
 
 
-def test_archs_tsv():
+def test_archs_tsv(meta_model):
     proc = cli("archs", "--tsv")
     assert proc.returncode == 0, proc.stderr
     rows = [line.split("\t") for line in proc.stdout.splitlines()]
     assert [r[0] for r in rows] == A.list_architectures()
     for name, n, desc in rows:
-        net = A.create(name)
-        assert int(n) == sum(p.numel() for p in net.parameters() if p.requires_grad)
+        assert int(n) == n_trainable(meta_model(name))  # the default construction (on meta: same count)
         assert desc
 
 

@@ -79,6 +79,49 @@ def test_short_schedules_by_name():
         trainers.get_trainer("nnUNetTrainerPlainUNet_5epochs_10epochs")
 
 
+def test_suffix_refused_by_its_base_is_no_trainer():
+    """A suffix's ``applies_to`` bites: c2f's ``_fine`` on an exported ``...Fine`` trainer (which has the fine stage
+    already) is no trainer, with the reason; so is ``_centre`` on a base that has the centre loss; the same suffixes
+    on other bases build."""
+    from nnunet_ext.trainers import _naming
+    from nnunet_ext.trainers.c2f import CentreLossMixin, FineStageMixin
+
+    for bad in ("nnUNetTrainerPlainUNetFine_fine", "nnUNetTrainerResDSNFine_fine10vox_1epoch"):
+        with pytest.raises(AttributeError, match="does not apply to nnUNetTrainer"):
+            trainers.get_trainer(bad)
+    assert issubclass(trainers.get_trainer("nnUNetTrainerResDSN_fine10vox_1epoch"), FineStageMixin)
+    assert issubclass(trainers.get_trainer("nnUNetTrainerPlainUNetFine_centre_1epoch"), CentreLossMixin)
+    with_centre = type("WithCentre", (CentreLossMixin, trainers.nnUNetTrainerPlainUNet), {})
+    base, matched = _naming.parse("WithCentre_centre", {"WithCentre": with_centre})
+    with pytest.raises(ValueError, match="suffix 'centre' does not apply to WithCentre"):
+        _naming.derive("WithCentre_centre", base, matched, module=__name__)
+    # the loss schedules apply to every base, stock nnUNetTrainer included (no applies_to)
+    assert [s.applies_to for s in _naming.suffixes() if s.name == "lossschedule"] == [None]
+    from nnunet_ext.trainers.loss_schedules import PhaseLossMixin
+    assert issubclass(trainers.get_trainer("nnUNetTrainer_phaseloss_1epoch"), PhaseLossMixin)
+
+
+def test_nomirror_suffix_is_nnunets_no_mirroring(nnunet_dataset, monkeypatch):
+    """``_nomirror`` = nnU-Net's nnUNetTrainerNoMirroring on any base: no mirror axes in training or inference."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import \
+        nnUNetTrainerNoMirroring
+    import torch
+
+    monkeypatch.setenv("nnUNet_results", str(nnunet_dataset.base / "hp_results"))
+    plans = load_json(str(nnunet_dataset.plans_file))
+    ds_json = load_json(str(nnunet_dataset.dataset_folder / "dataset.json"))
+    for conf, axes in (("3d_fullres", (0, 1, 2)), ("2d", (0, 1))):
+        for name, expected in (("nnUNetTrainerResDSN_1epoch", axes), ("nnUNetTrainerResDSN_nomirror_1epoch", None),
+                               ("nnUNetTrainer_nomirror_1epoch", None)):
+            t = trainers.get_trainer(name)({**plans, "continue_training": False}, conf, 0, ds_json,
+                                           torch.device("cpu"))
+            *_, mirror_axes = t.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+            assert mirror_axes == expected and t.inference_allowed_mirroring_axes == expected, (name, conf)
+        stock = nnUNetTrainerNoMirroring({**plans, "continue_training": False}, conf, 0, ds_json, torch.device("cpu"))
+        assert stock.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[-1] is None
+
+
 def test_hparams_are_applied_to_the_instance(nnunet_dataset):
     """hparams of a trainer built by name reach the nnU-Net trainer instance (on real plans)."""
     from batchgenerators.utilities.file_and_folder_operations import load_json

@@ -30,8 +30,8 @@ def _meta_paper_net(v):
 
 # --------------------------------------------------------------------------------------------- Table 1
 @pytest.mark.parametrize("v", VARIANTS)
-def test_table1_parameters_within_3_percent(v):
-    net = A.create(f"dlkunet_{v}")
+def test_table1_parameters_within_3_percent(v, meta_model):
+    net = meta_model(f"dlkunet_{v}")
     n = sum(p.numel() for p in net.parameters() if p.requires_grad)
     paper = TABLE1_PAPER[v][0] * 1e6
     assert abs(n - paper) / paper < 0.03, f"DLKUNet-{v.upper()}: {n / 1e6:.3f} M vs Table 1 {paper / 1e6} M"
@@ -158,9 +158,9 @@ def test_plans_it_cannot_take_are_a_clear_value_error():
     net.check_input_size((2, 4, 4))  # the minimum passes
 
 
-def test_separate_channel_conv_is_the_literal_reading():
-    base = A.create("dlkunet_s")
-    literal = A.create("dlkunet_s", separate_channel_conv=True)
+def test_separate_channel_conv_is_the_literal_reading(meta_model):
+    base = meta_model("dlkunet_s")
+    literal = meta_model("dlkunet_s", separate_channel_conv=True)
     count = lambda m: sum(p.numel() for p in m.parameters())
     # a second 1x1 conv per attention part: C^2 + C more per block -> outside Table 1
     extra = sum(c * c + c for c in [96, 192, 384, 192, 96])
@@ -168,7 +168,7 @@ def test_separate_channel_conv_is_the_literal_reading():
     assert abs(count(literal) - 1.13e6) / 1.13e6 > 0.03
 
 
-def test_attention_is_eq4_hadamard_without_residual_by_default():
+def test_attention_is_eq4_hadamard_without_residual_by_default(meta_model):
     """eq. 4 / authors' code: Z_l = Z (x) A; the residual (Z (x) A + Z) only with attention_residual=True."""
     torch.manual_seed(0)
     plain = LargeKernelAttention(nn.Conv2d, 4)
@@ -179,13 +179,13 @@ def test_attention_is_eq4_hadamard_without_residual_by_default():
         a = plain.pointwise(plain.spatial(plain.depthwise(z)))
         torch.testing.assert_close(plain(z), z * a)
         torch.testing.assert_close(res(z), z * a + z)
-    net = A.create("dlkunet_s")
+    net = meta_model("dlkunet_s")
     assert not any(m.residual for m in net.modules() if isinstance(m, LargeKernelAttention))
-    assert all(m.residual for m in A.create("dlkunet_s", attention_residual=True).modules()
+    assert all(m.residual for m in meta_model("dlkunet_s", attention_residual=True).modules()
                if isinstance(m, LargeKernelAttention))
 
 
-def test_relu_after_second_norm_switch():
+def test_relu_after_second_norm_switch(meta_model):
     """Convolution part: ReLU after the second BN by default (text + authors' code), eq. 2 literally with
     relu_after_norm2=False; same parameters either way (Table 1 unchanged)."""
     from nnunet_ext.architectures.dlkunet import ConvPart
@@ -201,7 +201,7 @@ def test_relu_after_second_norm_switch():
         torch.testing.assert_close(on(x), torch.relu(y_off))
     assert (y_off < 0).any()  # eq. 2 literally: signed output
     count = lambda m: sum(p.numel() for p in m.parameters())
-    assert count(A.create("dlkunet_m", relu_after_norm2=False)) == count(A.create("dlkunet_m"))
+    assert count(meta_model("dlkunet_m", relu_after_norm2=False)) == count(meta_model("dlkunet_m"))
 
 
 def _plans_kwargs(dim, features, strides, kernels):
@@ -395,7 +395,8 @@ def test_stock_lookup_finds_schedule_names(tmp_path):
 # --------------------------------------------------------------------------------------------- end to end
 def test_train_predict_2d_dlkunet_s_dynloss(nnunet_dataset, tmp_path):
     """Stock nnUNetv2_train + nnUNetv2_predict (CPU, 1 epoch of 4 iterations) with DLKUNet-S and the dynamic loss."""
-    trainer = "nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters"
+    # _nomirror: the final validation without test-time mirroring, like the prediction below (4x fewer passes)
+    trainer = "nnUNetTrainerDLKUNetS_dynloss_nomirror_1epoch_4iters"
     fold_dir = train(nnunet_dataset, trainer, "2d")
     log = "\n".join(p.read_text() for p in fold_dir.glob("training_log_*.txt"))
     a, b = scaled_weights(dynamic_weights(0, 1))

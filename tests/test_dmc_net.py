@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import assert_predictions_match_inputs, predict, small_3d_plans, train
+from conftest import assert_predictions_match_inputs, n_trainable, predict, small_3d_plans, train
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.dmc_net import DMRC, DMSC, TABLE4, DMCNet, count_flops
 
@@ -21,10 +21,8 @@ TABLE4_ROWS = ["dmc_unet_2d", "dmc_dmrcnet_2d", "dmc_dmscnet_5x5_2d", "dmc_dmscn
 
 
 def _meta_params(name, **overrides):
-    spec = A.get_spec(name)
-    with torch.device("meta"):
-        net = spec.cls(**{**spec.default_kwargs(), **overrides})
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+    """Trainable parameters of the default construction, built on the meta device once per test run."""
+    return n_trainable(A.meta_model(name, **overrides))
 
 
 @pytest.mark.parametrize("name", TABLE4_ROWS + ["dmc_dmrcnet_pool2_2d", "dmc_dmrcnet_pool2_3d"])
@@ -42,8 +40,8 @@ def test_table4_rows_are_distinct_networks():
     assert _meta_params("dmc_unet_2d", input_projection=True) - _meta_params("dmc_unet_2d") == (1 * 32 + 32) + 3 * 3 * (32 - 1) * 32
 
 
-def test_paper_configuration_is_batchnorm_and_2_classes():
-    net = A.create("dmc_dmrcnet_2d")
+def test_paper_configuration_is_batchnorm_and_2_classes(meta_model):
+    net = meta_model("dmc_dmrcnet_2d")
     assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
     assert not any(isinstance(m, nn.InstanceNorm2d) for m in net.modules())
     assert net.decoder.seg_layers[-1].out_channels == 2 and net.encoder.stages[0][1].units[0].conv_f1.conv.in_channels == 1
@@ -265,7 +263,7 @@ def test_trainers_build_per_dimension_from_plans():
 def test_end_to_end_train_and_predict(nnunet_dataset, tmp_path, configuration):
     """Stock nnUNetv2_train (1 epoch of 4 iterations, CPU) then stock nnUNetv2_predict (without test-time mirroring,
     to keep the CPU run short) with nnUNetTrainerDMCNet; predictions match the inputs' geometry and labels."""
-    trainer = "nnUNetTrainerDMCNet_1epoch_4iters"
+    trainer = "nnUNetTrainerDMCNet_nomirror_1epoch_4iters"  # the final validation without mirroring too
     plans = "nnUNetPlans" if configuration == "2d" else small_3d_plans(nnunet_dataset)
     t0 = time.perf_counter()
     out = train(nnunet_dataset, trainer, configuration, plans=plans)

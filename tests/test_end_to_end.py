@@ -9,7 +9,7 @@ TRAINER = "nnUNetTrainerPlainUNet_1epoch_4iters"
 
 def test_stock_commands_train_predict_evaluate(nnunet_dataset):
     ds = nnunet_dataset
-    fold_dir = train(ds, TRAINER, "3d_fullres")
+    fold_dir = train(ds, TRAINER, "3d_fullres", reuse=True)  # test_c2f's coarse model when the whole suite runs
     assert (fold_dir / "validation" / "summary.json").is_file()  # nnU-Net's own final validation ran
     out = predict(ds, TRAINER, "3d_fullres", ds.base / "pred_e2e")
     assert_predictions_match_inputs(out, ds.images_ts)

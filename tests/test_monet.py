@@ -36,8 +36,8 @@ def _expected_paper_counts(widths=(16, 32, 64), c_in=1, k=3, kd=4):
     return convs + 2 * bn, 2 * bn
 
 
-def test_paper_parameter_count_is_403556():
-    net = A.create("monet")
+def test_paper_parameter_count_is_403556(meta_model):
+    net = meta_model("monet")
     counts = paper_parameter_counts(net)
     trainable, running = _expected_paper_counts()
     assert counts["trainable"] == trainable == 401_666

@@ -12,6 +12,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from conftest import n_trainable
 from nnunet_ext import architectures as A
 
 NUM_CLASSES = 3  # differs from every feature width below, so segmentation heads can be told apart
@@ -119,12 +120,35 @@ def test_architecture_contract(name, geo):
 
 
 @pytest.mark.parametrize("name", A.list_architectures())
-def test_default_construction(name):
-    """The default (paper) construction builds, has trainable parameters and a description."""
+def test_default_construction(name, meta_model):
+    """The default (paper) construction builds (with ``initialize``), has trainable parameters and a description.
+    Built on the meta device (the DMC-Net rows alone are 1.3 G parameters); CPU construction is the contract
+    test's, and test_meta_count_equals_cpu_count ties the two."""
     spec = A.get_spec(name)
-    net = A.create(name)
-    assert sum(p.numel() for p in net.parameters() if p.requires_grad) > 0
+    net = meta_model(name)
+    assert n_trainable(net) > 0
     assert spec.description and "\n" not in spec.description
+
+
+#: variants small enough to build on the CPU in a default run (under 10 M parameters)
+SMALL = ["plain_unet", "dlkunet_s", "dlkunet_m", "monet", "resdsn", "sresdsn", "two_stage_unet"]
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_meta_count_equals_cpu_count(name):
+    """Counting on the meta device gives the count of the real (CPU) network, per parameter tensor."""
+    cpu = A.create(name)
+    meta = A.meta_model(name)
+    assert next(meta.parameters()).is_meta and not next(cpu.parameters()).is_meta
+    assert [(k, p.shape, p.requires_grad) for k, p in meta.named_parameters()] == \
+           [(k, p.shape, p.requires_grad) for k, p in cpu.named_parameters()]
+    assert A.count_parameters_of(name) == n_trainable(cpu) > 0
+    assert A.meta_model(name) is meta  # built once per process
+
+
+def test_meta_models_are_keyed_by_overrides():
+    base, literal = A.meta_model("dlkunet_s"), A.meta_model("dlkunet_s", separate_channel_conv=True)
+    assert literal is not base and A.count_parameters_of("dlkunet_s", separate_channel_conv=True) > n_trainable(base)
 
 
 def test_unknown_architecture_lists_registered():

@@ -38,16 +38,16 @@ def _paper_param_count(short: bool) -> int:
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_paper_configuration_parameter_count(name):
-    net = A.create(name)
+def test_paper_configuration_parameter_count(name, meta_model):
+    net = meta_model(name)
     count = sum(p.numel() for p in net.parameters())
     assert count == _paper_param_count(short=VARIANTS[name][1])
     if name == "resdsn":
         assert count == 7_403_046  # documented in docs/resdsn.md
 
 
-def test_paper_configuration_layer_shapes():
-    net = A.create("resdsn")
+def test_paper_configuration_layer_shapes(meta_model):
+    net = meta_model("resdsn")
     convs = [m for m in net.encoder.modules() if isinstance(m, nn.Conv3d)]
     # Conv1a 32; Conv2a-b 64; Conv3a-b 128; Conv4a-b 256, all 3x3x3 with BN and ReLU
     assert [m.out_channels for m in convs] == [32, 64, 64, 128, 128, 256, 256]
@@ -65,10 +65,10 @@ def test_paper_configuration_layer_shapes():
     heads = list(net.decoder.seg_layers)
     assert [(h.in_channels, h.out_channels, h.kernel_size) for h in heads] == \
            [(32, 2, (1, 1, 1)), (64, 2, (1, 1, 1)), (128, 2, (1, 1, 1))]
-    # 64^3 input (Sec. 4.1): main output at input size, auxiliary heads at Conv2b (32^3) and Conv3b (16^3)
-    net.eval()
+    # 64^3 input (Sec. 4.1): main output at input size, auxiliary heads at Conv2b (32^3) and Conv3b (16^3); shapes
+    # only, so on the meta device (a CPU forward at 64^3 takes seconds; test_registry runs every variant on data)
     with torch.no_grad():
-        out = net(torch.randn(1, 1, 64, 64, 64))
+        out = net(torch.empty(1, 1, 64, 64, 64, device="meta"))
     assert [tuple(o.shape) for o in out] == [(1, 2, 64, 64, 64), (1, 2, 32, 32, 32), (1, 2, 16, 16, 16)]
 
 
@@ -223,9 +223,12 @@ def test_resdsn_trainers_weight_decay_and_names():
 
 # --------------------------------------------------------------------------------------------------- end to end
 def test_end_to_end_resdsn_3d_fullres(nnunet_dataset, tmp_path):
-    trainer = "nnUNetTrainerResDSN_1epoch_4iters"
+    # _nomirror: no test-time mirroring in the final validation and the prediction (nnU-Net's, network-independent;
+    # test_end_to_end keeps it): 8x fewer 3D forward passes
+    trainer = "nnUNetTrainerResDSN_nomirror_1epoch_4iters"
     fold_dir = train(nnunet_dataset, trainer, "3d_fullres")
     ckpt = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert any(k.startswith("decoder.transpconvs.") for k in ckpt["network_weights"])  # it trained a ResDSN
+    assert ckpt["inference_allowed_mirroring_axes"] is None  # _nomirror reached nnU-Net's predictor
     out = predict(nnunet_dataset, trainer, "3d_fullres", tmp_path / "pred")
     assert_predictions_match_inputs(out, nnunet_dataset.images_ts)

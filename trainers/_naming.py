@@ -15,6 +15,8 @@ regular expression. It contributes ``hparams`` (attributes set on the trainer in
                              (nnU-Net's 250:50 ratio); for smoke tests, e.g. ``nnUNetTrainerPlainUNet_1epoch_5iters``
 ``save<K>``                  ``save_every = K``: ``checkpoint_latest.pth`` every K epochs (nnU-Net: 50), so that a
                              run killed and resumed with ``--c`` loses at most K epochs
+``nomirror``                 nnU-Net's ``nnUNetTrainerNoMirroring``: no mirroring augmentation, no test-time mirroring
+                             in the final validation and in prediction (smoke tests: 4x / 8x fewer forward passes)
 
 Stock ``nnUNetTrainer`` is a base too (``nnUNetTrainer_5epochs_20iters``), so that a short comparison against
 stock nnU-Net uses the very same schedule (nnU-Net's own ``nnUNetTrainer_5epochs`` is found first where it exists).
@@ -36,7 +38,8 @@ class Suffix:
     #: match -> (hparams, class attributes, mixins)
     build: Callable[["re.Match[str]"], Tuple[dict, dict, tuple]]
     doc: str = ""
-    #: applies only to bases for which this returns True (default: all)
+    #: applies only to bases for which this returns True (default: all); a name with a refused suffix is no trainer
+    #: (e.g. c2f's ``_fine`` on an exported ``...Fine`` trainer, which has the fine stage already)
     applies_to: Optional[Callable[[type], bool]] = None
 
 
@@ -84,6 +87,18 @@ def _save_every(m):
 
 
 register_suffix("save", r"save(\d+)", _save_every, "save_every = K: checkpoint_latest.pth every K epochs (--c resumes)")
+def _no_mirroring(m):
+    """nnU-Net's own ``nnUNetTrainerNoMirroring`` as a mixin: no mirroring augmentation in training, and none at
+    inference (the final validation and ``nnUNetv2_predict`` run one forward pass per patch instead of 4 (2d) or 8
+    (3d)). For smoke tests of the whole pipeline on a CPU."""
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import \
+        nnUNetTrainerNoMirroring
+
+    return {}, {}, (nnUNetTrainerNoMirroring,)
+
+
+register_suffix("nomirror", r"nomirror", _no_mirroring,
+                "nnU-Net's nnUNetTrainerNoMirroring: no mirroring in training, validation or prediction")
 
 
 def parse(name: str, bases: Dict[str, type]) -> Optional[Tuple[type, List[Tuple[Suffix, "re.Match[str]"]]]]:

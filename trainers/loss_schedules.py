@@ -47,7 +47,6 @@ from __future__ import annotations
 import math
 from typing import Tuple
 
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
 from ._naming import register_suffix
@@ -178,5 +177,4 @@ def _build(match):
 
 register_suffix("lossschedule", r"(phaseloss|dynloss)", _build,
                 "DLKUNet's loss schedules (Sec. 4.4): phaseloss = eq. 11, dynloss = eqs. 12-13 (k = 20 / num_epochs); "
-                "weights scaled to nnU-Net's Dice + CE total of 2",
-                applies_to=lambda base: issubclass(base, nnUNetTrainer))
+                "weights scaled to nnU-Net's Dice + CE total of 2")
