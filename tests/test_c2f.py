@@ -269,16 +269,14 @@ def test_fine_and_centre_suffixes_found_by_nnunet(monkeypatch):
     assert issubclass(explicit, tc2f.FineStageMixin)
 
 
-def test_resdsn_fine_trainers_when_resdsn_exists():
+def test_resdsn_and_two_stage_fine_trainers():
     from nnunet_ext import trainers
 
     names = trainers.exported_trainers()
-    if "nnUNetTrainerResDSN" not in names:
-        pytest.skip("trainers/resdsn.py is not there")
     assert issubclass(names["nnUNetTrainerResDSNFine"], names["nnUNetTrainerResDSN"])
     assert issubclass(names["nnUNetTrainerResDSNFine"], tc2f.FineStageMixin)
-    if "nnUNetTrainerTwoStageUNet" in names:
-        assert names["nnUNetTrainerTwoStageUNetFine"].fine_margin_vox == tc2f.TWO_STAGE_FINE_MARGIN_VOX
+    assert issubclass(names["nnUNetTrainerTwoStageUNetFine"], names["nnUNetTrainerTwoStageUNet"])
+    assert names["nnUNetTrainerTwoStageUNetFine"].fine_margin_vox == tc2f.TWO_STAGE_FINE_MARGIN_VOX
 
 
 # ------------------------------------------------------------------------------------------------ fine-stage sampling
