@@ -1,6 +1,9 @@
 """Calibration table of the memory-aware planner (``plans/memory_calibration.json``) and the plans it makes.
 
     python benchmarks/calibrate_planner.py              # re-measure kappa of every registered architecture
+                                                        # (meta device only; the full recalibration, with the
+                                                        # CPU measurement, is benchmarks/memory_check.py
+                                                        # --recalibrate, which runs this first)
     python benchmarks/calibrate_planner.py --check      # exit 1 if the table differs from a fresh measurement
     python benchmarks/calibrate_planner.py --plans-table --targets 8 24   # patch/batch per arch, pancreas-like
 
@@ -46,44 +49,63 @@ def measure_all() -> dict:
     return table
 
 
+def _meta_kappa(entry: dict):
+    return entry.get("meta_kappa", entry.get("kappa"))
+
+
 def _same(a: dict, b: dict, rtol: float = 1e-3) -> list:
     diffs = []
     for arch in sorted(set(a["architectures"]) | set(b["architectures"])):
         for dim in ("2d", "3d"):
-            x = a["architectures"].get(arch, {}).get(dim, {}).get("kappa")
-            y = b["architectures"].get(arch, {}).get(dim, {}).get("kappa")
+            # the meta-device value (an entry that memory_check.py recalibrated keeps it as meta_kappa)
+            x, y = (_meta_kappa(t["architectures"].get(arch, {}).get(dim, {})) for t in (a, b))
             if x is None or y is None or abs(x - y) > rtol * max(abs(x), abs(y)):
                 diffs.append(f"{arch} {dim}: table {x}, measured {y}")
     return diffs
 
 
-def plans_table(targets, archs=None) -> str:
-    """Plan a pancreas-like dataset for every architecture at every target (uses a throw-away synthetic dataset
-    only to satisfy nnU-Net's planner constructor; spacing and median shape are MSD Task07's)."""
-    import numpy as np
-
+def planning_dataset() -> int:
+    """A throw-away synthetic dataset (id 990) in temporary nnU-Net folders (set in ``os.environ``), fingerprinted:
+    nnU-Net's planner constructor needs one; the spacing and median shape planned for are passed explicitly."""
     work = Path(tempfile.mkdtemp(prefix="nnunet_ext_planner_"))
     for k in ("raw", "preprocessed", "results"):
         (work / k).mkdir()
         os.environ[f"nnUNet_{k}"] = str(work / k)
-    from nnunet_ext.architectures import list_architectures
-    from nnunet_ext.plans.planner import ArchitecturePlanner, PlanningError
     from nnunet_ext.synthetic import make_dataset
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
 
     make_dataset(work / "raw", dataset_id=990, name="PlannerCalibration", num_cases=2, num_test_cases=0, seed=0)
     extract_fingerprint_dataset(990, num_processes=1, verbose=False, show_progress_bar=False)
-    n_vox = float(np.prod(PANCREAS["median_shape"], dtype=np.float64) * PANCREAS["num_training"])
+    return 990
+
+
+def plan_configuration(planner, dim: int, like: dict = PANCREAS) -> dict:
+    """The configuration ``planner`` makes in ``dim`` D for a dataset ``like`` (spacing, median_shape,
+    num_training); PlanningError if it cannot."""
+    import numpy as np
+
+    spacing, shape = (like["spacing"], like["median_shape"]) if dim == 3 else \
+        (like["spacing"][1:], like["median_shape"][1:])
+    n_vox = float(np.prod(like["median_shape"], dtype=np.float64) * like["num_training"])
+    return planner.get_plans_for_configuration(spacing, shape, "x", n_vox, {})
+
+
+def plans_table(targets, archs=None) -> str:
+    """Plan a pancreas-like dataset for every architecture at every target (uses a throw-away synthetic dataset
+    only to satisfy nnU-Net's planner constructor; spacing and median shape are MSD Task07's)."""
+    did = planning_dataset()
+    from nnunet_ext.architectures import list_architectures
+    from nnunet_ext.plans.planner import ArchitecturePlanner, PlanningError
+
     rows = ["| architecture | target (GB) | 3d_fullres patch | batch | est. (GB) | 2d patch | batch | est. (GB) |",
             "|---|--:|---|--:|--:|---|--:|--:|"]
     for arch in archs or list_architectures():
         for gb in targets:
             cells = []
-            p = ArchitecturePlanner(990, gb, arch=arch)
-            for spacing, shape in ((PANCREAS["spacing"], PANCREAS["median_shape"]),
-                                   (PANCREAS["spacing"][1:], PANCREAS["median_shape"][1:])):
+            p = ArchitecturePlanner(did, gb, arch=arch)
+            for dim in (3, 2):
                 try:
-                    conf = p.get_plans_for_configuration(spacing, shape, "x", n_vox, {})
+                    conf = plan_configuration(p, dim)
                     cells += ["x".join(map(str, conf["patch_size"])), str(conf["batch_size"]),
                               f"{p.estimated_memory_gb(conf):.2f}"]
                 except PlanningError as e:
@@ -112,7 +134,8 @@ def main(argv=None) -> int:
     tmp = P.CALIBRATION_FILE.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(fresh, indent=2) + "\n")
     os.replace(tmp, P.CALIBRATION_FILE)
-    print(f"wrote {P.CALIBRATION_FILE}")
+    print(f"wrote {P.CALIBRATION_FILE} (meta-device kappa only: 'python benchmarks/memory_check.py --recalibrate' "
+          f"applies the CPU measurement on top)")
     for arch, dims in fresh["architectures"].items():
         print(f"{arch:24s} kappa 2d {dims['2d']['kappa']:.3f}  3d {dims['3d']['kappa']:.3f}")
     return 0

@@ -39,7 +39,7 @@ TRAINERS = ["nnUNetTrainerDLKUNetS", "nnUNetTrainerDLKUNetM", "nnUNetTrainerDLKU
 
 
 def figures(build, patch):
-    from nnunet_ext.benchmark import forward_flops
+    from nnunet_ext.bench_profile import forward_flops
 
     with torch.device("meta"):
         net = build()

@@ -43,7 +43,8 @@ from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner
 from nnunet_ext.architectures import create_from_plans, get_spec, to_plans_entry
 
 __all__ = ["ArchitecturePlanner", "PlanningError", "CALIBRATION_FILE", "REFERENCE_PLANS", "reference_arch_kwargs",
-           "activation_bytes", "measure_memory_factor", "load_calibration", "memory_factor", "plans_name_for"]
+           "activation_bytes", "measure_memory_factor", "load_calibration", "memory_factor", "plans_name_for",
+           "training_memory", "NNUNET_REFERENCE", "PARAM_STATE_BYTES"]
 
 CALIBRATION_FILE = Path(__file__).with_name("memory_calibration.json")
 MEASUREMENT_METHOD = "cpu-meta-saved-tensors"
@@ -54,6 +55,14 @@ REFERENCE_PLANS = {
     3: {"spacing": (2.5, 0.8, 0.8), "patch_size": (40, 224, 224)},
     2: {"spacing": (0.8, 0.8), "patch_size": (512, 512)},
 }
+#: nnU-Net 2.8's ExperimentPlanner reference (``UNet_reference_val_*``, ``..._corresp_bs_*``, ``..._corresp_GB``):
+#: per dimension (feature-map elements of one sample, batch size) that corresponds to ``NNUNET_REFERENCE_GB``
+NNUNET_REFERENCE = {3: (560e6, 2), 2: (85e6, 12)}
+NNUNET_REFERENCE_GB = 8.0
+#: bytes per parameter held through SGD training in fp32: the weight, its gradient, the momentum buffer of nnU-Net's
+#: SGD and the gradient copy torch's (foreach) SGD makes to add the weight decay during ``optimizer.step()``.
+#: AMP keeps all of these in fp32 too.
+PARAM_STATE_BYTES = 16
 #: smallest patch edge the planner shrinks to: 2x nnU-Net's minimum feature-map edge (one pooling step)
 MIN_PATCH_EDGE = 8
 
@@ -144,6 +153,78 @@ def memory_factor(arch: str, dim: int, table: Optional[dict] = None) -> Tuple[fl
     return measure_memory_factor(arch, dim)["kappa"], f"{MEASUREMENT_METHOD} (measured at planning time)"
 
 
+# ------------------------------------------------------------------------------------------------ memory model
+def _num_params(net: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in net.parameters()))
+
+
+def reference_bytes_per_element(dim: int, table: Optional[dict] = None) -> float:
+    """PlainConvUNet's fp32 activation bytes per feature-map element in ``dim`` D (the calibration table's
+    ``plain_unet`` entry; its ``cpu_bytes_per_element`` where a CPU measurement set it)."""
+    table = load_calibration() if table is None else table
+    entry = table.get("architectures", {}).get("plain_unet", {}).get(f"{dim}d")
+    if entry is None:
+        return _bytes_per_element("plain_unet", dim, 1, 3)[0]
+    return float(entry.get("cpu_bytes_per_element", entry["bytes_per_element"]))
+
+
+def _nnunet_unet_kwargs(arch_kwargs: dict, dim: int) -> dict:
+    """PlainConvUNet as nnU-Net's ExperimentPlanner configures it on the topology (stages, strides, kernel sizes
+    where given, else 3) of plans ``arch_kwargs``: nnU-Net's widths 32 * 2^s (at most 320 in 3D, 512 in 2D), two
+    convolutions per stage."""
+    n = int(arch_kwargs["n_stages"])
+    conv = "torch.nn.Conv3d" if dim == 3 else "torch.nn.Conv2d"
+    return {"n_stages": n, "features_per_stage": [min(32 * 2 ** i, 320 if dim == 3 else 512) for i in range(n)],
+            "conv_op": conv, "kernel_sizes": arch_kwargs.get("kernel_sizes") or [[3] * dim] * n,
+            "strides": arch_kwargs["strides"], "n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1),
+            "conv_bias": True, "norm_op": conv.replace("Conv", "InstanceNorm"),
+            "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}
+
+
+def training_memory(arch: str, arch_kwargs: dict, patch_size: Sequence[int], batch_size: int,
+                    input_channels: int = 1, num_classes: int = 3, *, net: Optional[torch.nn.Module] = None,
+                    kappa: Optional[float] = None, table: Optional[dict] = None) -> dict:
+    """The planner's memory model of one training step of ``arch`` on a plans configuration (``arch_kwargs`` as
+    in a plans file, ``patch_size``, ``batch_size``). ``net``: the network as a trainer builds it (on any device;
+    default: ``arch`` built from ``arch_kwargs`` on the meta device). Nothing is allocated.
+
+    * activations: ``kappa * fmap * batch``, fmap = ``net.compute_conv_feature_map_size(patch)``, in two scales:
+      ``activation_bytes`` = that times PlainConvUNet's fp32 bytes per element (what an fp32 step keeps, the CPU
+      check of ``benchmarks/memory_check.py``), and ``activation_gb`` on nnU-Net's GPU scale
+      (``fmap / 560e6 * batch / 2 * 8 GB`` in 3D, ``/ 85e6 * batch / 12`` in 2D: nnU-Net's own GPU calibration of
+      PlainConvUNet, which includes AMP, cuDNN workspaces, the CUDA context and PlainConvUNet's parameters);
+    * parameter state: :data:`PARAM_STATE_BYTES` (weight, gradient, SGD momentum, weight-decay copy; fp32) per
+      parameter.
+
+    Returns ``params``, ``fmap``, ``kappa``, ``activation_bytes``, ``param_state_bytes``, ``cpu_bytes`` (fp32
+    step: CPU overhead + activations + parameter state) and ``gpu_gb``: ``activation_gb`` plus the parameter state
+    beyond that of nnU-Net's PlainConvUNet on the same topology (which nnU-Net's reference already holds; never
+    negative), in GB of 1e9 bytes.
+    """
+    patch = tuple(int(p) for p in patch_size)
+    dim = len(patch)
+    table = load_calibration() if table is None else table
+    if kappa is None:
+        kappa = memory_factor(arch, dim, table)[0]
+    if net is None:
+        net = _build_meta(arch, arch_kwargs, input_channels, num_classes)
+    fmap = float(net.compute_conv_feature_map_size(patch))
+    params = _num_params(net)
+    params_plain = _num_params(_build_meta("plain_unet", _nnunet_unet_kwargs(arch_kwargs, dim), input_channels,
+                                           num_classes))
+    ref_val, ref_bs = NNUNET_REFERENCE[dim]
+    activation_gb = kappa * fmap / ref_val * batch_size / ref_bs * NNUNET_REFERENCE_GB
+    activation_bytes_ = kappa * reference_bytes_per_element(dim, table) * fmap * batch_size
+    overhead = float(table.get("cpu_check", {}).get("overhead_bytes", {}).get(f"{dim}d", 0.0))
+    excess_gb = max(0.0, PARAM_STATE_BYTES * (params - params_plain) / 1e9)
+    return {"arch": arch, "patch_size": list(patch), "batch_size": int(batch_size), "kappa": float(kappa),
+            "fmap": fmap, "params": params, "params_plain_unet": params_plain,
+            "activation_bytes": activation_bytes_, "param_state_bytes": PARAM_STATE_BYTES * params,
+            "cpu_overhead_bytes": overhead, "cpu_bytes": overhead + activation_bytes_ + PARAM_STATE_BYTES * params,
+            "activation_gb": activation_gb, "param_excess_gb": excess_gb, "gpu_gb": activation_gb + excess_gb}
+
+
 # ------------------------------------------------------------------------------------------------ planner
 class ArchitecturePlanner(ExperimentPlanner):
     """nnU-Net's ``ExperimentPlanner`` for the registered architecture ``arch`` (see the module docstring).
@@ -183,9 +264,13 @@ class ArchitecturePlanner(ExperimentPlanner):
                                    arch_class_name: str, arch_kwargs: dict,
                                    arch_kwargs_req_import: Tuple[str, ...]) -> float:
         dim = len(patch_size)
-        estimate = self.kappa(dim) * float(
-            _build_meta(self.arch, arch_kwargs, input_channels, output_channels)
-            .compute_conv_feature_map_size(patch_size))
+        m = training_memory(self.arch, arch_kwargs, patch_size, 2, input_channels, output_channels,
+                            kappa=self.kappa(dim), table=self.calibration)
+        # nnU-Net's units: kappa x feature-map elements of one sample, plus the parameter state beyond
+        # PlainConvUNet's as the equivalent at nnU-Net's minimum batch of 2 (so the patch-shrinking loop, which
+        # tests a batch of 2, sees the whole model; larger batches then count it once per 2 samples: conservative)
+        ref_val, ref_bs = NNUNET_REFERENCE[dim]
+        estimate = m["kappa"] * m["fmap"] + m["param_excess_gb"] * ref_val * ref_bs / (2 * NNUNET_REFERENCE_GB)
         # nnU-Net 2.8 shrinks the patch while a batch of 2 does not fit: (estimate / ref_bs * 2) > reference
         need_gb = estimate / self._reference(dim) * 2 / self._reference_batch(dim) * self.UNet_vram_target_GB
         if need_gb > self.UNet_vram_target_GB and min(patch_size) < MIN_PATCH_EDGE:
@@ -210,25 +295,35 @@ class ArchitecturePlanner(ExperimentPlanner):
         plan["architecture"] = to_plans_entry(self.arch, plan["architecture"]["arch_kwargs"])
         return plan
 
-    def save_plans(self, plans):
-        dims = sorted(self.memory_factors)
+    #: False: :meth:`plan_experiment` returns the plans without writing them (``nnunet-ext plan`` plans every
+    #: architecture of a list before it writes any; then it calls :meth:`save_plans`)
+    write_plans: bool = True
+
+    def plan_experiment(self):
+        write, self.write_plans = self.write_plans, False  # nnU-Net's plan_experiment ends with save_plans
+        try:
+            plans = super().plan_experiment()
+        finally:
+            self.write_plans = write
         plans["nnunet_ext"] = {
             "architecture": self.arch, "gpu_memory_target_in_gb": self.UNet_vram_target_GB,
             "memory_factor": {f"{d}d": {"kappa": self.memory_factors[d][0], "source": self.memory_factors[d][1]}
-                              for d in dims},
+                              for d in sorted(self.memory_factors)},
             "estimated_gpu_memory_gb": {c: round(self.estimated_memory_gb(conf), 3)
                                         for c, conf in plans["configurations"].items() if "patch_size" in conf},
         }
-        super().save_plans(plans)
+        if write:
+            self.save_plans(plans)
+        return plans
+
+    def save_plans(self, plans):
+        if self.write_plans:
+            super().save_plans(plans)
 
     def estimated_memory_gb(self, configuration: dict) -> float:
         """The planner's memory estimate of a written configuration, in GB at its batch size (nnU-Net's scale:
         the reference value corresponds to ``UNet_reference_val_corresp_GB`` at the reference batch size)."""
         patch = configuration["patch_size"]
-        dim = len(patch)
-        arch_kwargs = configuration["architecture"]["arch_kwargs"]
-        fmap = _build_meta(self.arch, arch_kwargs, 1, 2).compute_conv_feature_map_size(patch)
-        ref_bs = self._reference_batch(dim)
-        ref_val = self.UNet_reference_val_2d if dim == 2 else self.UNet_reference_val_3d
-        return float(self.kappa(dim) * fmap / ref_val * configuration["batch_size"] / ref_bs
-                     * self.UNet_reference_val_corresp_GB)
+        return float(training_memory(self.arch, configuration["architecture"]["arch_kwargs"], patch,
+                                     configuration["batch_size"], kappa=self.kappa(len(patch)),
+                                     table=self.calibration)["gpu_gb"])

@@ -145,3 +145,90 @@ def test_plan_bad_input_one_line_and_nothing_written(nnunet_dataset, args, expec
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and expected in err[0], proc.stderr
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+# ------------------------------------------------------------------------------------------------ memory model
+def test_memory_model_constants_are_nnunets(planner_paths):
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    from nnunet_ext.plans.planner import NNUNET_REFERENCE, NNUNET_REFERENCE_GB
+
+    ep = ExperimentPlanner(planner_paths.dataset_id, 8)
+    assert NNUNET_REFERENCE == {3: (ep.UNet_reference_val_3d, ep.UNet_reference_val_corresp_bs_3d),
+                                2: (ep.UNet_reference_val_2d, ep.UNet_reference_val_corresp_bs_2d)}
+    assert NNUNET_REFERENCE_GB == ep.UNet_reference_val_corresp_GB
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_training_memory_terms(dim):
+    from nnunet_ext.plans.planner import (NNUNET_REFERENCE, PARAM_STATE_BYTES, reference_arch_kwargs,
+                                          training_memory)
+
+    kw, patch = reference_arch_kwargs(dim)
+    plain = training_memory("plain_unet", kw, patch, 2)
+    # PlainConvUNet on nnU-Net's own plans: exactly nnU-Net's scale, no parameter excess
+    ref_val, ref_bs = NNUNET_REFERENCE[dim]
+    assert plain["param_excess_gb"] == 0
+    assert plain["gpu_gb"] == pytest.approx(plain["fmap"] / ref_val * 2 / ref_bs * 8)
+    assert plain["param_state_bytes"] == PARAM_STATE_BYTES * plain["params"]
+    # twice the batch: twice the activations, the same parameter state
+    double = training_memory("plain_unet", kw, patch, 4)
+    assert double["activation_bytes"] == pytest.approx(2 * plain["activation_bytes"])
+    assert double["cpu_bytes"] - double["activation_bytes"] == pytest.approx(
+        plain["cpu_bytes"] - plain["activation_bytes"])
+    # a network with more parameters than PlainConvUNet pays for the difference on the GPU
+    heavy = training_memory("dmc_dmscnet_7x7_3d", kw, patch, 2)
+    assert heavy["params"] > plain["params"]
+    assert heavy["param_excess_gb"] == pytest.approx(PARAM_STATE_BYTES * (heavy["params"] - plain["params"]) / 1e9)
+    assert heavy["gpu_gb"] == pytest.approx(heavy["activation_gb"] + heavy["param_excess_gb"])
+
+
+def test_planned_configuration_fits_the_target_with_parameters(planner_paths):
+    """The 7x7 DMSC network has ~14x PlainConvUNet's parameters on pancreas plans: the planner makes room."""
+    from nnunet_ext.plans.planner import ArchitecturePlanner
+
+    p = ArchitecturePlanner(planner_paths.dataset_id, 8, arch="dmc_dmscnet_7x7_3d")
+    conf = _plan(p, 3)
+    b = conf["batch_size"]
+    assert p.estimated_memory_gb(conf) <= 8 * b / (b - 0.5) * 1.0001
+
+
+# ------------------------------------------------------------------------------------------------ several architectures
+def _plans_files(ds):
+    return sorted(p.name for p in (ds.preprocessed / ds.dataset_folder.name).glob("nnUNetPlans_*.json"))
+
+
+def test_plan_several_architectures_one_table(nnunet_dataset):
+    ds = nnunet_dataset
+    proc = run(["nnunet-ext", "plan", "-d", str(ds.dataset_id), "--arch", "plain_unet", "monet",
+                "--gpu-memory-target", "4", "-c", "2d", "3d_fullres", "--no-preprocess"], ds.env)
+    lines = proc.stdout.splitlines()
+    header = next(i for i, l in enumerate(lines) if l.startswith("architecture"))
+    assert "GFLOPs/step" in lines[header] and "stock patch" in lines[header]
+    rows = [l.split() for l in lines[header + 1:header + 5]]
+    assert [(r[0], r[1]) for r in rows] == [("plain_unet", "2d"), ("plain_unet", "3d_fullres"), ("monet", "2d"),
+                                            ("monet", "3d_fullres")]
+    for r in rows:
+        assert float(r[4]) > 0 and float(r[5]) > 0  # estimate, GFLOPs
+    # plain_unet at kappa = 1 is stock nnU-Net: the same patch, batch, estimate and FLOPs
+    for r in rows[:2]:
+        assert r[2:6] == r[6:10]
+    for arch in ("plain_unet", "monet"):
+        plans = json.loads((ds.preprocessed / ds.dataset_folder.name / f"nnUNetPlans_{arch}.json").read_text())
+        assert plans["nnunet_ext"]["architecture"] == arch and plans["nnunet_ext"]["gpu_memory_target_in_gb"] == 4
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--arch", "plain_unet", "no_such_net"], "--arch no_such_net"),
+    (["--arch", "all", "--gpu-memory-target", "0.0001"], "too small for"),
+    (["--arch", "plain_unet", "monet", "--plans-name", "x"], "single --arch"),
+])
+def test_plan_list_bad_input_nothing_written(nnunet_dataset, args, expected):
+    ds = nnunet_dataset
+    folder = ds.preprocessed / ds.dataset_folder.name
+    before = sorted(p.name for p in folder.iterdir())
+    proc = run(["nnunet-ext", "plan", "-d", str(ds.dataset_id), *args], ds.env, check=False)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], proc.stderr
+    assert sorted(p.name for p in folder.iterdir()) == before

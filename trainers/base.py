@@ -10,6 +10,10 @@ A trainer for an architecture is a line or two::
 Hyperparameters nnU-Net sets in its ``__init__`` (``num_epochs``, ``initial_lr``, ...) are changed declaratively
 with ``hparams = {...}``; name suffixes such as ``_5epochs`` build such subclasses on demand
 (see :mod:`nnunet_ext.trainers._naming`).
+
+On CUDA, training starts with a fit check (:mod:`nnunet_ext.plans.fit`): the planner's memory estimate of the
+network on the given plans against the GPU's memory; over it, training stops with one line and the
+``nnunet-ext plan`` command that makes plans that fit (``nnUNet_ext_skip_memory_check=1`` skips the check).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnunet_ext.architectures import create_from_plans
+from nnunet_ext.plans.fit import check_trainer_fits, skip_requested
 
 
 class HParamsMixin:
@@ -63,3 +68,9 @@ class nnUNetTrainerExt(HParamsMixin, nnUNetTrainer):
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
         return create_from_plans(cls.arch, configuration_manager, num_input_channels, num_output_channels,
                                  enable_deep_supervision, **cls.arch_kwargs)
+
+    def on_train_start(self):
+        # before nnU-Net's on_train_start builds the network on the GPU
+        if self.device.type == "cuda" and not skip_requested():
+            check_trainer_fits(self, warn=self.print_to_log_file)
+        super().on_train_start()
