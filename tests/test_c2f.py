@@ -393,15 +393,15 @@ def test_predict_c2f_flags_use_nnunet_spellings():
     from nnunet_ext.cli import build_parser
 
     base = ["predict-c2f", "-i", "in", "-o", "out", "-d", "1", "--coarse", "A:3d", "--fine", "B:3d"]
-    a = build_parser().parse_args(base)
+    a = build_parser("predict-c2f").parse_args(base)
     assert (a.chk, a.device, a.disable_tta, a.step_size, a.fallback, a.continue_prediction) == \
         ("checkpoint_final.pth", "auto", False, 0.5, "coarse", False)
-    a = build_parser().parse_args(base + ["-chk", "checkpoint_best.pth", "-device", "cpu", "--disable_tta",
+    a = build_parser("predict-c2f").parse_args(base + ["-chk", "checkpoint_best.pth", "-device", "cpu", "--disable_tta",
                                           "-step_size", "0.3", "--continue_prediction", "--fallback", "fine",
                                           "-f", "0", "1"])
     assert (a.chk, a.device, a.disable_tta, a.step_size, a.fallback, a.continue_prediction, a.f) == \
         ("checkpoint_best.pth", "cpu", True, 0.3, "fine", True, ["0", "1"])
-    old = build_parser().parse_args(base + ["--chk", "x.pth", "--device", "cpu", "--disable-tta", "--fine-step", "0.4"])
+    old = build_parser("predict-c2f").parse_args(base + ["--chk", "x.pth", "--device", "cpu", "--disable-tta", "--fine-step", "0.4"])
     assert (old.chk, old.device, old.disable_tta, old.step_size) == ("x.pth", "cpu", True, 0.4)
 
 
