@@ -36,7 +36,8 @@ LAZY_COMMANDS = {
     "make-coarse-config": ("nnunet_ext.c2f_coarse_config",
                            "add the R-times downsampled coarse configuration (two-stage U-Net) to the plans"),
     "plan": ("nnunet_ext.planning",
-             "nnU-Net planning (+ preprocessing where needed) sized to a GPU-memory target for one architecture"),
+             "nnU-Net planning (+ preprocessing where needed) sized to a GPU-memory target for one or more "
+             "architectures"),
     "check-inputs": ("nnunet_ext.inputs",
                      "check an input folder (truncated files, NaN/Inf, channels, 4D) before nnUNetv2_predict"),
 }
