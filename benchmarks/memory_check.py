@@ -134,9 +134,11 @@ def _child(arch, patch, conn):
     conn.close()
 
 
-def measure_fresh(arch: str, patch) -> dict:
-    """:func:`measure` in a fresh process forked from this one (nothing of an earlier measurement in its heap)."""
-    ctx = mp.get_context("fork")
+def measure_fresh(arch: str, patch, start_method: str = "fork") -> dict:
+    """:func:`measure` in a fresh process (nothing of an earlier measurement in its heap): forked from this one by
+    default (no re-import of torch; safe here because this script's process runs no intra-op thread pool before it
+    forks), ``"spawn"`` from a process that has run torch's CPU kernels (a forked child can hang in OpenMP)."""
+    ctx = mp.get_context(start_method)
     parent, child = ctx.Pipe(duplex=False)
     p = ctx.Process(target=_child, args=(arch, tuple(patch), child))
     p.start()

@@ -67,8 +67,11 @@ def test_calibrate_planner_check_ignores_a_cpu_recalibration():
     assert calibrate_planner._same(a, b) == [] and calibrate_planner._same(a, {"architectures": {}}) != []
 
 
-def test_one_measurement_in_a_fresh_process(memory_check):
-    r = memory_check.add_estimates([memory_check.measure_fresh("plain_unet", (32, 32))])[0]
+def test_one_measurement_in_a_fresh_process(memory_check, monkeypatch):
+    # spawn: this pytest process has run torch's OpenMP pool, and a child forked from it can hang; the spawned
+    # child imports memory_check by name, from the parent's sys.path
+    monkeypatch.syspath_prepend(str(BENCH))
+    r = memory_check.add_estimates([memory_check.measure_fresh("plain_unet", (32, 32), start_method="spawn")])[0]
     assert "error" not in r, r
     # machine-independent: the model's parts, and the step holds at least the fp32 weights and gradients
     assert r["param_state_bytes"] == 16 * r["params"] and r["activation_bytes"] > 0
