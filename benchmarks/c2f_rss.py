@@ -48,17 +48,9 @@ def rss_mb() -> Dict[str, float]:
 
 
 def c2f_argv(input_folder, output_folder, dataset, coarse: str, fine: str, fold: str = "0") -> List[str]:
-    """``predict-c2f`` arguments: CPU, fold ``fold`` of both models, no mirroring. The spellings of the device and TTA
-    flags are read from the CLI's parser (``-device``/``--device``, ``--disable_tta``/``--disable-tta``)."""
-    from nnunet_ext.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["predict-c2f"]
-    opts = {o for a in sub._actions for o in a.option_strings}
-    device = next(o for o in ("-device", "--device") if o in opts)
-    tta = next(o for o in ("--disable_tta", "--disable-tta") if o in opts)
+    """``predict-c2f`` arguments: CPU, fold ``fold`` of both models, no mirroring (nnU-Net's flag spellings)."""
     return ["predict-c2f", "-i", str(input_folder), "-o", str(output_folder), "-d", str(dataset), "--coarse", coarse,
-            "--fine", fine, "-f", fold, device, "cpu", tta]
+            "--fine", fine, "-f", fold, "-device", "cpu", "--disable_tta"]
 
 
 def measure(argv: List[str], every: int) -> List[dict]:
