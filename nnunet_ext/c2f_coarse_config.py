@@ -7,12 +7,11 @@ import json
 import math
 import os
 from copy import deepcopy
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from nnunet_ext.errors import UserError, dataset_name as _dataset_name
+from nnunet_ext.errors import UserError, dataset_name as _dataset_name, preprocessed_file
 
 #: two_stage_unet Sec. 2.1: decimation factor
 TWO_STAGE_R = 4
@@ -33,12 +32,7 @@ def make_coarse_config(dataset, plans_name: str = "nnUNetPlans", source: str = "
     if not (factor > 1 and math.isfinite(factor)):
         raise _user_error(f"--factor must be > 1, got {factor}")
     name = name or f"3d_coarse{factor:g}".replace(".", "p")
-    pre = os.environ.get("nnUNet_preprocessed")
-    if not pre:
-        raise _user_error("nnUNet_preprocessed is not set")
-    plans_file = Path(pre) / ds / f"{plans_name}.json"
-    if not plans_file.is_file():
-        raise _user_error(f"plans file {plans_file} does not exist (run nnUNetv2_plan_and_preprocess first)")
+    plans_file = preprocessed_file(ds, f"{plans_name}.json")
     plans = json.loads(plans_file.read_text())
     confs = plans["configurations"]
     if source not in confs:

@@ -1,4 +1,6 @@
 """Errors of nnunet-ext that the command line reports on one line (no traceback) with exit status 2."""
+import os
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -14,3 +16,16 @@ def dataset_name(dataset) -> str:
     except (RuntimeError, ValueError) as e:
         raise UserError(f"dataset {dataset!r} not found in nnUNet_raw/nnUNet_preprocessed/nnUNet_results "
                         f"({str(e).splitlines()[0][:120]})") from None
+
+
+def preprocessed_file(dataset_folder_name: str, filename: str, what: str = "plans") -> Path:
+    """``$nnUNet_preprocessed/DatasetXXX_Name/filename``; UserError (one line) if the variable is unset or the file
+    is missing (the one rule for files of a preprocessed dataset)."""
+    pre = os.environ.get("nnUNet_preprocessed")
+    if not pre:
+        raise UserError("nnUNet_preprocessed is not set")
+    f = Path(pre) / dataset_folder_name / filename
+    if not f.is_file():
+        verb = "do" if what == "plans" else "does"
+        raise UserError(f"{what} {f} {verb} not exist (plan and preprocess {dataset_folder_name} first, or check -p)")
+    return f

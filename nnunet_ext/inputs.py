@@ -383,15 +383,10 @@ def check_train_args(argv: Sequence[str]) -> None:
     if ns.device not in ("cpu", "cuda", "mps"):
         raise UserError(f"-device {ns.device!r}: expected cpu, cuda or mps")
     _check_trainer_name(ns.tr)
-    from nnunet_ext.errors import dataset_name
+    from nnunet_ext.errors import dataset_name, preprocessed_file
 
     ds = dataset_name(ns.dataset)
-    pre = os.environ.get("nnUNet_preprocessed")
-    if not pre:
-        raise UserError("nnUNet_preprocessed is not set")
-    plans_file = Path(pre) / ds / f"{ns.p}.json"
-    if not plans_file.is_file():
-        raise UserError(f"plans {plans_file} do not exist (plan and preprocess {ds} first, or check -p)")
+    plans_file = preprocessed_file(ds, f"{ns.p}.json")
     try:
         confs = json.loads(plans_file.read_text()).get("configurations", {})
     except (OSError, ValueError) as e:
@@ -499,24 +494,19 @@ def _check_trainer_name(name: str) -> None:
 def _model_from_dataset(dataset, configuration: str, plans_name: str):
     from types import SimpleNamespace
 
-    from nnunet_ext.errors import dataset_name
+    from nnunet_ext.errors import dataset_name, preprocessed_file
 
     ds = dataset_name(dataset)
-    pre = os.environ.get("nnUNet_preprocessed")
-    if not pre:
-        raise UserError("nnUNet_preprocessed is not set (needed for -d)")
-    base = Path(pre) / ds
-    jsons = {}
-    for name, f in (("plans", base / f"{plans_name}.json"), ("dataset.json", base / "dataset.json")):
-        if not f.is_file():
-            raise UserError(f"{f} does not exist (plan and preprocess {ds} first, or check -p)")
+    jsons, files = {}, {}
+    for name, filename in (("plans", f"{plans_name}.json"), ("dataset.json", "dataset.json")):
+        f = files[name] = preprocessed_file(ds, filename, name)
         try:
             jsons[name] = json.loads(f.read_text())
         except (OSError, ValueError) as e:
             raise UserError(f"{f}: cannot read ({e})") from None
     confs = jsons["plans"].get("configurations", {})
     if configuration not in confs:
-        raise UserError(f"configuration {configuration!r} does not exist in {base / plans_name}.json "
+        raise UserError(f"configuration {configuration!r} does not exist in {files['plans']} "
                         f"(has: {', '.join(confs)})")
     return SimpleNamespace(dataset_json=jsons["dataset.json"], plans=jsons["plans"], configuration=configuration)
 
