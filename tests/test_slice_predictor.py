@@ -136,12 +136,18 @@ def test_command_equals_nnunetv2_predict_for_a_trained_monet(nnunet_dataset, tmp
 
 def test_command_bad_input_one_line_exit_2_nothing_written(nnunet_dataset, tmp_path):
     ds = nnunet_dataset
-    out = tmp_path / "never"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
     for extra, expect in ((["-batch_mb", "0"], "-batch_mb"), (["-slices_per_forward", "0"], "-slices_per_forward"),
-                          (["-step_size", "2"], "-step_size"), (["-tr", "nnUNetTrainerNoSuch"], "nnUNetTrainerNoSuch")):
-        proc = run(["nnunet-ext", "predict-slices", "-i", str(ds.images_ts), "-o", str(out), "-d",
-                    str(ds.dataset_id), "-c", "2d", "-f", "0", "-device", "cpu", *extra], ds.env, check=False)
+                          (["-step_size", "2"], "-step_size"), (["-tr", "nnUNetTrainerNoSuch"], "nnUNetTrainerNoSuch"),
+                          (["-i", str(tmp_path / "no_such_folder")], "no_such_folder"),
+                          (["-o", str(blocker / "out")], "a_file")):  # unwritable even for root: below a file
+        out = tmp_path / "never"
+        args = {"-i": str(ds.images_ts), "-o": str(out), "-d": str(ds.dataset_id), "-c": "2d", "-f": "0",
+                "-device": "cpu"}
+        args.update(dict(zip(extra[::2], extra[1::2])))
+        proc = run(["nnunet-ext", "predict-slices", *[x for kv in args.items() for x in kv]], ds.env, check=False)
         assert proc.returncode == 2, (extra, proc.stderr[-2000:])
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and expect in lines[0], (extra, proc.stderr)
-        assert not out.exists()
+        assert not out.exists() and blocker.read_text() == "x"
