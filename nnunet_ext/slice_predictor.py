@@ -5,8 +5,9 @@ when the patch covers the whole slice.
 Why. nnU-Net's ``predict_sliding_window_return_logits`` runs a 2d model one tile (= one slice at most) per forward
 and, per tile, multiplies the logits by a Gaussian (fp16) and adds logits and Gaussian into fp16 accumulators, then
 divides. For a network as small as MoNet (Knolle, Kaissis et al. 2021, Sec. 2: 403 k parameters, CPU inference as
-the selling point) that per-tile machinery is a measurable share of the CPU time (``benchmarks/monet_cpu_speed.py``
-prints it).
+the selling point) a batch of one slice leaves a GPU mostly idle. On a CPU the forward pass itself is ≥ 99 % of the
+time under load (``benchmarks/monet_cpu_speed.py`` prints the share; docs/monet.md): there this path gains only
+nnU-Net's per-tile passes, and a 256² slice goes one per forward (batching did not run faster per slice).
 
 What is the same as nnU-Net (:class:`nnunetv2.inference.predict_from_raw_data.nnUNetPredictor`, subclassed, not
 forked): loading of the model folder and folds, preprocessing, padding to the patch (``pad_nd_image``), tile positions
