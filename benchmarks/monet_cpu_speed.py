@@ -25,6 +25,17 @@ Examples::
 
     OMP_NUM_THREADS=2 python benchmarks/monet_cpu_speed.py --threads 2 --repeats 3          # the full benchmark
     OMP_NUM_THREADS=1 python benchmarks/monet_cpu_speed.py --slices 4 --size 64 --repeats 1 # a quick check
+    python benchmarks/monet_cpu_speed.py --device cuda --engines nnunet,slices --repeats 3    # GPU (AMP, as nnU-Net)
+
+Two engines (``--engines``), same networks, same volume, interleaved:
+
+* ``nnunet``: nnU-Net's ``nnUNetPredictor.predict_sliding_window_return_logits`` (one tile per forward, per-tile
+  Gaussian weighting and fp16 accumulation);
+* ``slices``: :class:`nnunet_ext.slice_predictor.SlicePredictor` (``nnunet-ext predict-slices``): several slices
+  per forward (``--slices-per-forward``, default: its memory rule), no weighting when the patch covers the slice.
+
+For every run the time spent inside the network's forward passes is measured too (hooks on the network), so the
+table shows the share of the network vs the sliding-window machinery around it.
 
 It is a benchmark, not a test: nothing is asserted. ``--json PATH`` writes the raw timings.
 """
@@ -112,17 +123,48 @@ def build_networks(plans: dict, archs: List[str]) -> Dict[str, torch.nn.Module]:
     return nets
 
 
-def make_predictor(net, plans, step: float, mirroring: bool, device: torch.device):
+def make_predictor(net, plans, step: float, mirroring: bool, device: torch.device, engine: str = "nnunet",
+                   slices_per_forward=None, batch_mb=None):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    from nnunet_ext.slice_predictor import SlicePredictor
+
     pm = PlansManager(plans)
     cm = pm.get_configuration("2d")
-    pred = nnUNetPredictor(tile_step_size=step, use_gaussian=True, use_mirroring=mirroring,
-                           perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
-                           allow_tqdm=False)
+    kw = dict(tile_step_size=step, use_gaussian=True, use_mirroring=mirroring,
+              perform_everything_on_device=device.type == "cuda", device=device, verbose=False, allow_tqdm=False)
+    if engine == "nnunet":
+        pred = nnUNetPredictor(**kw)
+    elif engine == "slices" or engine.startswith("slices:"):
+        n = int(engine.split(":")[1]) if ":" in engine else slices_per_forward
+        pred = SlicePredictor(**kw, slices_per_forward=n, batch_mb=batch_mb)
+    else:
+        raise SystemExit(f"--engines: unknown engine {engine!r} (nnunet, slices, slices:N)")
     pred.manual_initialization(net, pm, cm, None, DATASET_JSON, "benchmark", inference_allowed_mirroring_axes=(0, 1))
     return pred
+
+
+class ForwardClock:
+    """Seconds spent inside ``net``'s forward passes (pre- and post-forward hooks; synchronised on cuda)."""
+
+    def __init__(self, nets, device):
+        self.total, self.calls, self._t0, self.device = 0.0, 0, None, device
+        for n in nets:
+            n.register_forward_pre_hook(self._pre)
+            n.register_forward_hook(self._post)
+
+    def reset(self):
+        self.total, self.calls = 0.0, 0
+
+    def _pre(self, module, args):
+        _sync(self.device)
+        self._t0 = time.perf_counter()
+
+    def _post(self, module, args, out):
+        _sync(self.device)
+        self.total += time.perf_counter() - self._t0
+        self.calls += 1
 
 
 def _sync(device):
@@ -151,6 +193,12 @@ def main(argv=None) -> int:
     ap.add_argument("--mirroring", choices=("both", "on", "off"), default="both")
     ap.add_argument("--archs", default="stock,monet", help="comma list of stock, monet, monet_fulldepth")
     ap.add_argument("--warmup-slices", type=int, default=2, help="slices of the untimed warm-up run (0: none)")
+    ap.add_argument("--engines", default="nnunet,slices",
+                    help="comma list: nnunet (nnU-Net's sliding window), slices (nnunet-ext predict-slices), "
+                         "slices:N (the same with N slices per forward)")
+    ap.add_argument("--slices-per-forward", type=int, default=None,
+                    help="slices per forward of the slices engine (default: its memory rule, -batch_mb)")
+    ap.add_argument("--batch-mb", type=float, default=None, help="memory budget of the slices engine (MB)")
     ap.add_argument("--device", default="cpu", help="cpu (the benchmark) or cuda")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the raw timings here")
@@ -162,6 +210,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     mirrorings = {"both": [False, True], "on": [True], "off": [False]}[args.mirroring]
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
 
     plans = make_2d_plans(args.size)
     nets = build_networks(plans, archs)
@@ -175,44 +224,76 @@ def main(argv=None) -> int:
           f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()} | load avg before {load0}")
     print(f"# command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
     params = {a: sum(p.numel() for p in n.parameters()) for a, n in nets.items()}
-    preds = {(a, m): make_predictor(nets[a], plans, args.step, m, device) for a in archs for m in mirrorings}
+    preds = {(e, a, m): make_predictor(nets[a], plans, args.step, m, device, e, args.slices_per_forward,
+                                       args.batch_mb)
+             for e in engines for a in archs for m in mirrorings}
+    patch = plans["configurations"]["2d"]["patch_size"]
+    for (e, a, m), pred in preds.items():
+        if e.startswith("slices") and m == mirrorings[0]:
+            print(f"# engine {e}, {a}: {pred.slices_per_forward(patch, args.slices)} slices per forward "
+                  f"(activation estimate {pred.activation_bytes_per_slice(patch) / 2 ** 20:.0f} MB per slice)")
+    clock = ForwardClock(nets.values(), device)
 
     if args.warmup_slices > 0:
         warm = data[:, : args.warmup_slices]
         for key, pred in preds.items():
             time_once(pred, warm, device)
     times: Dict[tuple, List[float]] = {k: [] for k in preds}
+    fwd: Dict[tuple, List[float]] = {k: [] for k in preds}
+    calls: Dict[tuple, int] = {}
     for r in range(args.repeats):
         for key, pred in preds.items():
+            clock.reset()
             t = time_once(pred, data, device)
             times[key].append(t)
-            print(f"  run {r + 1}/{args.repeats} {key[0]:>16s} mirroring={'on ' if key[1] else 'off'} {t:9.2f} s",
-                  flush=True)
+            fwd[key].append(clock.total)
+            calls[key] = clock.calls
+            print(f"  run {r + 1}/{args.repeats} {key[0]:>7s} {key[1]:>16s} mirroring={'on ' if key[2] else 'off'} "
+                  f"{t:9.2f} s (network {100 * clock.total / t:.0f} %, {clock.calls} forwards)", flush=True)
     load1 = os.getloadavg()
 
     print()
-    print(f"| network | parameters | mirroring | median (s) | min (s) | ms / slice | runs (s) |")
-    print(f"|---|---:|---|---:|---:|---:|---|")
-    for (a, m), ts in times.items():
+    print("| engine | network | parameters | mirroring | median (s) | min (s) | ms / slice | network forward share | "
+          "forwards | runs (s) |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---|")
+    for (e, a, m), ts in times.items():
         med = statistics.median(ts)
-        print(f"| {a} | {params[a]:,} | {'on' if m else 'off'} | {med:.2f} | {min(ts):.2f} | "
-              f"{1000 * med / args.slices:.1f} | {', '.join(f'{t:.2f}' for t in ts)} |")
+        share = statistics.median([f / t for f, t in zip(fwd[(e, a, m)], ts)])
+        print(f"| {e} | {a} | {params[a]:,} | {'on' if m else 'off'} | {med:.2f} | {min(ts):.2f} | "
+              f"{1000 * med / args.slices:.1f} | {100 * share:.0f} % | {calls[(e, a, m)]} | "
+              f"{', '.join(f'{t:.2f}' for t in ts)} |")
     print()
     ratios = {}
-    if "stock" in archs:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for e in engines:
+        if "stock" not in archs:
+            break
         for a in archs:
             if a == "stock":
                 continue
             for m in mirrorings:
-                ratio = statistics.median(times[("stock", m)]) / statistics.median(times[(a, m)])
-                ratios[f"{a}/mirroring_{'on' if m else 'off'}"] = ratio
-                print(f"speed-up {a} vs stock 2d, mirroring {'on ' if m else 'off'}: {ratio:.2f}x "
+                ratio = med[(e, "stock", m)] / med[(e, a, m)]
+                ratios[f"{e}/{a}/mirroring_{'on' if m else 'off'}"] = ratio
+                print(f"speed-up {a} vs stock 2d, engine {e}, mirroring {'on ' if m else 'off'}: {ratio:.2f}x "
                       f"(median stock / median {a})")
+    for e in (e for e in engines if e != "nnunet" and "nnunet" in engines):
+        for a in archs:
+            for m in mirrorings:
+                ratio = med[("nnunet", a, m)] / med[(e, a, m)]
+                ratios[f"{e}_vs_nnunet/{a}/mirroring_{'on' if m else 'off'}"] = ratio
+                print(f"engine {e} vs nnunet, {a}, mirroring {'on ' if m else 'off'}: {ratio:.2f}x")
+        for a in (a for a in archs if a != "stock" and "stock" in archs):
+            for m in mirrorings:
+                ratio = med[("nnunet", "stock", m)] / med[(e, a, m)]
+                ratios[f"{e}_{a}_vs_nnunet_stock/mirroring_{'on' if m else 'off'}"] = ratio
+                print(f"speed-up {a} (engine {e}) vs stock 2d (engine nnunet), mirroring "
+                      f"{'on ' if m else 'off'}: {ratio:.2f}x")
     print(f"# load avg after {load1}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "params": params, "load_before": load0, "load_after": load1,
-                       "times": {f"{a}/mirroring_{'on' if m else 'off'}": ts for (a, m), ts in times.items()},
+                       "times": {f"{e}/{a}/mirroring_{'on' if m else 'off'}": ts for (e, a, m), ts in times.items()},
+                       "forward_s": {f"{e}/{a}/mirroring_{'on' if m else 'off'}": ts for (e, a, m), ts in fwd.items()},
                        "ratios": ratios}, f, indent=2)
     return 0
 

@@ -38,6 +38,9 @@ LAZY_COMMANDS = {
     "plan": ("nnunet_ext.planning",
              "nnU-Net planning (+ preprocessing where needed) sized to a GPU-memory target for one or more "
              "architectures"),
+    "predict-slices": ("nnunet_ext.slice_predictor",
+                       "nnUNetv2_predict (same flags and outputs) with 2d configurations predicted several slices per "
+                       "forward and without per-tile Gaussian weighting when the patch covers the slice"),
     "check-inputs": ("nnunet_ext.inputs",
                      "check an input folder (truncated files, NaN/Inf, channels, 4D) before nnUNetv2_predict"),
 }

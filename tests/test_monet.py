@@ -199,8 +199,10 @@ def test_cpu_speed_benchmark_smoke(tmp_path):
                            "--size", "32", "--repeats", "1", "--threads", "1", "--warmup-slices", "1",
                            "--json", str(res)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "speed-up monet vs stock 2d, mirroring off" in proc.stdout
+    assert "speed-up monet vs stock 2d, engine nnunet, mirroring off" in proc.stdout
+    assert "engine slices vs nnunet, monet, mirroring on" in proc.stdout
     data = json.loads(res.read_text())
-    assert set(data["times"]) == {"stock/mirroring_off", "stock/mirroring_on", "monet/mirroring_off",
-                                  "monet/mirroring_on"}
+    assert set(data["times"]) == {f"{e}/{a}/mirroring_{m}" for e in ("nnunet", "slices") for a in ("stock", "monet")
+                                  for m in ("on", "off")}
+    assert all(0 < f <= t for k in data["times"] for f, t in zip(data["forward_s"][k], data["times"][k]))
     assert data["params"]["monet"] < data["params"]["stock"]
