@@ -86,7 +86,8 @@ def reference_arch_kwargs(dim: int) -> Tuple[dict, Tuple[int, ...]]:
     return plans["configurations"][conf]["architecture"]["arch_kwargs"], tuple(ref["patch_size"])
 
 
-def _build_meta(arch: str, arch_kwargs: dict, input_channels: int, num_classes: int) -> torch.nn.Module:
+def build_meta(arch: str, arch_kwargs: dict, input_channels: int, num_classes: int) -> torch.nn.Module:
+    """``arch`` built from plans' ``arch_kwargs`` on the meta device (shapes only), deep supervision on."""
     with torch.device("meta"):
         return create_from_plans(arch, arch_kwargs, input_channels, num_classes, True)
 
@@ -120,7 +121,7 @@ def activation_bytes(net: torch.nn.Module, input_shape: Sequence[int]) -> int:
 def _bytes_per_element(arch: str, dim: int, input_channels: int, num_classes: int) -> Tuple[float, int]:
     """(activation bytes per feature-map element, feature-map elements) of ``arch`` at the reference topology."""
     kwargs, patch = reference_arch_kwargs(dim)
-    net = _build_meta(arch, kwargs, input_channels, num_classes)
+    net = build_meta(arch, kwargs, input_channels, num_classes)
     fmap = int(net.compute_conv_feature_map_size(patch))
     return activation_bytes(net, (1, input_channels, *patch)) / fmap, fmap
 
@@ -208,10 +209,10 @@ def training_memory(arch: str, arch_kwargs: dict, patch_size: Sequence[int], bat
     if kappa is None:
         kappa = memory_factor(arch, dim, table)[0]
     if net is None:
-        net = _build_meta(arch, arch_kwargs, input_channels, num_classes)
+        net = build_meta(arch, arch_kwargs, input_channels, num_classes)
     fmap = float(net.compute_conv_feature_map_size(patch))
     params = _num_params(net)
-    params_plain = _num_params(_build_meta("plain_unet", _nnunet_unet_kwargs(arch_kwargs, dim), input_channels,
+    params_plain = _num_params(build_meta("plain_unet", _nnunet_unet_kwargs(arch_kwargs, dim), input_channels,
                                            num_classes))
     ref_val, ref_bs = NNUNET_REFERENCE[dim]
     activation_gb = kappa * fmap / ref_val * batch_size / ref_bs * NNUNET_REFERENCE_GB
