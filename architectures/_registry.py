@@ -128,8 +128,16 @@ def create(name: str, **overrides) -> nn.Module:
     """
     spec = get_spec(name)
     kwargs = {**spec.default_kwargs(), **_resolve_imports(overrides)}
-    model = spec.cls(**kwargs)
-    model.apply(spec.cls.initialize)
+    return _initialized(spec, spec.cls(**kwargs))
+
+
+def _initialized(spec: ArchSpec, model: nn.Module) -> nn.Module:
+    """``model`` with the class's weight initialisation applied, except on the meta device: meta tensors have no
+    values to initialise, and running ``initialize`` on them goes through torch's reference decompositions of
+    ``kaiming_normal_`` (about 70 % of the time of a meta build: 418 s of the planner's 624 s for DMC-Net 3D,
+    DLKUNet-S and MoNet at three budgets each, cProfile under load)."""
+    if not any(p.is_meta for p in model.parameters()):
+        model.apply(spec.cls.initialize)
     return model
 
 
@@ -182,9 +190,7 @@ def create_from_plans(name: str, configuration_manager_or_arch_kwargs, num_input
     kwargs = plans_arch_kwargs(name, arch_kwargs, **overrides)
     kwargs.update(input_channels=num_input_channels, num_classes=num_output_channels,
                   deep_supervision=enable_deep_supervision)
-    model = spec.cls(**kwargs)
-    model.apply(spec.cls.initialize)
-    return model
+    return _initialized(spec, spec.cls(**kwargs))
 
 
 def to_plans_entry(name: str, arch_kwargs: Dict[str, Any], **overrides) -> Dict[str, Any]:

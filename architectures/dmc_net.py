@@ -484,70 +484,51 @@ FLOPS_INPUT = {2: (512, 512), 3: (96, 192, 192)}
 
 
 def count_flops(name: str, spatial: Optional[Sequence[int]] = None, batch: int = 1) -> int:
-    """FLOPs of one forward pass of variant ``name`` (paper configuration) counted by
-    ``torch.utils.flop_counter.FlopCounterMode`` on the meta device (convolutions, transposed convolutions,
+    """FLOPs of one forward pass of variant ``name`` (paper configuration, built on the meta device) at ``spatial``
+    (default :data:`FLOPS_INPUT`), counted by nnunet-ext's one FLOP counter
+    (:func:`nnunet_ext.bench_profile.forward_flops`: torch's FlopCounterMode; convolutions, transposed convolutions,
     matmuls; 1 multiply-add = 2 FLOPs; pooling, sigmoid, element-wise ops are not counted)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from nnunet_ext.bench_profile import forward_flops
 
     from ._registry import get_spec
 
     spec = get_spec(name)
     kwargs = spec.default_kwargs()
-    dim = convert_conv_op_to_dim(kwargs["conv_op"])
-    spatial = tuple(spatial or FLOPS_INPUT[dim])
+    spatial = tuple(spatial or FLOPS_INPUT[convert_conv_op_to_dim(kwargs["conv_op"])])
     with torch.device("meta"):
-        net = spec.cls(**kwargs)
-        x = torch.empty(batch, kwargs["input_channels"], *spatial)
-    net.eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(x)
-    return int(counter.get_total_flops())
+        net = spec.cls(**kwargs).eval()
+    return forward_flops(net, (batch, kwargs["input_channels"], *spatial), "meta")
 
 
 def flops_table(names: Optional[Sequence[str]] = None) -> List[dict]:
-    """Rows (name, input, params_M, paper_params_M, GFLOPs, GMACs, paper_GFLOPs) for the paper configurations."""
-    from ._registry import get_spec, list_architectures
+    """Rows (name, input, params_M, paper_params_M, GFLOPs, GMACs, paper_GFLOPs) for the paper configurations at
+    :data:`FLOPS_INPUT`, batch 1."""
+    from ._registry import count_parameters_of, get_spec, list_architectures
 
     rows = []
     for name in names or list_architectures("dmc*"):
-        spec = get_spec(name)
-        kwargs = spec.default_kwargs()
-        with torch.device("meta"):
-            net = spec.cls(**kwargs)
-        params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-        dim = convert_conv_op_to_dim(kwargs["conv_op"])
+        dim = convert_conv_op_to_dim(get_spec(name).default_kwargs()["conv_op"])
         flops = count_flops(name)
-        rows.append(dict(name=name, input=FLOPS_INPUT[dim], params_M=params / 1e6, paper_params_M=TABLE4.get(name),
-                         GFLOPs=flops / 1e9, GMACs=flops / 2e9, paper_GFLOPs=TABLE4_GFLOPS.get(name)))
+        rows.append(dict(name=name, input=FLOPS_INPUT[dim], params_M=count_parameters_of(name) / 1e6,
+                         paper_params_M=TABLE4.get(name), GFLOPs=flops / 1e9, GMACs=flops / 2e9,
+                         paper_GFLOPs=TABLE4_GFLOPS.get(name)))
     return rows
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m nnunet_ext.architectures.dmc_net flops``: parameters and FLOPs of the paper configurations, FLOPs
-    by nnunet-ext's one counter (:func:`nnunet_ext.bench_profile.forward_flops`, meta device, batch 1, at
-    :data:`FLOPS_INPUT`). Step time and peak memory on nnU-Net plans: ``nnunet-ext benchmark`` (docs/benchmarks.md)."""
-    from nnunet_ext.bench_profile import forward_flops
-
-    from ._registry import get_spec, list_architectures
-
+    """``python -m nnunet_ext.architectures.dmc_net flops``: parameters and FLOPs of the paper configurations
+    (:func:`flops_table`). Step time and peak memory on nnU-Net plans: ``nnunet-ext benchmark`` (docs/benchmarks.md)."""
     ap = argparse.ArgumentParser(prog="python -m nnunet_ext.architectures.dmc_net")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("flops", help="parameters and FLOPs of the paper configurations (meta device)")
     ap.parse_args(argv)
     print("| variant | input | params (M) | paper params (M) | GFLOPs | GMACs | paper FLOPs (G) |")
     print("|---|---|---|---|---|---|---|")
-    for name in list_architectures("dmc*"):
-        spec = get_spec(name)
-        kwargs = spec.default_kwargs()
-        with torch.device("meta"):
-            net = spec.cls(**kwargs).eval()
-        params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-        spatial = FLOPS_INPUT[convert_conv_op_to_dim(kwargs["conv_op"])]
-        flops = forward_flops(net, (1, kwargs["input_channels"], *spatial), "meta")
-        pp = "" if TABLE4.get(name) is None else f"{TABLE4[name]:.2f}"
-        pf = "" if TABLE4_GFLOPS.get(name) is None else f"{TABLE4_GFLOPS[name]:.2f}"
-        print(f"| {name} | {'x'.join(map(str, spatial))} | {params / 1e6:.2f} | {pp} | "
-              f"{flops / 1e9:.2f} | {flops / 2e9:.2f} | {pf} |")
+    for r in flops_table():
+        pp = "" if r["paper_params_M"] is None else f"{r['paper_params_M']:.2f}"
+        pf = "" if r["paper_GFLOPs"] is None else f"{r['paper_GFLOPs']:.2f}"
+        print(f"| {r['name']} | {'x'.join(map(str, r['input']))} | {r['params_M']:.2f} | {pp} | "
+              f"{r['GFLOPs']:.2f} | {r['GMACs']:.2f} | {pf} |")
     return 0
 
 

@@ -68,8 +68,7 @@ def measure(arch: str, patch, batch: int = BATCH, steps: int = STEPS) -> dict:
     import torch
 
     from nnunet_ext.bench_plans import explicit_plans
-    from nnunet_ext.bench_profile import (_meta_output_shapes, _reset_rss_peak, _rss_now_kib, _rss_peak_kib,
-                                          _targets_for)
+    from nnunet_ext.bench_profile import meta_outputs, random_targets, reset_rss_peak, rss_now_kib, rss_peak_kib
     from nnunet_ext.bench_trainers import quiet as _quiet
     from nnunet_ext.plans.planner import training_memory
 
@@ -82,11 +81,11 @@ def measure(arch: str, patch, batch: int = BATCH, steps: int = STEPS) -> dict:
     with torch.device("meta"):
         meta = cls.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1,
                                               NUM_CLASSES, True)
-    out_shapes = _meta_output_shapes(meta, (batch, 1, *patch))
+    out_shapes = meta_outputs(meta, (batch, 1, *patch))
     del meta
     gc.collect()
-    base = _rss_now_kib()
-    if base is None or not _reset_rss_peak():
+    base = rss_now_kib()
+    if base is None or not reset_rss_peak():
         raise RuntimeError("needs Linux /proc (VmRSS, clear_refs) to measure the peak RSS")
     torch.manual_seed(0)
     trainer.network = cls.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1,
@@ -95,7 +94,7 @@ def measure(arch: str, patch, batch: int = BATCH, steps: int = STEPS) -> dict:
     trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
     trainer.loss = trainer._build_loss()
     x = torch.randn((batch, 1, *patch), generator=torch.Generator().manual_seed(1))
-    batch_dict = {"data": x, "target": _targets_for(out_shapes, batch, NUM_CLASSES, device)}
+    batch_dict = {"data": x, "target": random_targets(out_shapes, batch, NUM_CLASSES, device)}
     # the optimizer's state as after a first step (SGD's momentum buffers), so that one step shows the steady state
     for group in trainer.optimizer.param_groups:
         for p in group["params"]:
@@ -103,7 +102,7 @@ def measure(arch: str, patch, batch: int = BATCH, steps: int = STEPS) -> dict:
                 trainer.optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
     for _ in range(steps):
         trainer.train_step(batch_dict)
-    measured = (_rss_peak_kib() - base) * 1024
+    measured = (rss_peak_kib() - base) * 1024
     return {"arch": arch, "dim": len(patch), "patch": list(patch), "batch": batch, "measured_bytes": measured,
             "params": sum(p.numel() for p in trainer.network.parameters()),
             "fmap": float(trainer.network.compute_conv_feature_map_size(tuple(patch)))}

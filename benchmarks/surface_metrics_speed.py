@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from nnunet_ext.metrics import _crop_to_union, surface_metrics
+    from nnunet_ext.metrics import crop_to_union, surface_metrics
 
     structures = {"tumour (sphere r 15 mm)": ellipsoid((15, 15, 15), (100, 300, 200)),
                   "pancreas (30 x 25 x 60 mm)": ellipsoid((30, 25, 60), (90, 260, 280)),
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         def prep():
             r, p = ref.astype(bool, copy=False), pred.astype(bool, copy=False)
             bool(r.any()), bool(p.any())
-            return _crop_to_union(r, p)
+            return crop_to_union(r, p)
 
         t_prep, crop = timed(prep, args.repeats)
         print(f"| {name} | {int(ref.sum())} | {crop[0].size} | {res['HD95']:.2f} | {res['NSD']:.3f} | {t:.2f} | "

@@ -32,7 +32,7 @@ def forward_flops(net, input_shape: Sequence[int], device: str = "meta") -> int:
     return int(fc.get_total_flops())
 
 
-def _proc_status_kib(key: str) -> Optional[int]:
+def proc_status_kib(key: str) -> Optional[int]:
     """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``); None where there is no /proc."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -43,12 +43,14 @@ def _proc_status_kib(key: str) -> Optional[int]:
     return None
 
 
-def _rss_now_kib() -> Optional[int]:
-    return _proc_status_kib("VmRSS")
+def rss_now_kib() -> Optional[int]:
+    """The process's resident set size now (KiB); None where there is no /proc."""
+    return proc_status_kib("VmRSS")
 
 
-def _rss_peak_kib() -> int:
-    peak = _proc_status_kib("VmHWM")
+def rss_peak_kib() -> int:
+    """The process's peak resident set size (KiB) since it started or since :func:`reset_rss_peak`."""
+    peak = proc_status_kib("VmHWM")
     if peak is not None:
         return peak
     import resource
@@ -56,7 +58,8 @@ def _rss_peak_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _reset_rss_peak() -> bool:
+def reset_rss_peak() -> bool:
+    """Reset the peak RSS that :func:`rss_peak_kib` reads (Linux ``/proc/self/clear_refs``); False if it cannot."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -72,7 +75,7 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _targets_for(outputs, batch: int, num_classes: int, device):
+def random_targets(outputs, batch: int, num_classes: int, device):
     """Random integer label maps matching the network's outputs (a list with deep supervision)."""
     import torch
 
@@ -83,7 +86,8 @@ def _targets_for(outputs, batch: int, num_classes: int, device):
     return torch.randint(0, num_classes, (batch, 1, *outputs.shape[2:]), generator=g).float().to(device)
 
 
-def _meta_output_shapes(net_meta, in_shape):
+def meta_outputs(net_meta, in_shape):
+    """The outputs (shapes only) of a network on the meta device for an input of ``in_shape``."""
     import torch
 
     with torch.no_grad():
@@ -196,7 +200,7 @@ def measure_trainer(spec: dict) -> dict:
     with torch.device("meta"):
         try:
             ds_meta = build_network(cls, pm, cm, in_ch, out_ch, True)
-            out_shapes = _meta_output_shapes(ds_meta, (batch, in_ch, *patch))
+            out_shapes = meta_outputs(ds_meta, (batch, in_ch, *patch))
         except Exception:
             out_shapes = None
     del net_meta
@@ -211,8 +215,8 @@ def measure_trainer(spec: dict) -> dict:
             torch.cuda.reset_peak_memory_stats(device)
             base_cuda = torch.cuda.memory_allocated(device)
         else:
-            base_rss = _rss_now_kib()
-            if not _reset_rss_peak():
+            base_rss = rss_now_kib()
+            if not reset_rss_peak():
                 res["notes"].append("could not reset the peak RSS; memory is the process's peak RSS - RSS before")
         try:
             step, net, how = _trainer_step_fn(cls, plans, configuration, dataset_json, device, in_ch, out_ch)
@@ -225,7 +229,7 @@ def measure_trainer(spec: dict) -> dict:
         if out_shapes is None:
             with torch.no_grad():
                 out_shapes = net(x)
-        batch_dict = {"data": x, "target": _targets_for(out_shapes, batch, out_ch, device)}
+        batch_dict = {"data": x, "target": random_targets(out_shapes, batch, out_ch, device)}
         times = []
         for i in range(int(spec.get("warmup", 1)) + int(spec["repeats"])):
             _sync(device)
@@ -240,7 +244,7 @@ def measure_trainer(spec: dict) -> dict:
             res["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base_cuda) / 2 ** 20
             res["memory_kind"] = "cuda max_memory_allocated"
         else:
-            res["peak_mib"] = (_rss_peak_kib() - (base_rss or 0)) / 1024
+            res["peak_mib"] = (rss_peak_kib() - (base_rss or 0)) / 1024
             res["memory_kind"] = "peak RSS rise"
         del step, net, batch_dict, x
         gc.collect()

@@ -43,14 +43,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from nnunet_ext.boxes import Box, bbox_with_margin_mm, box_size, box_slices, expand_bbox, foreground_bbox
 from nnunet_ext.c2f_coarse_config import TWO_STAGE_R, make_coarse_config  # noqa: F401  (re-exported)
 from nnunet_ext.c2f_stages import (Preprocessed, StageOutput, coarse_grid_factor, preprocess,  # noqa: F401
                                    preprocessed_box_to_raw, raw_box_to_preprocessed, run_fine_in_box, run_stage,
                                    same_preprocessing)
 from nnunet_ext.errors import UserError, dataset_name as _dataset_name
 from nnunet_ext.inputs import check_c2f_arguments, check_output_path, check_prediction_inputs
-from nnunet_ext.trainers.c2f import (DEFAULT_FINE_MARGIN_MM, TWO_STAGE_FINE_MARGIN_VOX, Box, bbox_with_margin_mm,
-                                     box_size, box_slices, expand_bbox, foreground_bbox)
+from nnunet_ext.trainers.c2f import DEFAULT_FINE_MARGIN_MM, TWO_STAGE_FINE_MARGIN_VOX
 
 TIMES_FILE = "c2f_times.json"
 #: two_stage_unet Sec. 2.2: box of the coarse mask + 2 voxels (coarse grid); the box of the upsampled mask gets
@@ -63,8 +63,10 @@ _user_error = UserError  # one-line error, exit status 2 (nnunet_ext.errors)
 # ------------------------------------------------------------------------------------------------ pure helpers
 def remove_small_components(seg: np.ndarray, min_fraction: float) -> np.ndarray:
     """Set to background every connected component of the foreground (all labels > 0, face connectivity) whose
-    size is below ``min_fraction`` of the total foreground (resdsn_c2f Sec. 4.2: 0.2). ``min_fraction <= 0``: no-op."""
-    from scipy import ndimage
+    size is below ``min_fraction`` of the total foreground (resdsn_c2f Sec. 4.2: 0.2). ``min_fraction <= 0``: no-op.
+    Components are labelled and filtered by acvl_utils (``remove_components_cc3d``: connected-components-3d, for 2D
+    and 3D arrays; ``remove_components``: scikit-image, any other number of axes)."""
+    from acvl_utils.morphology.morphology_helper import remove_components, remove_components_cc3d
 
     if min_fraction <= 0:
         return seg
@@ -72,16 +74,15 @@ def remove_small_components(seg: np.ndarray, min_fraction: float) -> np.ndarray:
     total = int(fg.sum())
     if total == 0:
         return seg
-    lab, n = ndimage.label(fg)
-    if n <= 1:
-        return seg
-    sizes = np.bincount(lab.ravel())
-    small = np.flatnonzero(sizes < min_fraction * total)
-    small = small[small > 0]
-    if small.size == 0:
+    threshold = min_fraction * total  # components of at least this many voxels are kept
+    if fg.ndim in (2, 3):
+        keep = remove_components_cc3d(fg, threshold, "min", connectivity={2: 4, 3: 6}[fg.ndim])
+    else:
+        keep = remove_components(fg, threshold, "min", connectivity=1)
+    if keep.sum() == total:
         return seg
     out = seg.copy()
-    out[np.isin(lab, small)] = 0
+    out[~keep] = 0
     return out
 
 

@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nnunet_ext.trainers.c2f import Box, box_size, box_slices, scale_bbox
+from nnunet_ext.boxes import Box, box_size, box_slices, scale_bbox
 
 
 @dataclass

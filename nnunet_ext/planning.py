@@ -141,10 +141,10 @@ def configuration_figures(arch: str, conf: dict) -> Tuple[float, float]:
     import torch
 
     from nnunet_ext.bench_profile import forward_flops
-    from nnunet_ext.plans.planner import _build_meta, training_memory
+    from nnunet_ext.plans.planner import build_meta, training_memory
 
     kwargs, patch, batch = conf["architecture"]["arch_kwargs"], conf["patch_size"], conf["batch_size"]
-    net = _build_meta(arch, kwargs, 1, 3)
+    net = build_meta(arch, kwargs, 1, 3)
     gb = training_memory(arch, kwargs, patch, batch, 1, 3, net=net)["gpu_gb"]
     net.decoder.deep_supervision = False
     return gb, 3 * batch * forward_flops(net, (1, 1, *patch), "meta") / 1e9

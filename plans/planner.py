@@ -86,9 +86,27 @@ def reference_arch_kwargs(dim: int) -> Tuple[dict, Tuple[int, ...]]:
     return plans["configurations"][conf]["architecture"]["arch_kwargs"], tuple(ref["patch_size"])
 
 
-def _build_meta(arch: str, arch_kwargs: dict, input_channels: int, num_classes: int) -> torch.nn.Module:
+def build_meta(arch: str, arch_kwargs: dict, input_channels: int, num_classes: int) -> torch.nn.Module:
+    """``arch`` built from plans' ``arch_kwargs`` on the meta device (shapes only), deep supervision on."""
     with torch.device("meta"):
         return create_from_plans(arch, arch_kwargs, input_channels, num_classes, True)
+
+
+def _meta_and_params(arch: str, arch_kwargs: dict, input_channels: int, num_classes: int):
+    """(:func:`build_meta`, its trainable parameters), shared between calls with the same arguments: nnU-Net's
+    patch-shrinking loop asks for the estimate of the same topology at several patch sizes."""
+    try:
+        key = json.dumps(arch_kwargs, sort_keys=True)
+    except TypeError:  # not as in a plans file (numpy numbers, classes): build it
+        net = build_meta(arch, arch_kwargs, input_channels, num_classes)
+        return net, _num_params(net)
+    return _meta_and_params_cached(arch, key, input_channels, num_classes)
+
+
+@functools.lru_cache(maxsize=32)
+def _meta_and_params_cached(arch: str, arch_kwargs_json: str, input_channels: int, num_classes: int):
+    net = build_meta(arch, json.loads(arch_kwargs_json), input_channels, num_classes)
+    return net, _num_params(net)
 
 
 def activation_bytes(net: torch.nn.Module, input_shape: Sequence[int]) -> int:
@@ -120,7 +138,7 @@ def activation_bytes(net: torch.nn.Module, input_shape: Sequence[int]) -> int:
 def _bytes_per_element(arch: str, dim: int, input_channels: int, num_classes: int) -> Tuple[float, int]:
     """(activation bytes per feature-map element, feature-map elements) of ``arch`` at the reference topology."""
     kwargs, patch = reference_arch_kwargs(dim)
-    net = _build_meta(arch, kwargs, input_channels, num_classes)
+    net = build_meta(arch, kwargs, input_channels, num_classes)
     fmap = int(net.compute_conv_feature_map_size(patch))
     return activation_bytes(net, (1, input_channels, *patch)) / fmap, fmap
 
@@ -208,11 +226,12 @@ def training_memory(arch: str, arch_kwargs: dict, patch_size: Sequence[int], bat
     if kappa is None:
         kappa = memory_factor(arch, dim, table)[0]
     if net is None:
-        net = _build_meta(arch, arch_kwargs, input_channels, num_classes)
+        net, params = _meta_and_params(arch, arch_kwargs, input_channels, num_classes)
+    else:
+        params = _num_params(net)
     fmap = float(net.compute_conv_feature_map_size(patch))
-    params = _num_params(net)
-    params_plain = _num_params(_build_meta("plain_unet", _nnunet_unet_kwargs(arch_kwargs, dim), input_channels,
-                                           num_classes))
+    params_plain = _meta_and_params("plain_unet", _nnunet_unet_kwargs(arch_kwargs, dim), input_channels,
+                                    num_classes)[1]
     ref_val, ref_bs = NNUNET_REFERENCE[dim]
     activation_gb = kappa * fmap / ref_val * batch_size / ref_bs * NNUNET_REFERENCE_GB
     activation_bytes_ = kappa * reference_bytes_per_element(dim, table) * fmap * batch_size

@@ -46,6 +46,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnunet_ext.boxes import (Box, bbox_with_margin_mm, box_size, box_slices, expand_bbox,  # noqa: F401
+                             foreground_bbox, margin_in_voxels, scale_bbox)
+
 from ._naming import register_suffix
 from .plain_unet import nnUNetTrainerPlainUNet
 from .resdsn import nnUNetTrainerResDSN, nnUNetTrainerTwoStageUNet
@@ -58,72 +61,6 @@ TWO_STAGE_FINE_MARGIN_VOX = 10
 CENTRE_GAMMA = 1e-3
 #: ... for the initial 50 epochs; read as 50 of nnU-Net's default 1000 epochs
 CENTRE_EPOCH_FRACTION = 50 / 1000
-
-
-# ------------------------------------------------------------------------------------------------ box arithmetic
-Box = Tuple[Tuple[int, int], ...]  # per axis (lo, hi), hi exclusive
-
-
-def foreground_bbox(mask: np.ndarray) -> Optional[Box]:
-    """Tight bounding box ``((lo, hi), ...)`` (hi exclusive) of the nonzero voxels of ``mask``; None if there are none."""
-    mask = np.asarray(mask)
-    if not mask.any():
-        return None
-    box = []
-    for ax in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != ax)
-        idx = np.flatnonzero(mask.any(axis=other) if other else mask)
-        box.append((int(idx[0]), int(idx[-1]) + 1))
-    return tuple(box)
-
-
-def margin_in_voxels(margin_mm, spacing: Sequence[float]) -> Tuple[int, ...]:
-    """A margin in mm (scalar or per axis) as whole voxels per axis for ``spacing`` (mm, same axis order): the
-    smallest number of voxels that covers at least ``margin_mm`` (``ceil``, with a tolerance for float noise)."""
-    spacing = [float(s) for s in spacing]
-    if any(not (s > 0 and math.isfinite(s)) for s in spacing):
-        raise ValueError(f"spacing must be positive, got {spacing}")
-    mm = [float(margin_mm)] * len(spacing) if np.isscalar(margin_mm) else [float(m) for m in margin_mm]
-    if len(mm) != len(spacing):
-        raise ValueError(f"margin {margin_mm} has {len(mm)} axes, spacing {spacing} has {len(spacing)}")
-    if any(m < 0 or not math.isfinite(m) for m in mm):
-        raise ValueError(f"margin must be >= 0 mm, got {margin_mm}")
-    return tuple(int(math.ceil(m / s - 1e-6)) for m, s in zip(mm, spacing))
-
-
-def expand_bbox(box: Box, margin_vox: Sequence[int], shape: Sequence[int]) -> Box:
-    """``box`` grown by ``margin_vox`` voxels on both sides of every axis, clipped to ``[0, shape)``."""
-    if not (len(box) == len(margin_vox) == len(shape)):
-        raise ValueError(f"box {box}, margin {margin_vox} and shape {shape} differ in dimensions")
-    return tuple((max(0, int(lo) - int(m)), min(int(n), int(hi) + int(m)))
-                 for (lo, hi), m, n in zip(box, margin_vox, shape))
-
-
-def bbox_with_margin_mm(mask: np.ndarray, margin_mm, spacing: Sequence[float]) -> Optional[Box]:
-    """Foreground box of ``mask`` + ``margin_mm`` (converted per axis with ``spacing``), clipped at the borders."""
-    box = foreground_bbox(mask)
-    if box is None:
-        return None
-    return expand_bbox(box, margin_in_voxels(margin_mm, spacing), mask.shape)
-
-
-def scale_bbox(box: Box, from_shape: Sequence[int], to_shape: Sequence[int]) -> Box:
-    """Map a box on a grid of ``from_shape`` onto a grid covering the same extent with ``to_shape`` voxels (e.g. a
-    box on a volume downsampled by R onto the full-resolution volume: multiply by R, two_stage_unet Sec. 2.2).
-    Rounds outwards, so the scaled box covers at least the physical extent of the original one."""
-    out = []
-    for (lo, hi), a, b in zip(box, from_shape, to_shape):
-        f = float(b) / float(a)
-        out.append((max(0, int(math.floor(lo * f + 1e-6))), min(int(b), int(math.ceil(hi * f - 1e-6)))))
-    return tuple(out)
-
-
-def box_slices(box: Box) -> Tuple[slice, ...]:
-    return tuple(slice(lo, hi) for lo, hi in box)
-
-
-def box_size(box: Box) -> Tuple[int, ...]:
-    return tuple(hi - lo for lo, hi in box)
 
 
 # ------------------------------------------------------------------------------------------------ fine-stage data
