@@ -27,7 +27,8 @@ docs/benchmarks.md "Hardware efficiency"):
 * **BatchNorm folded into the preceding convolution in eval mode** (:func:`conv_norm`,
   :func:`conv_transpose_norm`): ``BN(conv(x; W, b)) = conv(x; W * s, (b - mu) * s + beta)`` with
   ``s = gamma / sqrt(var + eps)``, computed on the fly from the module's own parameters and running statistics
-  (exact up to fp32 rounding; nothing is stored). Training mode (batch statistics) is untouched. Where the
+  (exact up to fp32 rounding; nothing is stored). Training mode (batch statistics) is untouched, and so is a pair
+  that a forward hook watches (the folded pair does not call the modules; the hook still sees its call). Where the
   block is dynamic_network_architectures' ``ConvDropoutNormReLU`` (DMC-Net, ResDSN) the instances are given the
   subclass :class:`FoldingConvDropoutNormReLU` (:func:`fold_units`; same modules, same state_dict).
 * **ELU with an output-based backward** (:func:`elu`): ``max(x, exp(min(x, 0)) - 1)`` forward (the formula MoNet's
@@ -127,6 +128,14 @@ def foldable_bn(norm: Optional[nn.Module]) -> bool:
             and norm.running_mean is not None and not reference())
 
 
+def _hooked(*modules: nn.Module) -> bool:
+    """True where a forward hook watches one of ``modules`` (a folded pair would skip its call: run it as is)."""
+    from torch.nn.modules import module as _m
+
+    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks) or any(
+        m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
 def _bn_scale_shift(norm: _BatchNorm):
     s = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:
@@ -139,7 +148,7 @@ def _bn_scale_shift(norm: _BatchNorm):
 
 def conv_norm(conv: nn.Module, norm: Optional[nn.Module], x: torch.Tensor) -> torch.Tensor:
     """``norm(conv(x))``; a BatchNorm in eval mode is folded into the convolution (``nn.Conv{1,2,3}d``)."""
-    if not foldable_bn(norm) or not hasattr(conv, "_conv_forward"):
+    if not foldable_bn(norm) or not hasattr(conv, "_conv_forward") or _hooked(conv, norm):
         y = conv(x)
         return y if norm is None else norm(y)
     s, shift = _bn_scale_shift(norm)
@@ -157,7 +166,7 @@ def conv_transpose_norm(conv: nn.modules.conv._ConvTransposeNd, norm: Optional[n
                         x: torch.Tensor) -> torch.Tensor:
     """``norm(conv(x))`` for a transposed convolution (no ``output_size``); a BatchNorm in eval mode is folded
     (the transposed weight is ``(C_in, C_out / groups, k...)``: the scale acts on axis 1)."""
-    if not foldable_bn(norm) or conv.groups != 1 or conv.padding_mode != "zeros":
+    if not foldable_bn(norm) or conv.groups != 1 or conv.padding_mode != "zeros" or _hooked(conv, norm):
         return norm(conv(x))
     s, shift = _bn_scale_shift(norm)
     w = conv.weight * s.reshape(1, -1, *([1] * (conv.weight.ndim - 2)))
@@ -187,6 +196,9 @@ class FoldingConvDropoutNormReLU(ConvDropoutNormReLU):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return run_sequence(self.all_modules, x)
+
+    def compute_conv_feature_map_size(self, input_size) -> int:
+        return int(super().compute_conv_feature_map_size(input_size))   # a Python int, as every block of ours
 
 
 def fold_units(module: nn.Module) -> nn.Module:
