@@ -15,9 +15,12 @@ from nnunet_ext.trainers import get_trainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 PATCH = {2: (16, 16), 3: (8, 16, 16)}   # 3 stages; 3d: an anisotropic (1, 2, 2) stride
-#: the families' default trainers, and the BatchNorm variants (what the eval-mode folding acts on)
-TRAINERS = ["nnUNetTrainerDMCNet", "nnUNetTrainerDMCNetPaper", "nnUNetTrainerResDSN", "nnUNetTrainerResDSNPaper",
-            "nnUNetTrainerDLKUNetS", "nnUNetTrainerMoNet", "nnUNetTrainerTwoStageUNet"]
+#: per family the networks a fast path acts on: the default trainers and the BatchNorm variants (eval-mode folding);
+#: DMC-Net's default in 2d (dense DMSC, InstanceNorm) and ResDSN's default (InstanceNorm) have none, their
+#: BatchNorm variants stand for them there
+TRAINERS = ["nnUNetTrainerDMCNetPaper", "nnUNetTrainerResDSNPaper", "nnUNetTrainerDLKUNetS", "dlkunet_s_bn",
+            "nnUNetTrainerMoNet", "nnUNetTrainerTwoStageUNet"]
+CASES = [(n, 2) for n in TRAINERS] + [(n, 3) for n in TRAINERS + ["nnUNetTrainerDMCNet"]]
 
 
 def _plans(dim):
@@ -94,8 +97,7 @@ def _err(got, truth):
 MODES = ((True, True), (False, True), (False, False))   # (train mode, autograd): eval covers BatchNorm folding
 
 
-@pytest.mark.parametrize("dim", [2, 3])
-@pytest.mark.parametrize("name", TRAINERS + ["dlkunet_s_bn"])
+@pytest.mark.parametrize("name,dim", CASES)
 def test_fast_path_equals_reference(name, dim):
     """In float64 (eval mode with autograd: every fast path runs, BatchNorm folding, channels-last convolutions
     and the ELU backward) the two paths agree to 1e-9: the same function, no rounding to hide behind. In float32
@@ -193,3 +195,11 @@ def test_switch_and_rules(monkeypatch):
     net = _build("nnUNetTrainerDLKUNetS", 3)
     assert any(isinstance(m, _fast.DWConv3d) for m in net.modules())
     assert any(isinstance(m, _fast.FoldingConvDropoutNormReLU) for m in _build("nnUNetTrainerResDSNPaper", 3).modules())
+    # a forward hook on a convolution still sees its call in eval mode (folding steps aside for a watched pair)
+    monet = _build("nnUNetTrainerMoNet", 2).eval()
+    conv = next(m for m in monet.modules() if isinstance(m, nn.Conv2d))
+    seen = []
+    conv.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        monet(torch.randn(1, 1, *PATCH[2]))
+    assert len(seen) == 1
