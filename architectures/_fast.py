@@ -24,6 +24,9 @@ docs/benchmarks.md "Hardware efficiency"):
   the dilated 2D ones; without autograd (inference), the dilated 3D ones only. On the CPU only: on CUDA cuDNN has
   its own kernels and no measurement supports a change (``nnUNet_ext_channels_last_devices=cpu,cuda`` turns it
   on there too, for the GPU check of docs/benchmarks.md).
+* **Dilated depth-wise convolutions as undilated ones on the input's phase sub-lattices** (space-to-batch,
+  :func:`dilated_as_phases`; DLKUNet's 7x7(x7) dilation-3 attention): the same sums of the same products, 5-7x
+  faster forward and 1.7-9x faster forward+backward than the dilated kernels (CPU; same device rule).
 * **BatchNorm folded into the preceding convolution in eval mode** (:func:`conv_norm`,
   :func:`conv_transpose_norm`): ``BN(conv(x; W, b)) = conv(x; W * s, (b - mu) * s + beta)`` with
   ``s = gamma / sqrt(var + eps)``, computed on the fly from the module's own parameters and running statistics
@@ -49,7 +52,7 @@ from dynamic_network_architectures.building_blocks.simple_conv_blocks import Con
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = ["ENV_REFERENCE", "ENV_CL_DEVICES", "reference", "reference_mode", "channels_last_pays", "DWConv2d",
-           "DWConv3d", "depthwise_conv_op", "conv_norm", "conv_transpose_norm", "foldable_bn", "run_sequence",
+           "DWConv3d", "dilated_as_phases", "depthwise_conv_op", "conv_norm", "conv_transpose_norm", "foldable_bn", "run_sequence",
            "FoldingConvDropoutNormReLU", "fold_units", "elu"]
 
 #: environment variable that selects the reference path everywhere ("1")
@@ -94,26 +97,72 @@ def channels_last_pays(conv: nn.Module, x: torch.Tensor) -> bool:
     return x.ndim == 5 and dilated
 
 
-def _channels_last_forward(conv, x: torch.Tensor, forward) -> torch.Tensor:
-    if not channels_last_pays(conv, x):
-        return forward(x)
-    fmt = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
-    return forward(x.contiguous(memory_format=fmt)).contiguous()
+def _phases_apply(conv, x: torch.Tensor) -> bool:
+    """A dilated, stride-1, "same"-padded convolution on a device of the fast path: :func:`dilated_as_phases`."""
+    return (not reference() and x.ndim in (4, 5) and x.device.type in _cl_devices()
+            and any(int(d) > 1 for d in conv.dilation) and all(int(v) == 1 for v in conv.stride)
+            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+            and all(k % 2 == 1 and p == d * (k // 2)
+                    for k, p, d in zip(conv.kernel_size, conv.padding, conv.dilation)))
+
+
+_CONV = {4: F.conv2d, 5: F.conv3d}
+
+
+def dilated_as_phases(conv, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """A dilated convolution (dilation d_a, kernel k_a, stride 1, padding d_a (k_a - 1) / 2) computed as an
+    UNdilated one on the d_0 x d_1 (x d_2) phase sub-lattices of the input stacked in the batch axis
+    (space-to-batch): output voxel o = d q + p reads x[d (q + j - k // 2) + p], i.e. tap j of sub-lattice p at q,
+    so every output is the same sum of the same products. The input is zero-padded at the end to a multiple of d
+    (zeros where the convolution's own padding has zeros) and the output cropped. PyTorch's CPU kernels for
+    dilated (depth-wise) convolutions are slow paths; on the sub-lattices oneDNN runs the undilated kernel (probe,
+    1x32x16x64x64, 7x7x7 dilation 3: forward 176 -> 26 ms, forward+backward 358 -> 205 ms against the
+    channels-last dilated kernel). Inner layout: channels-last with autograd in 3D, contiguous otherwise."""
+    dims, d = x.ndim - 2, [int(v) for v in conv.dilation]
+    n = [int(v) for v in x.shape[2:]]
+    pad_end = [(-ni) % di for ni, di in zip(n, d)]
+    if any(pad_end):
+        x = F.pad(x, [v for pe in reversed(pad_end) for v in (0, pe)])
+    N, C = int(x.shape[0]), int(x.shape[1])
+    s = [(ni + pe) // di for ni, pe, di in zip(n, pad_end, d)]
+    z = x.reshape(N, C, *[v for si, di in zip(s, d) for v in (si, di)])
+    z = z.permute(0, *[3 + 2 * i for i in range(dims)], 1, *[2 + 2 * i for i in range(dims)])
+    z = z.reshape(N * int(torch.tensor(d).prod()), C, *s)
+    if dims == 3 and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        z = z.contiguous(memory_format=torch.channels_last_3d)
+    y = _CONV[x.ndim](z, weight, bias, 1, [k // 2 for k in conv.kernel_size], 1, conv.groups)
+    co = int(y.shape[1])
+    y = y.reshape(N, *d, co, *s).permute(0, dims + 1, *[v for i in range(dims) for v in (dims + 2 + i, 1 + i)])
+    y = y.reshape(N, co, *[si * di for si, di in zip(s, d)])
+    if any(pad_end):
+        y = y[(Ellipsis, *(slice(0, ni) for ni in n))]
+    return y.contiguous()
+
+
+def _dw_forward(conv, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """A depth-wise convolution on the fast path: dilated ones as phases (:func:`dilated_as_phases`), the others in
+    channels-last where :func:`channels_last_pays`, else as is."""
+    if _phases_apply(conv, x):
+        return dilated_as_phases(conv, x, weight, bias)
+    if channels_last_pays(conv, x):
+        fmt = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
+        return conv._conv_forward(x.contiguous(memory_format=fmt), weight, bias).contiguous()
+    return conv._conv_forward(x, weight, bias)
 
 
 class DWConv2d(nn.Conv2d):
-    """``nn.Conv2d`` for depth-wise convolutions, run in channels-last where :func:`channels_last_pays` (same
-    parameters, same state_dict keys)."""
+    """``nn.Conv2d`` for depth-wise convolutions, on the fast path through :func:`_dw_forward` (same parameters,
+    same state_dict keys)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _channels_last_forward(self, x, super().forward)
+        return _dw_forward(self, x, self.weight, self.bias)
 
 
 class DWConv3d(nn.Conv3d):
-    """``nn.Conv3d`` for depth-wise convolutions, run in channels_last_3d where :func:`channels_last_pays`."""
+    """``nn.Conv3d`` for depth-wise convolutions, on the fast path through :func:`_dw_forward`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _channels_last_forward(self, x, super().forward)
+        return _dw_forward(self, x, self.weight, self.bias)
 
 
 def depthwise_conv_op(conv_op):
@@ -155,7 +204,7 @@ def conv_norm(conv: nn.Module, norm: Optional[nn.Module], x: torch.Tensor) -> to
     w = conv.weight * s.reshape(-1, *([1] * (conv.weight.ndim - 1)))
     b = shift if conv.bias is None else conv.bias * s + shift
     if isinstance(conv, (DWConv2d, DWConv3d)):
-        return _channels_last_forward(conv, x, lambda z: conv._conv_forward(z, w, b))
+        return _dw_forward(conv, x, w, b)
     return conv._conv_forward(x, w, b)
 
 

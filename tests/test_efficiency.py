@@ -203,3 +203,21 @@ def test_switch_and_rules(monkeypatch):
     with torch.no_grad():
         monet(torch.randn(1, 1, *PATCH[2]))
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize("shape,k,d", [((1, 3, 10, 11), (7, 7), (3, 3)), ((2, 2, 5, 7, 8), (1, 7, 7), (1, 3, 3)),
+                                       ((1, 2, 7, 9, 6), (5, 5, 5), (2, 2, 2))])
+def test_dilated_as_phases_is_the_dilated_convolution(shape, k, d):
+    """Space-to-batch equals the dilated convolution (float64), sizes not divisible by the dilation included."""
+    conv_op = _fast.DWConv2d if len(shape) == 4 else _fast.DWConv3d
+    c = shape[1]
+    conv = conv_op(c, c, k, padding=[di * (ki // 2) for ki, di in zip(k, d)], dilation=d, groups=c).double()
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    with _fast.reference_mode(False):
+        assert _fast._phases_apply(conv, x)
+        got = _fast.dilated_as_phases(conv, x, conv.weight, conv.bias)
+    want = conv._conv_forward(x, conv.weight, conv.bias)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn(want.shape, dtype=torch.float64)
+    assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in
+               zip(torch.autograd.grad(got, (x, conv.weight), g), torch.autograd.grad(want, (x, conv.weight), g)))
