@@ -76,6 +76,7 @@ from dynamic_network_architectures.initialization.weight_init import InitWeights
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from . import _fast
 from ._common import as_tuple as _tuple, prod as _prod
 from ._registry import register
 from ._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder, max_pool
@@ -103,19 +104,20 @@ class ConvPart(nn.Module):
         dim = convert_conv_op_to_dim(conv_op)
         k = _tuple(kernel_size, dim)
         pad = tuple(i // 2 for i in k)
-        self.dw1 = conv_op(in_channels, in_channels, k, padding=pad, groups=in_channels, bias=conv_bias)
+        dw_op = _fast.depthwise_conv_op(conv_op)  # channels-last where it pays (same parameters)
+        self.dw1 = dw_op(in_channels, in_channels, k, padding=pad, groups=in_channels, bias=conv_bias)
         self.pw1 = conv_op(in_channels, out_channels, 1, bias=conv_bias)
         self.norm1 = norm_op(out_channels, **norm_op_kwargs)
         self.sigma1 = nn.ReLU(inplace=True)
-        self.dw2 = conv_op(out_channels, out_channels, k, padding=pad, groups=out_channels, bias=conv_bias)
+        self.dw2 = dw_op(out_channels, out_channels, k, padding=pad, groups=out_channels, bias=conv_bias)
         self.pw2 = conv_op(out_channels, out_channels, 1, bias=conv_bias)
         self.norm2 = norm_op(out_channels, **norm_op_kwargs)
         self.relu_after_norm2 = bool(relu_after_norm2)
         self.in_channels, self.out_channels = in_channels, out_channels
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = self.sigma1(self.norm1(self.pw1(self.dw1(z))))  # eq. 1
-        z = self.norm2(self.pw2(self.dw2(z)))  # eq. 2
+        z = self.sigma1(_fast.conv_norm(self.pw1, self.norm1, self.dw1(z)))  # eq. 1 (BN folded in eval mode)
+        z = _fast.conv_norm(self.pw2, self.norm2, self.dw2(z))  # eq. 2
         return torch.relu_(z) if self.relu_after_norm2 else z  # text / authors' code (see the class docstring)
 
     def compute_conv_feature_map_size(self, spatial: Sequence[int]) -> int:
@@ -144,9 +146,10 @@ class LargeKernelAttention(nn.Module):
         dim = convert_conv_op_to_dim(conv_op)
         k5, k7, d = _tuple(lk_kernel, dim), _tuple(dilated_kernel, dim), _tuple(dilation, dim)
         d = tuple(di if ki > 1 else 1 for di, ki in zip(d, k7))
-        self.depthwise = conv_op(channels, channels, k5, padding=tuple(i // 2 for i in k5), groups=channels,
+        dw_op = _fast.depthwise_conv_op(conv_op)  # channels-last where it pays (same parameters)
+        self.depthwise = dw_op(channels, channels, k5, padding=tuple(i // 2 for i in k5), groups=channels,
                                  bias=conv_bias)
-        self.spatial = conv_op(channels, channels, k7, padding=tuple((k // 2) * di for k, di in zip(k7, d)),
+        self.spatial = dw_op(channels, channels, k7, padding=tuple((k // 2) * di for k, di in zip(k7, d)),
                                dilation=d, groups=channels, bias=conv_bias)
         self.pointwise = conv_op(channels, channels, 1, bias=conv_bias)
         self.channel_conv = conv_op(channels, channels, 1, bias=conv_bias) if separate_channel_conv else None

@@ -55,6 +55,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
+from . import _fast
 from ._common import as_tuple as _as_tuple, prod as _prod
 from ._registry import register
 from ._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder, max_pool
@@ -72,7 +73,7 @@ def _unit(conv_op, cin, cout, kernel_size, conv_bias, norm_op, norm_op_kwargs, d
     padding: dynamic_network_architectures' ConvDropoutNormReLU; ``groups`` reaches the conv for depth-wise units.
     ``kernel_size``: an int (every axis) or one odd size per axis."""
     dim = convert_conv_op_to_dim(conv_op)
-    op = conv_op if groups == 1 else functools.partial(conv_op, groups=groups)
+    op = conv_op if groups == 1 else functools.partial(_fast.depthwise_conv_op(conv_op), groups=groups)
     return ConvDropoutNormReLU(op, cin, cout, list(_as_tuple(kernel_size, dim)), [1] * dim, conv_bias, norm_op,
                                norm_op_kwargs,
                                dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, nonlin_first)
@@ -380,6 +381,7 @@ class DMCNet(ScaffoldUNet):
             make_stage=lambda s: DMCBlock(conv_op=conv_op, input_channels=2 * feats[s], output_channels=feats[s],
                                           conv_kernel=ck[s], **block_kwargs),
             make_head=lambda s: conv_op(feats[s], num_classes, 1, bias=True))
+        _fast.fold_units(self)  # an eval-mode BatchNorm folded into its convolution (same state_dict)
 
     @staticmethod
     def _plans_kernels(kernel_sizes, n_stages: int, dim: int) -> List[Tuple[int, ...]]:

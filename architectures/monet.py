@@ -57,6 +57,7 @@ from dynamic_network_architectures.building_blocks.helper import (
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from . import _fast
 from ._common import as_tuple as _tup, prod
 from ._registry import register
 from ._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder
@@ -73,16 +74,15 @@ class ELU(nn.ELU):
     Without autograd (inference) it is evaluated as ``max(x, exp(min(x, 0)) - 1)``, which equals
     ``ELU(x) = x if x > 0 else exp(x) - 1`` exactly (for x > 0 the second term is 0 < x; for x ≤ 0,
     exp(x) - 1 ≥ x) and is 2-3× faster on CPU than PyTorch's ``expm1``-based kernel (measured on AVX-512,
-    torch 2.x; ELU was a third of MoNet's CPU inference time). With autograd, PyTorch's own ELU is used.
+    torch 2.x; ELU was a third of MoNet's CPU inference time). With autograd, the same forward and the
+    backward ``1 if y > 0 else y + 1`` (``_fast.elu``; PyTorch's own ELU on the reference path).
     """
 
     def __init__(self):
         super().__init__(alpha=1.0, inplace=False)
 
     def forward(self, x):
-        if torch.is_grad_enabled() and x.requires_grad:
-            return nn.functional.elu(x, 1.0)
-        return torch.maximum(x, torch.clamp(x, max=0).exp_().sub_(1))
+        return _fast.elu(x)  # with autograd: PyTorch's ELU on the reference path, an output-based backward else
 
 
 class ConvBlock(nn.Module):
@@ -104,7 +104,7 @@ class ConvBlock(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x):
-        return self.nonlin(self.norm(self.conv(x)))
+        return self.nonlin(_fast.conv_norm(self.conv, self.norm, x))  # BatchNorm folded in eval mode
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
         """numel of the conv output for an input of spatial size ``input_size`` (its output size is returned
@@ -115,6 +115,14 @@ class ConvBlock(nn.Module):
         c = self.conv
         return [(i + 2 * p - d * (k - 1) - 1) // s + 1
                 for i, k, s, p, d in zip(input_size, c.kernel_size, c.stride, c.padding, c.dilation)]
+
+
+class _UpBlock(nn.Sequential):
+    """Transposed convolution -> BatchNorm -> ELU (an ``nn.Sequential``: keys ``0``, ``1``, ``2``), the BatchNorm
+    folded into the transposed convolution in eval mode."""
+
+    def forward(self, x):
+        return self[2](_fast.conv_transpose_norm(self[0], self[1], x))
 
 
 class RDDCBlock(nn.Module):
@@ -244,8 +252,8 @@ class MoNet(ScaffoldUNet):
 
         def make_up(s):  # 4x4 transposed conv (width f_{s+1} kept) -> BN -> ELU
             uk, up = _sampling_kernel_and_padding(strides[s + 1], ks[s + 1], s + 1)
-            return nn.Sequential(get_matching_convtransp(conv_op)(f[s + 1], f[s + 1], uk, strides[s + 1], up,
-                                                                  bias=False), bn(f[s + 1]), ELU())
+            return _UpBlock(get_matching_convtransp(conv_op)(f[s + 1], f[s + 1], uk, strides[s + 1], up,
+                                                             bias=False), bn(f[s + 1]), ELU())
 
         def make_head(s):  # the paper's network has only the full-resolution head (ds_heads=False)
             if not (ds_heads or s == 0):

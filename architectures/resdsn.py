@@ -67,6 +67,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
+from . import _fast
 from ._common import prod
 from ._registry import register
 from ._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder, max_pool
@@ -213,6 +214,7 @@ class ResDSN(ScaffoldUNet):
             make_stage=lambda s: _ConvStack(n_dec[n_stages - 2 - s], conv_op, feats[s], feats[s], kernel_sizes[s],
                                             *common),
             make_head=lambda s: conv_op(feats[s], num_classes, 1, 1, 0, bias=True))
+        _fast.fold_units(self)  # an eval-mode BatchNorm folded into its convolution (same state_dict)
 
     def check_input_size(self, input_size):
         if len(input_size) != len(self.encoder.strides[0]):

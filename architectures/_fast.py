@@ -1,0 +1,283 @@
+"""Fast execution paths of the networks of nnunet-ext that compute the same function (issue 15), and the ONE switch
+back to the reference path (a private module: not a family, registers nothing).
+
+Everything here changes how a result is computed, never what: no parameter or buffer is added, renamed or
+reshaped (state_dicts and checkpoints are unchanged), outputs and gradients equal the reference path's within fp32
+rounding (``tests/test_efficiency.py``), and it lives inside the networks' ``forward`` so that it holds in
+``nnUNetv2_train`` and ``nnUNetv2_predict`` alike. Every network returns contiguous tensors, as before.
+
+The switch: the reference path (the code as it was before these paths existed) runs when the environment variable
+``nnUNet_ext_reference=1`` is set, or inside ``with reference_mode():`` (tests, ``benchmarks/profile_networks.py
+--reference``).
+
+What the fast path does (per operator type, decided from a per-operator probe on the CPU, 1 thread, see
+docs/benchmarks.md "Hardware efficiency"):
+
+* **Depth-wise convolutions in channels-last layout** (:class:`DWConv2d`, :class:`DWConv3d`). PyTorch's CPU
+  kernels for a depth-wise convolution in the contiguous (NCDHW) layout are slow paths (``slow_conv_dilated3d``
+  for a dilated one; a slow backward); in channels_last(_3d) oneDNN runs them: 7x7x7 dilation 3 (DLKUNet's
+  attention) 3.6x faster forward and 3.2x faster forward+backward; 5x5x5 (DMC-Net's lightweight DMSC path) 1.9x
+  faster forward+backward but 0.75x forward only. The layout is switched for the convolution alone (input
+  copied to channels-last, output copied back): dense and 1x1 convolutions gain little or lose in channels-last
+  3D, and InstanceNorm, nnU-Net's norm, is 2-3x slower on a channels-last input, so the rest of the network keeps
+  the contiguous layout. Rule (:func:`channels_last_pays`): with autograd, every 3D depth-wise convolution and
+  the dilated 2D ones; without autograd (inference), the dilated 3D ones only. On the CPU only: on CUDA cuDNN has
+  its own kernels and no measurement supports a change (``nnUNet_ext_channels_last_devices=cpu,cuda`` turns it
+  on there too, for the GPU check of docs/benchmarks.md).
+* **Dilated depth-wise convolutions as undilated ones on the input's phase sub-lattices** (space-to-batch,
+  :func:`dilated_as_phases`; DLKUNet's 7x7(x7) dilation-3 attention): the same sums of the same products, 5-7x
+  faster forward and 1.7-9x faster forward+backward than the dilated kernels (CPU; same device rule).
+* **BatchNorm folded into the preceding convolution in eval mode** (:func:`conv_norm`,
+  :func:`conv_transpose_norm`): ``BN(conv(x; W, b)) = conv(x; W * s, (b - mu) * s + beta)`` with
+  ``s = gamma / sqrt(var + eps)``, computed on the fly from the module's own parameters and running statistics
+  (exact up to fp32 rounding; nothing is stored). Training mode (batch statistics) is untouched, and so is a pair
+  that a forward hook watches (the folded pair does not call the modules; the hook still sees its call). Where the
+  block is dynamic_network_architectures' ``ConvDropoutNormReLU`` (DMC-Net, ResDSN) the instances are given the
+  subclass :class:`FoldingConvDropoutNormReLU` (:func:`fold_units`; same modules, same state_dict).
+* **ELU with an output-based backward** (:func:`elu`): ``max(x, exp(min(x, 0)) - 1)`` forward (the formula MoNet's
+  inference path already used) and ``dy/dx = 1 (y > 0) else y + 1`` backward, in place of PyTorch's
+  ``expm1``-based kernel (2-3x slower on CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ["ENV_REFERENCE", "ENV_CL_DEVICES", "reference", "reference_mode", "channels_last_pays", "DWConv2d",
+           "DWConv3d", "dilated_as_phases", "depthwise_conv_op", "conv_norm", "conv_transpose_norm", "foldable_bn", "run_sequence",
+           "FoldingConvDropoutNormReLU", "fold_units", "elu"]
+
+#: environment variable that selects the reference path everywhere ("1")
+ENV_REFERENCE = "nnUNet_ext_reference"
+#: environment variable: device types on which depth-wise convolutions switch to channels-last (default "cpu")
+ENV_CL_DEVICES = "nnUNet_ext_channels_last_devices"
+
+_state = threading.local()
+
+
+def reference() -> bool:
+    """True where the reference path must run (``nnUNet_ext_reference=1`` or inside :func:`reference_mode`)."""
+    depth = getattr(_state, "depth", 0)
+    if depth:
+        return depth > 0
+    return os.environ.get(ENV_REFERENCE, "0").strip().lower() not in ("", "0", "false", "no")
+
+
+@contextlib.contextmanager
+def reference_mode(enabled: bool = True):
+    """Run the reference path (``enabled=True``) or the fast path (``False``, whatever the environment says) inside
+    the block; nests, per thread."""
+    old = getattr(_state, "depth", 0)
+    _state.depth = (abs(old) + 1) * (1 if enabled else -1)
+    try:
+        yield
+    finally:
+        _state.depth = old
+
+
+def _cl_devices() -> Tuple[str, ...]:
+    return tuple(d.strip() for d in os.environ.get(ENV_CL_DEVICES, "cpu").split(",") if d.strip())
+
+
+def channels_last_pays(conv: nn.Module, x: torch.Tensor) -> bool:
+    """The per-operator rule of the module docstring for a depth-wise convolution ``conv`` on input ``x``."""
+    if reference() or x.ndim not in (4, 5) or x.device.type not in _cl_devices():
+        return False
+    dilated = any(int(d) > 1 for d in conv.dilation)
+    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
+        return x.ndim == 5 or dilated
+    return x.ndim == 5 and dilated
+
+
+def _phases_apply(conv, x: torch.Tensor) -> bool:
+    """A dilated, stride-1, "same"-padded convolution on a device of the fast path: :func:`dilated_as_phases`."""
+    return (not reference() and x.ndim in (4, 5) and x.device.type in _cl_devices()
+            and any(int(d) > 1 for d in conv.dilation) and all(int(v) == 1 for v in conv.stride)
+            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+            and all(k % 2 == 1 and p == d * (k // 2)
+                    for k, p, d in zip(conv.kernel_size, conv.padding, conv.dilation)))
+
+
+_CONV = {4: F.conv2d, 5: F.conv3d}
+
+
+def dilated_as_phases(conv, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """A dilated convolution (dilation d_a, kernel k_a, stride 1, padding d_a (k_a - 1) / 2) computed as an
+    UNdilated one on the d_0 x d_1 (x d_2) phase sub-lattices of the input stacked in the batch axis
+    (space-to-batch): output voxel o = d q + p reads x[d (q + j - k // 2) + p], i.e. tap j of sub-lattice p at q,
+    so every output is the same sum of the same products. The input is zero-padded at the end to a multiple of d
+    (zeros where the convolution's own padding has zeros) and the output cropped. PyTorch's CPU kernels for
+    dilated (depth-wise) convolutions are slow paths; on the sub-lattices oneDNN runs the undilated kernel (probe,
+    1x32x16x64x64, 7x7x7 dilation 3: forward 176 -> 26 ms, forward+backward 358 -> 205 ms against the
+    channels-last dilated kernel). Inner layout: channels-last with autograd in 3D, contiguous otherwise."""
+    dims, d = x.ndim - 2, [int(v) for v in conv.dilation]
+    n = [int(v) for v in x.shape[2:]]
+    pad_end = [(-ni) % di for ni, di in zip(n, d)]
+    if any(pad_end):
+        x = F.pad(x, [v for pe in reversed(pad_end) for v in (0, pe)])
+    N, C = int(x.shape[0]), int(x.shape[1])
+    s = [(ni + pe) // di for ni, pe, di in zip(n, pad_end, d)]
+    z = x.reshape(N, C, *[v for si, di in zip(s, d) for v in (si, di)])
+    z = z.permute(0, *[3 + 2 * i for i in range(dims)], 1, *[2 + 2 * i for i in range(dims)])
+    z = z.reshape(N * int(torch.tensor(d).prod()), C, *s)
+    if dims == 3 and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        z = z.contiguous(memory_format=torch.channels_last_3d)
+    y = _CONV[x.ndim](z, weight, bias, 1, [k // 2 for k in conv.kernel_size], 1, conv.groups)
+    co = int(y.shape[1])
+    y = y.reshape(N, *d, co, *s).permute(0, dims + 1, *[v for i in range(dims) for v in (dims + 2 + i, 1 + i)])
+    y = y.reshape(N, co, *[si * di for si, di in zip(s, d)])
+    if any(pad_end):
+        y = y[(Ellipsis, *(slice(0, ni) for ni in n))]
+    return y.contiguous()
+
+
+def _dw_forward(conv, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """A depth-wise convolution on the fast path: dilated ones as phases (:func:`dilated_as_phases`), the others in
+    channels-last where :func:`channels_last_pays`, else as is."""
+    if _phases_apply(conv, x):
+        return dilated_as_phases(conv, x, weight, bias)
+    if channels_last_pays(conv, x):
+        fmt = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
+        return conv._conv_forward(x.contiguous(memory_format=fmt), weight, bias).contiguous()
+    return conv._conv_forward(x, weight, bias)
+
+
+class DWConv2d(nn.Conv2d):
+    """``nn.Conv2d`` for depth-wise convolutions, on the fast path through :func:`_dw_forward` (same parameters,
+    same state_dict keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _dw_forward(self, x, self.weight, self.bias)
+
+
+class DWConv3d(nn.Conv3d):
+    """``nn.Conv3d`` for depth-wise convolutions, on the fast path through :func:`_dw_forward`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _dw_forward(self, x, self.weight, self.bias)
+
+
+def depthwise_conv_op(conv_op):
+    """The depth-wise class for ``conv_op`` (``nn.Conv2d`` -> :class:`DWConv2d`, ``nn.Conv3d`` -> :class:`DWConv3d`);
+    any other op is returned unchanged."""
+    return {nn.Conv2d: DWConv2d, nn.Conv3d: DWConv3d}.get(conv_op, conv_op)
+
+
+def foldable_bn(norm: Optional[nn.Module]) -> bool:
+    """True for a BatchNorm in eval mode with running statistics (what :func:`conv_norm` folds), on the fast path."""
+    return (isinstance(norm, _BatchNorm) and not norm.training and norm.track_running_stats
+            and norm.running_mean is not None and not reference())
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    """True where a forward hook watches one of ``modules`` (a folded pair would skip its call: run it as is)."""
+    from torch.nn.modules import module as _m
+
+    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks) or any(
+        m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def _bn_scale_shift(norm: _BatchNorm):
+    s = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        s = s * norm.weight
+    shift = -norm.running_mean * s
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    return s, shift
+
+
+def conv_norm(conv: nn.Module, norm: Optional[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """``norm(conv(x))``; a BatchNorm in eval mode is folded into the convolution (``nn.Conv{1,2,3}d``)."""
+    if not foldable_bn(norm) or not hasattr(conv, "_conv_forward") or _hooked(conv, norm):
+        y = conv(x)
+        return y if norm is None else norm(y)
+    s, shift = _bn_scale_shift(norm)
+    w = conv.weight * s.reshape(-1, *([1] * (conv.weight.ndim - 1)))
+    b = shift if conv.bias is None else conv.bias * s + shift
+    if isinstance(conv, (DWConv2d, DWConv3d)):
+        return _dw_forward(conv, x, w, b)
+    return conv._conv_forward(x, w, b)
+
+
+_CONV_T = {3: F.conv_transpose1d, 4: F.conv_transpose2d, 5: F.conv_transpose3d}
+
+
+def conv_transpose_norm(conv: nn.modules.conv._ConvTransposeNd, norm: Optional[nn.Module],
+                        x: torch.Tensor) -> torch.Tensor:
+    """``norm(conv(x))`` for a transposed convolution (no ``output_size``); a BatchNorm in eval mode is folded
+    (the transposed weight is ``(C_in, C_out / groups, k...)``: the scale acts on axis 1)."""
+    if not foldable_bn(norm) or conv.groups != 1 or conv.padding_mode != "zeros" or _hooked(conv, norm):
+        return norm(conv(x))
+    s, shift = _bn_scale_shift(norm)
+    w = conv.weight * s.reshape(1, -1, *([1] * (conv.weight.ndim - 2)))
+    b = shift if conv.bias is None else conv.bias * s + shift
+    return _CONV_T[x.ndim](x, w, b, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation)
+
+
+def _is_conv(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m, nn.modules.conv._ConvTransposeNd)
+
+
+def run_sequence(modules: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``modules(x)``, with every convolution immediately followed by a foldable BatchNorm run as one folded
+    convolution (:func:`conv_norm`)."""
+    mods, i = list(modules), 0
+    while i < len(mods):
+        if i + 1 < len(mods) and _is_conv(mods[i]) and foldable_bn(mods[i + 1]):
+            x, i = conv_norm(mods[i], mods[i + 1], x), i + 2
+        else:
+            x, i = mods[i](x), i + 1
+    return x
+
+
+class FoldingConvDropoutNormReLU(ConvDropoutNormReLU):
+    """dynamic_network_architectures' ``ConvDropoutNormReLU`` whose forward folds an eval-mode BatchNorm that
+    directly follows the convolution (:func:`run_sequence`); same modules, same state_dict."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_sequence(self.all_modules, x)
+
+    def compute_conv_feature_map_size(self, input_size) -> int:
+        return int(super().compute_conv_feature_map_size(input_size))   # a Python int, as every block of ours
+
+
+def fold_units(module: nn.Module) -> nn.Module:
+    """Turn every ``ConvDropoutNormReLU`` inside ``module`` into a :class:`FoldingConvDropoutNormReLU` (the class
+    only: parameters, buffers and state_dict keys stay as they are); returns ``module``."""
+    for m in module.modules():
+        if type(m) is ConvDropoutNormReLU:
+            m.__class__ = FoldingConvDropoutNormReLU
+    return module
+
+
+class _ELU(torch.autograd.Function):
+    """ELU (alpha = 1) with the fast forward and a backward from the output: d/dx = 1 if y > 0 else y + 1."""
+
+    @staticmethod
+    def forward(ctx, x):
+        t = torch.clamp(x, max=0).exp_().sub_(1)
+        y = torch.maximum(x, t, out=t)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * torch.where(y > 0, torch.ones_like(y), y + 1)
+
+
+def elu(x: torch.Tensor) -> torch.Tensor:
+    """ELU (alpha = 1): ``max(x, exp(min(x, 0)) - 1)`` (equal to ``x if x > 0 else exp(x) - 1``); with autograd the
+    output-based backward of :class:`_ELU` on the fast path, PyTorch's ``F.elu`` on the reference path."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.elu(x, 1.0) if reference() else _ELU.apply(x)
+    return torch.maximum(x, torch.clamp(x, max=0).exp_().sub_(1))

@@ -1,0 +1,223 @@
+"""The fast execution paths (architectures/_fast.py, issue 15) compute what the reference path computes: per family,
+2D and 3D, train and eval mode (eval covers the BatchNorm folding), outputs and every parameter's gradient within
+fp32 tolerance; a checkpoint written on the reference path loads into the fast path and gives the same outputs."""
+import copy
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from nnunet_ext.architectures import _fast, create_from_plans
+from nnunet_ext.bench_plans import explicit_plans
+from nnunet_ext.bench_trainers import build_network
+from nnunet_ext.trainers import get_trainer
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+PATCH = {2: (16, 16), 3: (8, 16, 16)}   # 3 stages; 3d: an anisotropic (1, 2, 2) stride
+#: per family the networks a fast path acts on: the default trainers and the BatchNorm variants (eval-mode folding);
+#: DMC-Net's default in 2d (dense DMSC, InstanceNorm) and ResDSN's default (InstanceNorm) have none, their
+#: BatchNorm variants stand for them there
+TRAINERS = ["nnUNetTrainerDMCNetPaper", "nnUNetTrainerResDSNPaper", "nnUNetTrainerDLKUNetS", "dlkunet_s_bn",
+            "nnUNetTrainerMoNet", "nnUNetTrainerTwoStageUNet"]
+CASES = [(n, 2) for n in TRAINERS] + [(n, 3) for n in TRAINERS + ["nnUNetTrainerDMCNet"]]
+
+
+def _plans(dim):
+    """Stock-planned tiny plans, narrowed to 8 features at full resolution (a test of math, not of scale)."""
+    plans, _, cfg = explicit_plans(PATCH[dim], batch_size=2)
+    kw = plans["configurations"][cfg]["architecture"]["arch_kwargs"]
+    kw["features_per_stage"] = [8 * 2 ** s for s in range(kw["n_stages"])]
+    return PlansManager(plans), cfg
+
+
+def _calibrate_bn(net, dim):
+    """Random BatchNorm affine parameters and running statistics of the data (cumulative average of two train-mode
+    passes): an eval-mode network with statistics far from its activations overflows at these tiny widths."""
+    g = torch.Generator().manual_seed(3)
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+        m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
+        m.reset_running_stats()
+        m.momentum = None
+    if bns:
+        net.train()
+        with torch.no_grad(), _fast.reference_mode():
+            for _ in range(2):
+                net(torch.randn(2, 1, *PATCH[dim], generator=g))
+        for m in bns:
+            m.momentum = 0.1
+    return net
+
+
+def _build(name, dim):
+    torch.manual_seed(0)
+    pm, cfg = _plans(dim)
+    cm = pm.get_configuration(cfg)
+    if name == "dlkunet_s_bn":   # DLKUNet with the paper's BatchNorm (the trainers take the plans' InstanceNorm)
+        kw = dict(cm.network_arch_init_kwargs, norm_op=getattr(nn, f"BatchNorm{dim}d"))
+        net = create_from_plans("dlkunet_s", kw, 1, 3, True)
+    else:
+        net = build_network(get_trainer(name), pm, cm, 1, 3, True)
+    return _calibrate_bn(net, dim)
+
+
+def _outs(o):
+    return list(o) if isinstance(o, (list, tuple)) else [o]
+
+
+def _run(net, x, train: bool, grad: bool, reference: bool):
+    """Outputs and parameter gradients of one forward(+backward) on the chosen path (same dropout draws)."""
+    net.train(train)
+    net.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
+    with _fast.reference_mode(reference), torch.set_grad_enabled(grad):
+        outs = _outs(net(x))
+        if grad:
+            g = torch.Generator().manual_seed(2)
+            sum((o * torch.randn(o.shape, generator=g)).sum() for o in outs).backward()
+    grads = {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+    return [o.detach() for o in outs], grads
+
+
+def _close(a, b, what, scale=None, tol=1e-4):
+    """Equal within ``tol`` relative and ``tol`` of ``scale`` absolute (default scale: the largest entry of ``a``;
+    for gradients the largest gradient of the network: a bias in front of InstanceNorm has a true gradient of 0)."""
+    scale = max(float(a.abs().max()) if scale is None else scale, 1e-30)
+    torch.testing.assert_close(b, a, rtol=tol, atol=tol * scale, msg=lambda m: f"{what}: {m}")
+
+
+def _err(got, truth):
+    """Largest deviation of ``got`` from the float64 ``truth`` relative to the largest entry of the whole set."""
+    scale = max(max(float(t.abs().max()) for t in truth), 1e-30)
+    return max(float((g.double() - t).abs().max()) for g, t in zip(got, truth)) / scale
+
+
+MODES = ((True, True), (False, True), (False, False))   # (train mode, autograd): eval covers BatchNorm folding
+
+
+@pytest.mark.parametrize("name,dim", CASES)
+def test_fast_path_equals_reference(name, dim):
+    """In float64 (eval mode with autograd: every fast path runs, BatchNorm folding, channels-last convolutions
+    and the ELU backward) the two paths agree to 1e-9: the same function, no rounding to hide behind. In float32
+    (the kernels that actually run: oneDNN's channels-last depth-wise convolutions have no float64 version), train
+    mode, eval mode and inference, the fast path is as close to the float64 result as the reference path is (at
+    most 2x its error + 1e-5 of the largest entry)."""
+    net = _build(name, dim)
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(2, 1, *PATCH[dim], generator=torch.Generator().manual_seed(4))
+    n64 = copy.deepcopy(net).double()
+    truth = {}
+    for train in (True, False):
+        n64.load_state_dict(init)
+        ro, rg = _run(n64, x.double(), train, True, reference=True)
+        truth[train] = (ro, rg)
+        if not train:   # float64: equal
+            n64.load_state_dict(init)
+            fo, fg = _run(n64, x.double(), train, True, reference=False)
+            assert rg.keys() == fg.keys() and len(ro) == len(fo)
+            gscale = max((float(v.abs().max()) for v in rg.values()), default=0.0)
+            for i, (a, b) in enumerate(zip(ro, fo)):
+                _close(a, b, f"{name} {dim}d eval float64 output {i}", tol=1e-9)
+            for k in rg:
+                _close(rg[k], fg[k], f"{name} {dim}d eval float64 grad of {k}", gscale, tol=1e-9)
+    for train, grad in MODES:
+        mode = f"{name} {dim}d {'train' if train else 'eval'}{'' if grad else ' no-grad'}"
+        ro64, rg64 = truth[train]
+        net.load_state_dict(init)
+        ro, rg = _run(net, x, train, grad, reference=True)
+        ref_state = {k: v.clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(init)
+        fo, fg = _run(net, x, train, grad, reference=False)
+        assert all(o.is_contiguous() for o in fo), f"{mode}: an output is not contiguous"
+        assert _err(fo, ro64) <= 2 * _err(ro, ro64) + 1e-5, f"{mode}: outputs"
+        if grad:
+            keys = list(rg64)
+            assert rg.keys() == fg.keys() == rg64.keys()
+            e_ref, e_fast = _err([rg[k] for k in keys], [rg64[k] for k in keys]), \
+                _err([fg[k] for k in keys], [rg64[k] for k in keys])
+            assert e_fast <= 2 * e_ref + 1e-5, f"{mode}: gradients off by {e_fast:.2e} (reference {e_ref:.2e})"
+        if train:   # BatchNorm running statistics
+            for (k, a), b in zip(ref_state.items(), net.state_dict().values()):
+                _close(a.float(), b.float(), f"{mode} state {k}", tol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerDLKUNetS", "nnUNetTrainerMoNet", "nnUNetTrainerDMCNetPaper"])
+def test_reference_checkpoint_loads_into_the_fast_path(name):
+    dim = 3
+    net = _build(name, dim).eval()
+    x = torch.randn(1, 1, *PATCH[dim], generator=torch.Generator().manual_seed(5))
+    with _fast.reference_mode(), torch.no_grad():
+        want = _outs(net(x))
+        buf = io.BytesIO()
+        torch.save(net.state_dict(), buf)
+    fresh = _build(name, dim)
+    buf.seek(0)
+    sd = torch.load(buf)
+    assert [(k, v.shape) for k, v in sd.items()] == [(k, v.shape) for k, v in fresh.state_dict().items()]
+    fresh.load_state_dict(sd, strict=True)
+    fresh.eval()
+    with _fast.reference_mode(False), torch.no_grad():
+        got = _outs(fresh(x))
+    for a, b in zip(want, got):
+        _close(a, b, f"{name} reloaded")
+
+
+def test_switch_and_rules(monkeypatch):
+    """The one switch (env var, context manager) and the per-operator rules actually select the fast kernels."""
+    dw = _fast.DWConv3d(4, 4, 7, padding=9, dilation=3, groups=4)
+    x = torch.randn(1, 4, 8, 8, 8)
+    monkeypatch.delenv(_fast.ENV_REFERENCE, raising=False)
+    assert not _fast.reference()
+    with torch.no_grad():
+        assert _fast.channels_last_pays(dw, x)                  # dilated 3D depth-wise: channels-last
+        with _fast.reference_mode():
+            assert _fast.reference() and not _fast.channels_last_pays(dw, x)
+            with _fast.reference_mode(False):
+                assert not _fast.reference()
+            assert _fast.reference()
+    assert not _fast.reference()
+    monkeypatch.setenv(_fast.ENV_REFERENCE, "1")
+    assert _fast.reference() and not _fast.channels_last_pays(dw, x)
+    with _fast.reference_mode(False):
+        assert not _fast.reference()
+    monkeypatch.setenv(_fast.ENV_REFERENCE, "0")
+    dw5 = _fast.DWConv3d(4, 4, 5, padding=2, groups=4)
+    with torch.no_grad():
+        assert not _fast.channels_last_pays(dw5, x)             # inference: undilated depth-wise stays contiguous
+    assert _fast.channels_last_pays(dw5, x)                      # training (weights need grad): channels-last
+    monkeypatch.setenv(_fast.ENV_CL_DEVICES, "cuda")
+    assert not _fast.channels_last_pays(dw5, x)                  # not on a device type that is not listed
+    bn = nn.BatchNorm3d(4).eval()
+    assert _fast.foldable_bn(bn) and not _fast.foldable_bn(bn.train()) and not _fast.foldable_bn(nn.InstanceNorm3d(4))
+    # the families use the fast classes (same state_dict keys as plain convolutions)
+    net = _build("nnUNetTrainerDLKUNetS", 3)
+    assert any(isinstance(m, _fast.DWConv3d) for m in net.modules())
+    assert any(isinstance(m, _fast.FoldingConvDropoutNormReLU) for m in _build("nnUNetTrainerResDSNPaper", 3).modules())
+    # a forward hook on a convolution still sees its call in eval mode (folding steps aside for a watched pair)
+    monet = _build("nnUNetTrainerMoNet", 2).eval()
+    conv = next(m for m in monet.modules() if isinstance(m, nn.Conv2d))
+    seen = []
+    conv.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        monet(torch.randn(1, 1, *PATCH[2]))
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize("shape,k,d", [((1, 3, 10, 11), (7, 7), (3, 3)), ((2, 2, 5, 7, 8), (1, 7, 7), (1, 3, 3)),
+                                       ((1, 2, 7, 9, 6), (5, 5, 5), (2, 2, 2))])
+def test_dilated_as_phases_is_the_dilated_convolution(shape, k, d):
+    """Space-to-batch equals the dilated convolution (float64), sizes not divisible by the dilation included."""
+    conv_op = _fast.DWConv2d if len(shape) == 4 else _fast.DWConv3d
+    c = shape[1]
+    conv = conv_op(c, c, k, padding=[di * (ki // 2) for ki, di in zip(k, d)], dilation=d, groups=c).double()
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    with _fast.reference_mode(False):
+        assert _fast._phases_apply(conv, x)
+        got = _fast.dilated_as_phases(conv, x, conv.weight, conv.bias)
+    want = conv._conv_forward(x, conv.weight, conv.bias)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn(want.shape, dtype=torch.float64)
+    assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in
+               zip(torch.autograd.grad(got, (x, conv.weight), g), torch.autograd.grad(want, (x, conv.weight), g)))
