@@ -128,19 +128,24 @@ def assert_predictions_match_inputs(pred_dir: Path, images_dir: Path, labels=(0,
         assert values <= set(labels), f"{pred_path.name}: labels {values}"
 
 
-def small_3d_plans(ds, name: str = "nnUNetPlans_small3d", patch=(16, 48, 48), features=(8, 16, 32)) -> str:
-    """A copy of the dataset's nnUNetPlans whose 3d_fullres has a small patch, three stages and narrow features
-    (same spacing and preprocessed data), for 3D networks whose full plans are too slow for a CPU test."""
+def small_3d_plans(ds, name: str = "nnUNetPlans_small3d", patch=(16, 48, 48), features=(8, 16, 32),
+                   configuration: str = "3d_fullres") -> str:
+    """A copy of the dataset's nnUNetPlans whose ``configuration`` (3d_fullres, or 2d) has a small patch, three
+    stages and narrow features (same spacing and preprocessed data), for networks whose full plans are too slow for a
+    CPU test (e.g. DMC-Net 2d on the dataset's 2d plans: 5 stages up to 512 features, ~5x stock's FLOPs)."""
     import json
 
     plans = json.loads(ds.plans_file.read_text())
-    conf = plans["configurations"]["3d_fullres"]
-    conf.update(patch_size=list(patch), batch_size=1)
+    conf = plans["configurations"][configuration]
+    dim = len(conf["patch_size"])
+    if len(patch) != dim:
+        raise ValueError(f"patch {patch} has {len(patch)} axes, {configuration} has {dim}")
+    conf.update(patch_size=list(patch), batch_size=1 if dim == 3 else 2)
     kw = conf["architecture"]["arch_kwargs"]
     n = len(features)
-    kw.update(n_stages=n, features_per_stage=list(features), kernel_sizes=[[3, 3, 3]] * n,
-              strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]][:n], n_conv_per_stage=[2] * n,
-              n_conv_per_stage_decoder=[2] * (n - 1))
+    strides = [[1, 1, 1], [1, 2, 2], [2, 2, 2]] if dim == 3 else [[1, 1], [2, 2], [2, 2]]
+    kw.update(n_stages=n, features_per_stage=list(features), kernel_sizes=[[3] * dim] * n,
+              strides=strides[:n], n_conv_per_stage=[2] * n, n_conv_per_stage_decoder=[2] * (n - 1))
     plans["plans_name"] = name
     (ds.plans_file.parent / f"{name}.json").write_text(json.dumps(plans, indent=2))
     return name

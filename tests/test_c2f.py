@@ -657,8 +657,15 @@ def test_predict_c2f_box_path_end_to_end(nnunet_dataset, oracle_pair, tmp_path):
 
 
 @pytest.mark.parametrize("what", ["missing_fold", "missing_config", "missing_trainer", "bad_spec", "bad_input"])
-def test_predict_c2f_bad_input_writes_nothing(nnunet_dataset, c2f_models, tmp_path, what):
+def test_predict_c2f_bad_input_writes_nothing(nnunet_dataset, c2f_models, tmp_path, monkeypatch, capsys, what):
+    """In-process through the CLI's ``main`` (what the console script calls: no import of torch and nnU-Net per
+    case); the console script itself runs in test_predict_c2f_refuses_models_of_different_datasets."""
+    from nnunet_ext.cli import main
+
     ds = nnunet_dataset
+    for k, v in ds.env.items():
+        if k.startswith("nnUNet"):
+            monkeypatch.setenv(k, v)
     out = tmp_path / "pred"
     coarse, fine, extra, inp = c2f_models.coarse, c2f_models.fine, [], ds.images_ts
     expect = {"missing_fold": "fold 3", "missing_config": "3d_lowres", "missing_trainer": "nnUNetTrainerNope",
@@ -677,10 +684,12 @@ def test_predict_c2f_bad_input_writes_nothing(nnunet_dataset, c2f_models, tmp_pa
         (inp / "broken_0000.nii.gz").write_bytes(b"not a nifti")
     cmd = _c2f_cmd(ds, out, coarse, fine, *extra)
     cmd[cmd.index("-i") + 1] = str(inp)
-    proc = run(cmd, ds.env, check=False)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("nnunet-ext predict-c2f: error:") and expect in err[0], proc.stderr
+    assert cmd[0] == "nnunet-ext"
+    rc = main(cmd[1:])
+    stderr = capsys.readouterr().err
+    assert rc == 2, stderr[-2000:]
+    err = stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nnunet-ext predict-c2f: error:") and expect in err[0], stderr
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pred")]
 

@@ -134,8 +134,15 @@ def test_command_equals_nnunetv2_predict_for_a_trained_monet(nnunet_dataset, tmp
         assert pa.shape == pb.shape and np.abs(pa - pb).max() < 5e-3, name
 
 
-def test_command_bad_input_one_line_exit_2_nothing_written(nnunet_dataset, tmp_path):
+def test_command_bad_input_one_line_exit_2_nothing_written(nnunet_dataset, tmp_path, monkeypatch, capsys):
+    """In-process through the CLI's ``main`` (what the console script calls), so that six refusals do not pay six
+    imports of torch and nnU-Net; test_command_equals_nnunetv2_predict_for_a_trained_monet runs the console script."""
+    from nnunet_ext.cli import main
+
     ds = nnunet_dataset
+    for k, v in ds.env.items():
+        if k.startswith("nnUNet"):
+            monkeypatch.setenv(k, v)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     for extra, expect in ((["-batch_mb", "0"], "-batch_mb"), (["-slices_per_forward", "0"], "-slices_per_forward"),
@@ -146,8 +153,10 @@ def test_command_bad_input_one_line_exit_2_nothing_written(nnunet_dataset, tmp_p
         args = {"-i": str(ds.images_ts), "-o": str(out), "-d": str(ds.dataset_id), "-c": "2d", "-f": "0",
                 "-device": "cpu"}
         args.update(dict(zip(extra[::2], extra[1::2])))
-        proc = run(["nnunet-ext", "predict-slices", *[x for kv in args.items() for x in kv]], ds.env, check=False)
-        assert proc.returncode == 2, (extra, proc.stderr[-2000:])
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and expect in lines[0], (extra, proc.stderr)
+        rc = main(["predict-slices", *[x for kv in args.items() for x in kv]])
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert rc == 2, (extra, err[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("nnunet-ext predict-slices: error:") and expect in lines[0], \
+            (extra, err)
         assert not out.exists() and blocker.read_text() == "x"
