@@ -5,7 +5,7 @@ nnU-Net plans (``nnunet_ext.bench_plans.explicit_plans``: stock nnU-Net's topolo
 
 * **train step**: forward + backward + SGD step the way nnU-Net's ``train_step`` does it (deep supervision,
   DC_and_CE in DeepSupervisionWrapper, SGD momentum 0.99 nesterov, gradient clipping 12; fp32 on the CPU):
-  ``nnunet_ext.bench_profile._generic_step_fn``; batch = the plans' batch size;
+  ``nnunet_ext.bench_profile.generic_step_fn``; batch = the plans' batch size;
 * **inference forward**: eval mode, ``torch.no_grad()``, one patch (nnU-Net's sliding window runs batch 1);
 * **GFLOP/s**: forward FLOPs (``nnunet_ext.bench_profile.forward_flops``, the one FLOP counter of nnunet-ext;
   1 multiply-add = 2 FLOPs) per second; for the train step the forward FLOPs of the batch divided by the step
@@ -46,7 +46,7 @@ import torch
 
 from nnunet_ext.architectures import _fast
 from nnunet_ext.bench_plans import explicit_plans
-from nnunet_ext.bench_profile import _generic_step_fn, _targets_for, forward_flops
+from nnunet_ext.bench_profile import forward_flops, generic_step_fn, random_targets
 from nnunet_ext.bench_trainers import STOCK_TRAINER, build_network, find_trainer_class, quiet
 
 #: the default trainer of every family (DMC-Net, ResDSN, DLKUNet, MoNet, two-stage U-Net) and stock nnU-Net
@@ -133,12 +133,12 @@ def _setup(name: str, dim: int, patch, batch: int, device: str = "cpu"):
     with torch.device("meta"):
         flops = forward_flops(build_network(cls, pm, cm, in_ch, out_ch, False), (1, in_ch, *patch), "meta")
     dev = torch.device(device)
-    step, net, _ = _generic_step_fn(cls, pm, cm, dev, in_ch, out_ch)
+    step, net, _ = generic_step_fn(cls, pm, cm, dev, in_ch, out_ch)
     g = torch.Generator().manual_seed(1)
     x = torch.randn((batch, in_ch, *patch), generator=g).to(dev)
     with torch.no_grad():
         outs = net(x)
-    batch_dict = {"data": x, "target": _targets_for(outs, batch, out_ch, dev)}
+    batch_dict = {"data": x, "target": random_targets(outs, batch, out_ch, dev)}
     infer_net = build_network(cls, pm, cm, in_ch, out_ch, False).to(dev)
     infer_net.load_state_dict(net.state_dict())
     infer_net.eval()

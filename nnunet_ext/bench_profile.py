@@ -115,7 +115,7 @@ def _trainer_step_fn(cls, plans, configuration, dataset_json, device, in_ch, out
     return step, trainer.network, "trainer.train_step"
 
 
-def _generic_step_fn(cls, pm, cm, device, in_ch, out_ch):
+def generic_step_fn(cls, pm, cm, device, in_ch, out_ch):
     """nnU-Net's recipe around the trainer's network: DC_and_CE in DeepSupervisionWrapper, SGD, AMP on CUDA."""
     import torch
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
@@ -222,7 +222,7 @@ def measure_trainer(spec: dict) -> dict:
             step, net, how = _trainer_step_fn(cls, plans, configuration, dataset_json, device, in_ch, out_ch)
         except Exception as e:
             res["notes"].append(f"trainer set-up failed ({type(e).__name__}: {str(e)[:80]}); generic step used")
-            step, net, how = _generic_step_fn(cls, pm, cm, device, in_ch, out_ch)
+            step, net, how = generic_step_fn(cls, pm, cm, device, in_ch, out_ch)
         res["step"] = how
         g = torch.Generator().manual_seed(1)
         x = torch.randn((batch, in_ch, *patch), generator=g).to(device)

@@ -100,7 +100,7 @@ def cmd_archs(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ pass-throughs
-def _pass_through(entry_module: str, entry_func: str, prog: str, argv: List[str]) -> int:
+def pass_through(entry_module: str, entry_func: str, prog: str, argv: List[str]) -> int:
     register_ext_trainers()
     module = importlib.import_module(entry_module)
     old_argv = sys.argv
@@ -121,14 +121,14 @@ def cmd_train(args) -> int:
     from nnunet_ext.inputs import check_train_args
 
     check_train_args(args.args)
-    return _pass_through("nnunetv2.run.run_training", "run_training_entry", "nnUNetv2_train", args.args)
+    return pass_through("nnunetv2.run.run_training", "run_training_entry", "nnUNetv2_train", args.args)
 
 
 def cmd_predict(args) -> int:
     from nnunet_ext.inputs import check_predict_args
 
     check_predict_args(args.args)
-    return _pass_through("nnunetv2.inference.predict_from_raw_data", "predict_entry_point", "nnUNetv2_predict",
+    return pass_through("nnunetv2.inference.predict_from_raw_data", "predict_entry_point", "nnUNetv2_predict",
                          args.args)
 
 

@@ -162,7 +162,7 @@ def _split_own_args(argv: List[str]):
 
 
 def cmd_predict_slices(args) -> int:
-    from nnunet_ext.cli import _pass_through
+    from nnunet_ext.cli import pass_through
     from nnunet_ext.errors import UserError
     from nnunet_ext.inputs import check_predict_args
 
@@ -187,7 +187,7 @@ def cmd_predict_slices(args) -> int:
     original = P.nnUNetPredictor
     P.nnUNetPredictor = _Configured
     try:
-        return _pass_through("nnunetv2.inference.predict_from_raw_data", "predict_entry_point",
+        return pass_through("nnunetv2.inference.predict_from_raw_data", "predict_entry_point",
                              "nnunet-ext predict-slices", rest)
     finally:
         P.nnUNetPredictor = original

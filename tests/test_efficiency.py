@@ -221,3 +221,28 @@ def test_dilated_as_phases_is_the_dilated_convolution(shape, k, d):
     g = torch.randn(want.shape, dtype=torch.float64)
     assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in
                zip(torch.autograd.grad(got, (x, conv.weight), g), torch.autograd.grad(want, (x, conv.weight), g)))
+
+
+def test_dense_dilated_3d_convolutions_run_on_phases_and_equal_the_dilated_one():
+    """MoNet's dense dilated 3D convolutions take the phase path (fast path only, not 2D, not undilated), and
+    conv_norm gives the dilated convolution's result with and without a folded eval-mode BatchNorm (float64)."""
+    torch.manual_seed(0)
+    conv = nn.Conv3d(4, 6, 3, padding=2, dilation=2, bias=False).double()
+    norm = nn.BatchNorm3d(6).double()
+    norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 4, 7, 10, 9, dtype=torch.float64, requires_grad=True)
+    assert _fast._dense_phases(conv, x)
+    assert not _fast._dense_phases(nn.Conv2d(4, 6, 3, padding=2, dilation=2), torch.randn(1, 4, 8, 8))
+    assert not _fast._dense_phases(nn.Conv3d(4, 6, 3, padding=1), x)
+    with _fast.reference_mode():
+        assert not _fast._dense_phases(conv, x)
+    for train in (True, False):
+        norm.train(train)
+        got = _fast.conv_norm(conv, norm, x)
+        with _fast.reference_mode():
+            ref = norm(conv(x))
+        assert torch.allclose(got, ref, atol=1e-10), train
+        g1 = torch.autograd.grad(got.square().sum(), (x, conv.weight))
+        with _fast.reference_mode():
+            g2 = torch.autograd.grad(norm(conv(x)).square().sum(), (x, conv.weight))
+        assert all(torch.allclose(a, b, atol=1e-8) for a, b in zip(g1, g2)), train
