@@ -128,7 +128,7 @@ def assert_predictions_match_inputs(pred_dir: Path, images_dir: Path, labels=(0,
         assert values <= set(labels), f"{pred_path.name}: labels {values}"
 
 
-def small_3d_plans(ds, name: str = "nnUNetPlans_small3d", patch=(16, 48, 48), features=(8, 16, 32),
+def small_plans(ds, name: str = "nnUNetPlans_small3d", patch=(16, 48, 48), features=(8, 16, 32),
                    configuration: str = "3d_fullres") -> str:
     """A copy of the dataset's nnUNetPlans whose ``configuration`` (3d_fullres, or 2d) has a small patch, three
     stages and narrow features (same spacing and preprocessed data), for networks whose full plans are too slow for a

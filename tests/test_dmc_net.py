@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import assert_predictions_match_inputs, n_trainable, predict, small_3d_plans, train
+from conftest import assert_predictions_match_inputs, n_trainable, predict, small_plans, train
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.dmc_net import DMRC, DMSC, TABLE4, DMCNet, count_flops
 
@@ -258,14 +258,14 @@ def test_trainers_build_per_dimension_from_plans():
 
 # the dataset's own plans are too heavy for DMC-Net on 2 CPU cores (3d_fullres: patch 24x80x80, 320 features, over
 # 10 minutes per epoch; 2d: 5 stages up to 512 features, ~5x stock's FLOPs), so both run on a copy of the plans with
-# a small patch and narrow features (same spacing, same preprocessed data: small_3d_plans)
+# a small patch and narrow features (same spacing, same preprocessed data: small_plans)
 @pytest.mark.parametrize("configuration", ["2d", "3d_fullres"])
 def test_end_to_end_train_and_predict(nnunet_dataset, tmp_path, configuration):
     """Stock nnUNetv2_train (1 epoch of 4 iterations, CPU) then stock nnUNetv2_predict (without test-time mirroring,
     to keep the CPU run short) with nnUNetTrainerDMCNet; predictions match the inputs' geometry and labels."""
     trainer = "nnUNetTrainerDMCNet_nomirror_1epoch_4iters"  # the final validation without mirroring too
-    plans = small_3d_plans(nnunet_dataset) if configuration == "3d_fullres" else \
-        small_3d_plans(nnunet_dataset, "nnUNetPlans_small2d", patch=(48, 48), configuration="2d")
+    plans = small_plans(nnunet_dataset) if configuration == "3d_fullres" else \
+        small_plans(nnunet_dataset, "nnUNetPlans_small2d", patch=(48, 48), configuration="2d")
     t0 = time.perf_counter()
     out = train(nnunet_dataset, trainer, configuration, plans=plans)
     assert any(out.glob("training_log*.txt")) and (out / "validation" / "summary.json").is_file()

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import assert_predictions_match_inputs, run, small_3d_plans
+from conftest import assert_predictions_match_inputs, run, small_plans
 
 OURS = "nnUNetTrainerMoNet_2epochs_2iters_save1"
 STOCK = "nnUNetTrainer_2epochs_2iters_save1"
@@ -102,7 +102,7 @@ def cv(nnunet_dataset, tmp_path_factory):
     ds = nnunet_dataset
     tmp = tmp_path_factory.mktemp("workflows")
     patch = json.loads(ds.plans_file.read_text())["configurations"][CONF]["patch_size"]
-    small_3d_plans(ds, PLANS, patch=tuple(patch), configuration=CONF)
+    small_plans(ds, PLANS, patch=tuple(patch), configuration=CONF)
     t0 = time.perf_counter()
     specs = [f"{OURS}:{f}" for f in FOLDS if f != KILLED_FOLD] + [f"{STOCK}:{f}" for f in FOLDS]
     run([sys.executable, "-c", _FOLDS_DRIVER, str(ds.dataset_id), *specs], ds.env, timeout=3600)
