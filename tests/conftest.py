@@ -1,19 +1,25 @@
 """Shared fixtures: a tiny synthetic dataset planned and preprocessed once per test session with the STOCK nnU-Net
 commands, and helpers that run the stock ``nnUNetv2_train`` / ``nnUNetv2_predict`` in subprocesses on the CPU with
-our trainers found through ``nnUNet_extTrainer`` (exactly what a user does after ``eval "$(nnunet-ext env)"``)."""
+our trainers found through ``nnUNet_extTrainer`` (exactly what a user does after ``eval "$(nnunet-ext env)"``).
+The dataset and the models several tests share are background jobs (tests/background.py): they are computed while
+the tests that need none run."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import pytest
 
 import nnunet_ext
+
+import background
+from background import job
 
 DATASET_ID = 991
 DATASET_NAME = "SyntheticPancreas"
@@ -24,7 +30,7 @@ def stock_env(raw: Path, preprocessed: Path, results: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet")}
     env.update(nnUNet_raw=str(raw), nnUNet_preprocessed=str(preprocessed), nnUNet_results=str(results),
                nnUNet_extTrainer=nnunet_ext.EXT_TRAINER_DIR, nnUNet_n_proc_DA="0", nnUNet_compile="f",
-               nnUNet_def_n_proc="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
+               nnUNet_def_n_proc="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
                PYTHONWARNINGS="ignore")
     return env
 
@@ -55,48 +61,48 @@ def n_trainable(net) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
-@pytest.fixture(scope="session")
-def nnunet_dataset(tmp_path_factory):
+@job(cost=25)
+def nnunet_dataset(tmp):
     """Synthetic dataset 991 (6 training cases, 2 test cases), planned and preprocessed for 2d and 3d_fullres by
-    ``nnUNetv2_plan_and_preprocess``. Returns a namespace with the folders, ``env`` and ``dataset_id``."""
+    ``nnUNetv2_plan_and_preprocess``, with nnU-Net's own 5-fold split written up front (the first training would
+    write it; jobs train concurrently). Returns a namespace with the folders, ``env`` and ``dataset_id``."""
     from nnunet_ext.synthetic import make_dataset
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
 
-    base = tmp_path_factory.mktemp("nnunet")
+    base = tmp / "nnunet"
     raw, pre, res = base / "raw", base / "preprocessed", base / "results"
     for p in (raw, pre, res):
-        p.mkdir()
+        p.mkdir(parents=True)
     folder = make_dataset(raw, dataset_id=DATASET_ID, name=DATASET_NAME, num_cases=6, num_test_cases=2, seed=0)
     env = stock_env(raw, pre, res)
     # nnU-Net 2.8.1's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0: plan with 1
     run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "3d_fullres", "-np", "1", "-npfp", "1",
          "--verify_dataset_integrity"], {**env, "nnUNet_n_proc_DA": "1"})
+    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (folder / "imagesTr").glob("*_0000.nii.gz"))
+    splits = pre / folder.name / "splits_final.json"
+    splits.write_text(json.dumps(generate_crossval_split(cases, seed=12345, n_splits=5), indent=2))  # = do_split's
     return SimpleNamespace(base=base, raw=raw, preprocessed=pre, results=res, env=env, dataset_id=DATASET_ID,
                            dataset_folder=folder, images_ts=folder / "imagesTs", labels_ts=folder / "labelsTs",
                            plans_file=pre / folder.name / "nnUNetPlans.json")
 
 
-#: (results folder, trainer, configuration, fold, plans, extra, plans file text) -> fold folder trained in this run
-_TRAINED: Dict[tuple, Path] = {}
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection: start only what the selected tests need
+def pytest_collection_modifyitems(session, config, items):
+    background.schedule(config, items)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    background.shutdown()
 
 
 def train(ds, trainer: str, configuration: str, fold: int = 0, extra: Optional[List[str]] = None,
-          plans: str = "nnUNetPlans", reuse: bool = False):
-    """Stock ``nnUNetv2_train`` on the CPU; returns the fold's output folder.
-
-    ``reuse=True``: if this very call (trainer, configuration, fold, arguments, plans file content) has trained in
-    this test run already and its final checkpoint is still there, return that folder instead of training again
-    (test_c2f and test_end_to_end both train ``nnUNetTrainerPlainUNet_1epoch_4iters`` 3d_fullres fold 0). Off by
-    default: a test that trains twice on purpose (resume, overwrite) gets two runs."""
-    plans_file = ds.preprocessed / ds.dataset_folder.name / f"{plans}.json"
-    key = (str(ds.results), trainer, configuration, fold, plans, tuple(extra or ()),
-           plans_file.read_text() if plans_file.is_file() else None)
+          plans: str = "nnUNetPlans"):
+    """Stock ``nnUNetv2_train`` on the CPU; returns the fold's output folder. A model that several tests use is
+    trained once, by a :func:`job` (e.g. ``plain_unet_3d``), not by each test."""
     out = ds.results / ds.dataset_folder.name / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
-    if reuse and _TRAINED.get(key) == out and (out / "checkpoint_final.pth").is_file():
-        return out
     run(["nnUNetv2_train", str(ds.dataset_id), configuration, str(fold), "-tr", trainer, "-device", "cpu",
          "-p", plans, *(extra or [])], ds.env)
     assert (out / "checkpoint_final.pth").is_file(), f"no final checkpoint in {out}"
-    _TRAINED[key] = out
     return out
 
 
@@ -149,3 +155,42 @@ def small_plans(ds, name: str = "nnUNetPlans_small3d", patch=(16, 48, 48), featu
     plans["plans_name"] = name
     (ds.plans_file.parent / f"{name}.json").write_text(json.dumps(plans, indent=2))
     return name
+
+
+# ------------------------------------------------------------------------------------------ models several tests use
+PLAIN_3D = "nnUNetTrainerPlainUNet_1epoch_4iters"
+
+
+@job("nnunet_dataset", cost=30)
+def plain_unet_3d(ds, tmp):
+    """``nnUNetTrainerPlainUNet_1epoch_4iters`` 3d_fullres fold 0 by the stock ``nnUNetv2_train`` (with nnU-Net's
+    final validation, mirroring on): test_end_to_end's model and the coarse model of the C2F tests."""
+    return train(ds, PLAIN_3D, "3d_fullres")
+
+
+@job("nnunet_dataset", cost=30)
+def c2f_fine_3d(ds, tmp):
+    """``nnUNetTrainerPlainUNet_fine_1epoch_4iters`` 3d_fullres fold 0: the fine model of the C2F tests."""
+    return train(ds, "nnUNetTrainerPlainUNet_fine_1epoch_4iters", "3d_fullres")
+
+
+def spec_of(fold_dir: Path) -> str:
+    """``TRAINER:CONFIGURATION`` of a trained fold folder (``.../TRAINER__PLANS__CONFIGURATION/fold_K``)."""
+    trainer, _, configuration = fold_dir.parent.name.split("__")
+    return f"{trainer}:{configuration}"
+
+
+@pytest.fixture(scope="session")
+def c2f_models(plain_unet_3d, c2f_fine_3d):
+    """The C2F pair (coarse, fine) as ``TRAINER:CONFIGURATION`` specs."""
+    return SimpleNamespace(coarse=spec_of(plain_unet_3d), fine=spec_of(c2f_fine_3d))
+
+
+@job("nnunet_dataset", cost=35)
+def monet_2d_run(ds, tmp):
+    """``nnUNetTrainerMoNet_1epoch_4iters`` 2d fold 0 by the stock ``nnUNetv2_train``, then ``nnUNetv2_predict
+    --save_probabilities`` of the test images: (fold folder, prediction folder), for test_monet and (the reference
+    of) test_slice_predictor."""
+    trainer = "nnUNetTrainerMoNet_1epoch_4iters"
+    fold_dir = train(ds, trainer, "2d")
+    return fold_dir, predict(ds, trainer, "2d", tmp / "stock", extra=["--save_probabilities"])

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_predictions_match_inputs, run, train
+from conftest import assert_predictions_match_inputs, run, spec_of, train
+from background import job
 
 import nnunet_ext
 from nnunet_ext import c2f
@@ -496,20 +497,17 @@ def _c2f_cmd(ds, out, coarse, fine, *extra):
             "--coarse", coarse, "--fine", fine, "-f", "0", "-device", "cpu", "--disable_tta", *extra]
 
 
-@pytest.fixture(scope="module")
-def c2f_models(nnunet_dataset):
-    coarse = "nnUNetTrainerPlainUNet_1epoch_4iters"
-    fine = "nnUNetTrainerPlainUNet_fine_1epoch_4iters"
-    train(nnunet_dataset, coarse, "3d_fullres")
-    train(nnunet_dataset, fine, "3d_fullres")
-    return SimpleNamespace(coarse=f"{coarse}:3d_fullres", fine=f"{fine}:3d_fullres")
+@job("nnunet_dataset", "plain_unet_3d", "c2f_fine_3d", cost=12)
+def c2f_e2e_run(ds, coarse_fold, fine_fold, tmp):
+    """``predict-c2f`` of the test images with the trained pair, whole-volume fallback."""
+    out = tmp / "pred"
+    proc = run(_c2f_cmd(ds, out, spec_of(coarse_fold), spec_of(fine_fold), "--coarse-step", "0.9", "-step_size",
+                        "0.5", "--fallback", "fine"), ds.env)
+    return SimpleNamespace(out=out, proc=proc, tmp=tmp)
 
 
-def test_predict_c2f_end_to_end(nnunet_dataset, c2f_models, tmp_path):
-    ds = nnunet_dataset
-    out = tmp_path / "pred"
-    proc = run(_c2f_cmd(ds, out, c2f_models.coarse, c2f_models.fine, "--coarse-step", "0.9", "-step_size", "0.5",
-                        "--fallback", "fine"), ds.env)
+def test_predict_c2f_end_to_end(nnunet_dataset, c2f_e2e_run):
+    ds, out, proc = nnunet_dataset, c2f_e2e_run.out, c2f_e2e_run.proc
     assert_predictions_match_inputs(out, ds.images_ts)
     times = json.loads((out / c2f.TIMES_FILE).read_text())
     cases = sorted(p.name[: -len("_0000.nii.gz")] for p in ds.images_ts.glob("*_0000.nii.gz"))
@@ -532,7 +530,7 @@ def test_predict_c2f_end_to_end(nnunet_dataset, c2f_models, tmp_path):
             inside = np.zeros(seg.shape, bool)
             inside[tuple(slice(lo, hi) for lo, hi in box)] = True
             assert not np.any(seg[~inside])
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pred")]  # temp folder gone
+    assert not [p for p in c2f_e2e_run.tmp.iterdir() if p.name.startswith(".pred")]  # temp folder gone
 
 
 _ORACLE_TRAINERS = '''
@@ -568,8 +566,8 @@ class nnUNetTrainerC2FTestOracleLow(nnUNetTrainerC2FTestOracleHigh):
 '''
 
 
-@pytest.fixture(scope="module")
-def oracle_pair(nnunet_dataset, tmp_path_factory):
+@job("nnunet_dataset", cost=15)
+def oracle_pair(nnunet_dataset, base):
     """Two "trained models" with known outputs (no training): label 1 where the normalised intensity is > 1
     (coarse, High) or > -1 (fine, Low), and test images on which High finds exactly the organ while Low also finds a
     decoy block of the same size far from it: the fine model run outside the box would put the decoy in the output."""
@@ -577,7 +575,6 @@ def oracle_pair(nnunet_dataset, tmp_path_factory):
     from scipy import ndimage
 
     ds = nnunet_dataset
-    base = tmp_path_factory.mktemp("oracle")
     (base / "trainers").mkdir()
     (base / "trainers" / "c2f_oracle_trainers.py").write_text(_ORACLE_TRAINERS)
     env = {**ds.env, "nnUNet_extTrainer": nnunet_ext.EXT_TRAINER_DIR + os.pathsep + str(base / "trainers")}
@@ -612,21 +609,25 @@ def oracle_pair(nnunet_dataset, tmp_path_factory):
         out.CopyInformation(img)
         sitk.WriteImage(out, str(images / img_path.name))
         organs[case] = (organ, decoy)
-    return SimpleNamespace(env=env, images=images, organs=organs, coarse="nnUNetTrainerC2FTestOracleHigh:3d_fullres",
-                           fine="nnUNetTrainerC2FTestOracleLow:3d_fullres")
+    o = SimpleNamespace(env=env, images=images, organs=organs, coarse="nnUNetTrainerC2FTestOracleHigh:3d_fullres",
+                        fine="nnUNetTrainerC2FTestOracleLow:3d_fullres", out=base / "pred", whole=base / "whole")
+    # the pair through the CLI; and the fine oracle alone over the whole volumes through stock nnU-Net's predictor
+    cmd = _c2f_cmd(ds, o.out, o.coarse, o.fine)
+    cmd[cmd.index("-i") + 1] = str(o.images)
+    o.proc = run(cmd, o.env)
+    run(["nnUNetv2_predict", "-i", str(o.images), "-o", str(o.whole), "-d", str(ds.dataset_id), "-c", "3d_fullres",
+         "-tr", o.fine.split(":")[0], "-f", "0", "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], o.env)
+    return o
 
 
-def test_predict_c2f_box_path_end_to_end(nnunet_dataset, oracle_pair, tmp_path):
+def test_predict_c2f_box_path_end_to_end(oracle_pair):
     """Through the CLI with a coarse stage known to find the organ: the fine stage runs on the coarse box only, the
     pasted result has the input's geometry, matches the organ, and nothing outside the box is foreground (the
     decoy that the fine model finds outside the box is absent)."""
     import SimpleITK as sitk
 
-    ds, o = nnunet_dataset, oracle_pair
-    out = tmp_path / "pred"
-    cmd = _c2f_cmd(ds, out, o.coarse, o.fine)
-    cmd[cmd.index("-i") + 1] = str(o.images)
-    proc = run(cmd, o.env)
+    o = oracle_pair
+    out, proc = o.out, o.proc
     assert_predictions_match_inputs(out, o.images)
     times = json.loads((out / c2f.TIMES_FILE).read_text())
     assert sorted(times["cases"]) == sorted(o.organs)
@@ -648,11 +649,8 @@ def test_predict_c2f_box_path_end_to_end(nnunet_dataset, oracle_pair, tmp_path):
         assert dice > 0.9, (case, dice)  # pasted at the right place
     # the same pair with the fine model over the whole volume (--fallback fine is not taken: coarse found the organ)
     # would find the decoy: shown with the fine oracle alone through stock nnU-Net's predictor
-    whole = tmp_path / "whole"
-    run(["nnUNetv2_predict", "-i", str(o.images), "-o", str(whole), "-d", str(ds.dataset_id), "-c", "3d_fullres",
-         "-tr", o.fine.split(":")[0], "-f", "0", "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], o.env)
     case, (organ, decoy) = next(iter(o.organs.items()))
-    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(whole / f"{case}.nii.gz")))
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(o.whole / f"{case}.nii.gz")))
     assert (seg[decoy] > 0).mean() > 0.5
 
 
@@ -777,13 +775,23 @@ def test_two_stage_end_to_end(nnunet_dataset, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ crossval-c2f
-def test_crossval_c2f_scores_the_pair_and_benchmark_reads_it(nnunet_dataset, c2f_models, tmp_path):
+@job("nnunet_dataset", "plain_unet_3d", "c2f_fine_3d", cost=20)
+def crossval_c2f_run(ds, coarse_fold, fine_fold, tmp):
+    """``crossval-c2f`` of the trained pair on fold 0, then ``benchmark --cv`` with the pair as a row."""
+    out = tmp / "C2Fpair"
+    proc = run(["nnunet-ext", "crossval-c2f", "-d", str(ds.dataset_id), "--coarse", spec_of(coarse_fold), "--fine",
+                spec_of(fine_fold), "-f", "0", "-device", "cpu", "--disable_tta", "-o", str(out)], ds.env)
+    coarse_tr = spec_of(coarse_fold).split(":")[0]
+    bench = run(["nnunet-ext", "benchmark", "--skip-models", "--cv", "-d", str(ds.dataset_id), "-c", "3d_fullres",
+                 "--folds", "0", "-tr", coarse_tr, f"C2F={out}", "--reference", coarse_tr, "--out", str(tmp / "bench")],
+                ds.env)
+    return SimpleNamespace(out=out, proc=proc, bench=bench, tmp=tmp)
+
+
+def test_crossval_c2f_scores_the_pair_and_benchmark_reads_it(nnunet_dataset, c2f_models, crossval_c2f_run):
     """Coarse fold 0 + fine fold 0 on fold 0's validation cases: nnU-Net's layout with summary.json; benchmark --cv
     takes the folder as a row beside a trainer. The fine trainer's own final validation was skipped, with a note."""
-    ds = nnunet_dataset
-    out = tmp_path / "C2Fpair"
-    proc = run(["nnunet-ext", "crossval-c2f", "-d", str(ds.dataset_id), "--coarse", c2f_models.coarse, "--fine",
-                c2f_models.fine, "-f", "0", "-device", "cpu", "--disable_tta", "-o", str(out)], ds.env)
+    ds, out, proc = nnunet_dataset, crossval_c2f_run.out, crossval_c2f_run.proc
     splits = json.loads((ds.preprocessed / ds.dataset_folder.name / "splits_final.json").read_text())
     val = sorted(splits[0]["val"])
     vdir = out / "fold_0" / "validation"
@@ -798,12 +806,8 @@ def test_crossval_c2f_scores_the_pair_and_benchmark_reads_it(nnunet_dataset, c2f
     fine_fold = ds.results / ds.dataset_folder.name / f"{c2f_models.fine.split(':')[0]}__nnUNetPlans__3d_fullres" / \
         "fold_0"
     assert (fine_fold / "validation_skipped_c2f.txt").is_file() and not (fine_fold / "validation" / "summary.json").exists()
-
-    coarse_tr = c2f_models.coarse.split(":")[0]
-    bench = tmp_path / "bench"
-    proc = run(["nnunet-ext", "benchmark", "--skip-models", "--cv", "-d", str(ds.dataset_id), "-c", "3d_fullres",
-                "--folds", "0", "-tr", coarse_tr, f"C2F={out}", "--reference", coarse_tr, "--out", str(bench)], ds.env)
-    assert f"C2F: folds [0], {len(val)} cases" in proc.stdout, proc.stdout[-3000:]
+    # benchmark --cv with the pair as a row beside the coarse trainer (run by the job)
+    assert f"C2F: folds [0], {len(val)} cases" in crossval_c2f_run.bench.stdout, crossval_c2f_run.bench.stdout[-3000:]
 
 
 @pytest.mark.parametrize("what", ["missing_fold", "no_val_cases", "other_dataset", "label_sets"])

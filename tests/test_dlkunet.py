@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.utils.flop_counter import FlopCounterMode
 
+from background import job
 from conftest import assert_predictions_match_inputs, predict, run, stock_env, train
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.dlkunet import DFB, TABLE1_PAPER, DLKUNet, LargeKernelAttention
@@ -393,15 +394,19 @@ def test_stock_lookup_finds_schedule_names(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- end to end
-def test_train_predict_2d_dlkunet_s_dynloss(nnunet_dataset, tmp_path):
-    """Stock nnUNetv2_train + nnUNetv2_predict (CPU, 1 epoch of 4 iterations) with DLKUNet-S and the dynamic loss."""
-    # _nomirror: the final validation without test-time mirroring, like the prediction below (4x fewer passes)
+@job("nnunet_dataset", cost=30)
+def dlkunet_e2e_run(ds, tmp):
+    """Stock nnUNetv2_train + nnUNetv2_predict (CPU, 1 epoch of 4 iterations) with DLKUNet-S and the dynamic loss.
+    _nomirror: the final validation without test-time mirroring; the prediction with --disable_tta (nnU-Net's, not
+    ours): 4x fewer forward passes of a network whose depth-wise and dilated convolutions are slow on a CPU."""
     trainer = "nnUNetTrainerDLKUNetS_dynloss_nomirror_1epoch_4iters"
-    fold_dir = train(nnunet_dataset, trainer, "2d")
+    fold_dir = train(ds, trainer, "2d")
+    return fold_dir, predict(ds, trainer, "2d", tmp / "pred", extra=["--disable_tta"])
+
+
+def test_train_predict_2d_dlkunet_s_dynloss(nnunet_dataset, dlkunet_e2e_run):
+    fold_dir, out = dlkunet_e2e_run
     log = "\n".join(p.read_text() for p in fold_dir.glob("training_log_*.txt"))
     a, b = scaled_weights(dynamic_weights(0, 1))
     assert f"loss schedule dynloss: alpha (Dice) = {a:.4f}, beta (CE) = {b:.4f}" in log
-    # without test-time mirroring (nnU-Net's, not ours): 4x fewer forward passes of a network whose depthwise and
-    # dilated convolutions are slow on a shared CPU
-    out = predict(nnunet_dataset, trainer, "2d", tmp_path / "pred", extra=["--disable_tta"])
     assert_predictions_match_inputs(out, nnunet_dataset.images_ts)

@@ -2,7 +2,6 @@
 equations and the DMRC pooling rule, bad input, the trainers (found by nnU-Net's lookup, built per dimension), and
 an end-to-end run of the stock nnUNetv2_train / nnUNetv2_predict in 2d and 3d_fullres. The registry-wide contract
 (shapes, deep supervision, gradients, feature-map size, plans round trip) is tests/test_registry.py's."""
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from background import job
 from conftest import assert_predictions_match_inputs, n_trainable, predict, small_plans, train
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.dmc_net import DMRC, DMSC, TABLE4, DMCNet, count_flops
@@ -259,19 +259,39 @@ def test_trainers_build_per_dimension_from_plans():
 # the dataset's own plans are too heavy for DMC-Net on 2 CPU cores (3d_fullres: patch 24x80x80, 320 features, over
 # 10 minutes per epoch; 2d: 5 stages up to 512 features, ~5x stock's FLOPs), so both run on a copy of the plans with
 # a small patch and narrow features (same spacing, same preprocessed data: small_plans)
-@pytest.mark.parametrize("configuration", ["2d", "3d_fullres"])
-def test_end_to_end_train_and_predict(nnunet_dataset, tmp_path, configuration):
+def _dmc_train_predict(ds, tmp, configuration):
     """Stock nnUNetv2_train (1 epoch of 4 iterations, CPU) then stock nnUNetv2_predict (without test-time mirroring,
-    to keep the CPU run short) with nnUNetTrainerDMCNet; predictions match the inputs' geometry and labels."""
+    to keep the CPU run short) with nnUNetTrainerDMCNet."""
     trainer = "nnUNetTrainerDMCNet_nomirror_1epoch_4iters"  # the final validation without mirroring too
-    plans = small_plans(nnunet_dataset) if configuration == "3d_fullres" else \
-        small_plans(nnunet_dataset, "nnUNetPlans_small2d", patch=(48, 48), configuration="2d")
-    t0 = time.perf_counter()
-    out = train(nnunet_dataset, trainer, configuration, plans=plans)
+    plans = small_plans(ds) if configuration == "3d_fullres" else \
+        small_plans(ds, "nnUNetPlans_small2d", patch=(48, 48), configuration="2d")
+    out = train(ds, trainer, configuration, plans=plans)
+    pred = predict(ds, trainer, configuration, tmp / "pred", extra=["--disable_tta"], plans=plans)
+    return out, pred
+
+
+@job("nnunet_dataset", cost=35)
+def dmc_e2e_2d(ds, tmp):
+    return _dmc_train_predict(ds, tmp, "2d")
+
+
+@job("nnunet_dataset", cost=35)
+def dmc_e2e_3d(ds, tmp):
+    return _dmc_train_predict(ds, tmp, "3d_fullres")
+
+
+def _check_dmc_end_to_end(ds, run):
+    out, pred = run
     assert any(out.glob("training_log*.txt")) and (out / "validation" / "summary.json").is_file()
-    pred = predict(nnunet_dataset, trainer, configuration, tmp_path / "pred", extra=["--disable_tta"], plans=plans)
-    assert_predictions_match_inputs(pred, nnunet_dataset.images_ts)
-    print(f"DMC-Net end-to-end {configuration} (train + predict): {time.perf_counter() - t0:.1f}s")
+    assert_predictions_match_inputs(pred, ds.images_ts)  # predictions match the inputs' geometry and labels
+
+
+def test_end_to_end_train_and_predict_2d(nnunet_dataset, dmc_e2e_2d):
+    _check_dmc_end_to_end(nnunet_dataset, dmc_e2e_2d)
+
+
+def test_end_to_end_train_and_predict_3d_fullres(nnunet_dataset, dmc_e2e_3d):
+    _check_dmc_end_to_end(nnunet_dataset, dmc_e2e_3d)
 
 
 def _cm(dim, strides, features, kernels=None):

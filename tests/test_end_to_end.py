@@ -2,19 +2,25 @@
 short-schedule trainers on the CPU, nnUNetv2_predict, nnUNetv2_evaluate_folder."""
 import json
 
-from conftest import assert_predictions_match_inputs, predict, run, train
+from background import job
+from conftest import PLAIN_3D, assert_predictions_match_inputs, predict, run
 
-TRAINER = "nnUNetTrainerPlainUNet_1epoch_4iters"
 
-
-def test_stock_commands_train_predict_evaluate(nnunet_dataset):
-    ds = nnunet_dataset
-    fold_dir = train(ds, TRAINER, "3d_fullres", reuse=True)  # test_c2f's coarse model when the whole suite runs
-    assert (fold_dir / "validation" / "summary.json").is_file()  # nnU-Net's own final validation ran
-    out = predict(ds, TRAINER, "3d_fullres", ds.base / "pred_e2e")
-    assert_predictions_match_inputs(out, ds.images_ts)
+@job("nnunet_dataset", "plain_unet_3d", cost=15)
+def stock_e2e_run(ds, fold_dir, tmp):
+    """``nnUNetv2_predict`` of the test images with conftest's ``plain_unet_3d`` model (trained by the stock
+    ``nnUNetv2_train``), then ``nnUNetv2_evaluate_folder``."""
+    out = predict(ds, PLAIN_3D, "3d_fullres", tmp / "pred_e2e")
     run(["nnUNetv2_evaluate_folder", str(ds.labels_ts), str(out), "-djfile", str(ds.dataset_folder / "dataset.json"),
          "-pfile", str(ds.plans_file)], ds.env)
+    return out
+
+
+def test_stock_commands_train_predict_evaluate(nnunet_dataset, plain_unet_3d, stock_e2e_run):
+    ds, fold_dir, out = nnunet_dataset, plain_unet_3d, stock_e2e_run
+    assert (fold_dir / "checkpoint_final.pth").is_file()
+    assert (fold_dir / "validation" / "summary.json").is_file()  # nnU-Net's own final validation ran
+    assert_predictions_match_inputs(out, ds.images_ts)
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["metric_per_case"]) == len(list(ds.images_ts.glob("*_0000.nii.gz")))
     assert set(summary["mean"]) == {"1", "2"}

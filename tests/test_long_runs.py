@@ -6,12 +6,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-from conftest import train
+from background import job
+from conftest import spec_of
 
 ROOT = Path(__file__).resolve().parents[1]
-COARSE = "nnUNetTrainerPlainUNet_1epoch_4iters"  # the models of tests/test_c2f.py (trained once per session)
-FINE = "nnUNetTrainerPlainUNet_fine_1epoch_4iters"
 NUM_CASES = 8
 WARM_UP = 2  # cases before memory settles (lazy imports, allocator pools, the first sliding windows)
 #: the RSS sampled after a case swings by up to ~90 MiB (memory the allocator has not returned yet; the floor moves
@@ -25,32 +25,29 @@ RSS_FLOOR_TOLERANCE_MB = 32.0
 PEAK_TOLERANCE_MB = 64.0
 
 
-def _model(ds, trainer):
-    fold = ds.results / ds.dataset_folder.name / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
-    if not (fold / "checkpoint_final.pth").is_file():
-        train(ds, trainer, "3d_fullres")
-    return f"{trainer}:3d_fullres"
-
-
-def test_predict_c2f_rss_does_not_grow_with_cases(nnunet_dataset, tmp_path):
-    ds = nnunet_dataset
-    coarse, fine = _model(ds, COARSE), _model(ds, FINE)
-    # NUM_CASES cases: the fixture's test images under new case names, in turn
+@job("nnunet_dataset", "plain_unet_3d", "c2f_fine_3d", cost=25)
+def c2f_rss_run(ds, coarse_fold, fine_fold, tmp):
+    """``benchmarks/c2f_rss.py`` over NUM_CASES copies of the test images with the C2F tests' pair."""
     images = sorted(ds.images_ts.glob("*_0000.nii.gz"))
-    inp = tmp_path / "in"
+    inp = tmp / "in"
     inp.mkdir()
-    for i in range(NUM_CASES):
+    for i in range(NUM_CASES):  # the fixture's test images under new case names, in turn
         shutil.copy(images[i % len(images)], inp / f"long_{i:03d}_0000.nii.gz")
-    out_json = tmp_path / "rss.json"
+    out_json = tmp / "rss.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "c2f_rss.py"), "--input", str(inp), "--output",
-         str(tmp_path / "out"), "-d", str(ds.dataset_id), "--coarse", coarse, "--fine", fine, "--every", "4",
-         "--json", str(out_json)], env=ds.env, capture_output=True, text=True, timeout=1800)
+         str(tmp / "out"), "-d", str(ds.dataset_id), "--coarse", spec_of(coarse_fold), "--fine", spec_of(fine_fold),
+         "--every", "4", "--json", str(out_json)], env=ds.env, capture_output=True, text=True, timeout=1800)
+    return SimpleNamespace(proc=proc, out_json=out_json, out=tmp / "out")
+
+
+def test_predict_c2f_rss_does_not_grow_with_cases(c2f_rss_run):
+    proc, out_json = c2f_rss_run.proc, c2f_rss_run.out_json
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     samples = json.loads(out_json.read_text())
     assert [s["cases"] for s in samples] == list(range(NUM_CASES + 1))
     assert proc.stdout.count("[rss] after") == NUM_CASES // 4
-    assert len(list((tmp_path / "out").glob("long_*.nii.gz"))) == NUM_CASES
+    assert len(list(c2f_rss_run.out.glob("long_*.nii.gz"))) == NUM_CASES
     after = samples[WARM_UP + 1:]  # samples[i] is taken after case i
     half = len(after) // 2
     first, second = after[:half], after[half:]

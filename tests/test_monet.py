@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import assert_predictions_match_inputs, predict, train
+from conftest import assert_predictions_match_inputs
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.monet import ELU, MoNet, RDDCBlock, paper_parameter_counts
 from nnunet_ext.trainers.monet import (ValLossPlateau, nnUNetTrainerMoNet, nnUNetTrainerMoNetPaper,
@@ -183,12 +183,10 @@ def test_trainers_on_real_plans(nnunet_dataset, monkeypatch, tmp_path):
     assert tr2._build_loss().loss.weight_ce == 1
 
 
-def test_train_and_predict_2d(nnunet_dataset, tmp_path):
-    trainer = "nnUNetTrainerMoNet_1epoch_4iters"
-    fold_dir = train(nnunet_dataset, trainer, "2d")
+def test_train_and_predict_2d(nnunet_dataset, monet_2d_run):
+    fold_dir, out = monet_2d_run  # stock nnUNetv2_train + nnUNetv2_predict (conftest)
     saved = json.loads((fold_dir.parent / "plans.json").read_text())
     assert saved["configurations"]["2d"]["architecture"]["arch_kwargs"]["n_stages"] == 3
-    out = predict(nnunet_dataset, trainer, "2d", tmp_path / "pred")
     assert_predictions_match_inputs(out, nnunet_dataset.images_ts)
 
 

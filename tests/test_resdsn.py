@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from background import job
 from conftest import assert_predictions_match_inputs, predict, train
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.resdsn import XI_1, XI_2, ResDSN, deconv_kernel_and_padding
@@ -222,13 +223,19 @@ def test_resdsn_trainers_weight_decay_and_names():
 
 
 # --------------------------------------------------------------------------------------------------- end to end
-def test_end_to_end_resdsn_3d_fullres(nnunet_dataset, tmp_path):
-    # _nomirror: no test-time mirroring in the final validation and the prediction (nnU-Net's, network-independent;
-    # test_end_to_end keeps it): 8x fewer 3D forward passes
+@job("nnunet_dataset", cost=40)
+def resdsn_e2e_run(ds, tmp):
+    """Stock ``nnUNetv2_train`` then ``nnUNetv2_predict`` with ResDSN, 3d_fullres. _nomirror: no test-time mirroring
+    in the final validation and the prediction (nnU-Net's, network-independent; test_end_to_end keeps it): 8x fewer
+    3D forward passes."""
     trainer = "nnUNetTrainerResDSN_nomirror_1epoch_4iters"
-    fold_dir = train(nnunet_dataset, trainer, "3d_fullres")
+    fold_dir = train(ds, trainer, "3d_fullres")
+    return fold_dir, predict(ds, trainer, "3d_fullres", tmp / "pred")
+
+
+def test_end_to_end_resdsn_3d_fullres(nnunet_dataset, resdsn_e2e_run):
+    fold_dir, out = resdsn_e2e_run
     ckpt = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert any(k.startswith("decoder.transpconvs.") for k in ckpt["network_weights"])  # it trained a ResDSN
     assert ckpt["inference_allowed_mirroring_axes"] is None  # _nomirror reached nnU-Net's predictor
-    out = predict(nnunet_dataset, trainer, "3d_fullres", tmp_path / "pred")
     assert_predictions_match_inputs(out, nnunet_dataset.images_ts)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_predictions_match_inputs, predict, run, train
+from background import job
+from conftest import assert_predictions_match_inputs, run, spec_of
 
 from nnunet_ext.slice_predictor import MAX_SLICES_PER_FORWARD, SlicePredictor
 
@@ -111,17 +112,22 @@ def test_slices_per_forward_follows_the_memory_budget():
         SlicePredictor(batch_mb=0)
 
 
-def test_command_equals_nnunetv2_predict_for_a_trained_monet(nnunet_dataset, tmp_path):
+@job("nnunet_dataset", "monet_2d_run", cost=15)
+def predict_slices_run(ds, monet, tmp):
+    """``nnunet-ext predict-slices`` of the test images with conftest's MoNet (3 slices per forward)."""
+    fold_dir, _ = monet
+    out = tmp / "ours"
+    run(["nnunet-ext", "predict-slices", "-i", str(ds.images_ts), "-o", str(out), "-d", str(ds.dataset_id), "-c",
+         "2d", "-tr", spec_of(fold_dir).split(":")[0], "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
+         "--save_probabilities", "-slices_per_forward", "3"], ds.env)
+    return out
+
+
+def test_command_equals_nnunetv2_predict_for_a_trained_monet(nnunet_dataset, monet_2d_run, predict_slices_run):
+    """predict-slices gives nnUNetv2_predict's result (--save_probabilities both: conftest's monet_2d_run)."""
     import SimpleITK as sitk
 
-    ds = nnunet_dataset
-    trainer = "nnUNetTrainerMoNet_1epoch_4iters"
-    train(ds, trainer, "2d", reuse=True)
-    ref = predict(ds, trainer, "2d", tmp_path / "stock", extra=["--save_probabilities"])
-    out = tmp_path / "ours"
-    run(["nnunet-ext", "predict-slices", "-i", str(ds.images_ts), "-o", str(out), "-d", str(ds.dataset_id), "-c",
-         "2d", "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1", "--save_probabilities",
-         "-slices_per_forward", "3"], ds.env)
+    ds, (_, ref), out = nnunet_dataset, monet_2d_run, predict_slices_run
     assert_predictions_match_inputs(out, ds.images_ts)
     cases = sorted(p.name for p in ref.glob("*.nii.gz"))
     assert cases and cases == sorted(p.name for p in out.glob("*.nii.gz"))

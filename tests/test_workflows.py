@@ -22,8 +22,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 
+from background import job
 from conftest import assert_predictions_match_inputs, run, small_plans
 
 OURS = "nnUNetTrainerMoNet_2epochs_2iters_save1"
@@ -96,11 +96,9 @@ def _train_killed_then_resumed(ds, trainer, fold, tmp):
                            fold_dir=fold_dir)
 
 
-@pytest.fixture(scope="module")
-def cv(nnunet_dataset, tmp_path_factory):
+@job("nnunet_dataset", cost=90)
+def cv(ds, tmp):
     """Five folds of ours and of stock nnU-Net; records the wall time of each part."""
-    ds = nnunet_dataset
-    tmp = tmp_path_factory.mktemp("workflows")
     patch = json.loads(ds.plans_file.read_text())["configurations"][CONF]["patch_size"]
     small_plans(ds, PLANS, patch=tuple(patch), configuration=CONF)
     t0 = time.perf_counter()
@@ -112,8 +110,8 @@ def cv(nnunet_dataset, tmp_path_factory):
     for tr in (OURS, STOCK):
         for f in FOLDS:
             assert (_model_dir(ds, tr) / f"fold_{f}" / "checkpoint_final.pth").is_file()
-    print(f"\n[workflows] 9 folds in one process {t1 - t0:.1f} s; killed + resumed fold {t2 - t1:.1f} s")
-    return SimpleNamespace(ds=ds, tmp=tmp, resume=resume)
+    return SimpleNamespace(ds=ds, tmp=tmp, resume=resume, seconds={"9 folds in one process": t1 - t0,
+                                                                   "killed + resumed fold": t2 - t1})
 
 
 def test_resume_with_c_loses_at_most_one_checkpoint_interval(cv):
@@ -131,19 +129,26 @@ def test_resume_with_c_loses_at_most_one_checkpoint_interval(cv):
     assert (r.fold_dir / "validation" / "summary.json").is_file()
 
 
-def test_val_on_a_finished_fold_of_ours(cv):
+@job("cv", cost=15)
+def val_run(cv, tmp):
+    """``nnUNetv2_train --val --npz`` on fold VAL_FOLD of ours, after removing its validation summary and npz files:
+    (summary before, npz files before, summary after)."""
     ds = cv.ds
     fold_dir = _model_dir(ds, OURS) / f"fold_{VAL_FOLD}"
     summary = fold_dir / "validation" / "summary.json"
     before = json.loads(summary.read_text())
     summary.unlink()
     npz = sorted((fold_dir / "validation").glob("*.npz"))
-    assert npz, "the cross-validation was run with --npz"
     for p in npz:
         p.unlink()
     run(["nnUNetv2_train", str(ds.dataset_id), CONF, str(VAL_FOLD), "-tr", OURS, "-p", PLANS, "-device", "cpu",
          "--val", "--npz"], ds.env)
-    after = json.loads(summary.read_text())
+    return SimpleNamespace(before=before, npz=npz, after=json.loads(summary.read_text()), fold_dir=fold_dir)
+
+
+def test_val_on_a_finished_fold_of_ours(val_run):
+    before, npz, after, fold_dir = val_run.before, val_run.npz, val_run.after, val_run.fold_dir
+    assert npz, "the cross-validation was run with --npz"
     # the same checkpoint, the same validation cases: the same scores
     assert [c["reference_file"] for c in after["metric_per_case"]] == \
            [c["reference_file"] for c in before["metric_per_case"]]
@@ -151,12 +156,36 @@ def test_val_on_a_finished_fold_of_ours(cv):
     assert sorted((fold_dir / "validation").glob("*.npz")) == npz
 
 
-def test_find_best_configuration_ensemble_and_postprocessing(cv):
-    ds, tmp = cv.ds, cv.tmp
+@job("cv", "val_run", cost=50)
+def best_run(cv, val, tmp):
+    """``nnUNetv2_find_best_configuration`` with both trainers (after val_run: both read fold VAL_FOLD's validation
+    folder), then the inference it prescribes for an ensemble, for both models whatever it chose (one fold each:
+    the ensembling is what is tested here, and 5-fold prediction would cost 5x on the CPU): ``nnUNetv2_predict
+    --save_probabilities``, ``nnUNetv2_ensemble``, ``nnUNetv2_apply_postprocessing``."""
+    ds = cv.ds
     results = ds.results / ds.dataset_folder.name
     run(["nnUNetv2_find_best_configuration", str(ds.dataset_id), "-c", CONF, "-tr", OURS, STOCK, "-p", PLANS,
          "-f", *map(str, FOLDS), "-np", "1"], ds.env)
     info = json.loads((results / "inference_information.json").read_text())
+    best = info["best_model_or_ensemble"]
+    preds = []
+    for tr in (OURS, STOCK):
+        out = tmp / f"pred_{tr}"
+        run(["nnUNetv2_predict", "-i", str(ds.images_ts), "-o", str(out), "-d", str(ds.dataset_id), "-c", CONF,
+             "-tr", tr, "-p", PLANS, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
+             "--save_probabilities", "--disable_tta"], ds.env)
+        preds.append(out)
+    ens = tmp / "ensemble"
+    run(["nnUNetv2_ensemble", "-i", *map(str, preds), "-o", str(ens), "-np", "1"], ds.env)
+    pp = tmp / "ensemble_pp"
+    run(["nnUNetv2_apply_postprocessing", "-i", str(ens), "-o", str(pp), "-pp_pkl_file", best["postprocessing_file"],
+         "-np", "1", "-plans_json", best["some_plans_file"], "-dataset_json", str(ens / "dataset.json")], ds.env)
+    return SimpleNamespace(info=info, preds=preds, ens=ens, pp=pp)
+
+
+def test_find_best_configuration_ensemble_and_postprocessing(cv, best_run):
+    ds = cv.ds
+    info, preds, ens, pp = best_run.info, best_run.preds, best_run.ens, best_run.pp
     # both 5-fold models and their ensemble were scored on the merged cross-validation
     ids = {f"{tr}__{PLANS}__{CONF}" for tr in (OURS, STOCK)}
     assert ids <= set(info["all_results"])
@@ -169,22 +198,9 @@ def test_find_best_configuration_ensemble_and_postprocessing(cv):
     pp_pkl = Path(best["postprocessing_file"])
     assert pp_pkl.is_file()
 
-    # the inference find_best_configuration prescribes for an ensemble, for both models whatever it chose (one fold
-    # each: the ensembling is what is tested here, and 5-fold prediction would cost 5x on the CPU)
-    preds = []
-    for tr in (OURS, STOCK):
-        out = tmp / f"pred_{tr}"
-        run(["nnUNetv2_predict", "-i", str(ds.images_ts), "-o", str(out), "-d", str(ds.dataset_id), "-c", CONF,
-             "-tr", tr, "-p", PLANS, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
-             "--save_probabilities", "--disable_tta"], ds.env)
+    for out in preds:
         assert_predictions_match_inputs(out, ds.images_ts)
-        preds.append(out)
-    ens = tmp / "ensemble"
-    run(["nnUNetv2_ensemble", "-i", *map(str, preds), "-o", str(ens), "-np", "1"], ds.env)
     assert_predictions_match_inputs(ens, ds.images_ts)
-    pp = tmp / "ensemble_pp"
-    run(["nnUNetv2_apply_postprocessing", "-i", str(ens), "-o", str(pp), "-pp_pkl_file", str(pp_pkl), "-np", "1",
-         "-plans_json", best["some_plans_file"], "-dataset_json", str(ens / "dataset.json")], ds.env)
     assert_predictions_match_inputs(pp, ds.images_ts)
 
     import SimpleITK as sitk

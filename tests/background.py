@@ -1,0 +1,146 @@
+"""Session fixtures computed in background threads while the light tests run.
+
+Most of the default run's time goes into a few fixtures that plan the tiny dataset and train and predict with the
+stock nnU-Net commands (subprocesses: interpreter start-up, imports, nnU-Net's spawned export workers, tiny networks).
+That work is mostly single-threaded, and run one after the other it left one of CI's two cores idle. A fixture
+declared with :func:`job` is a session fixture whose value is computed in a worker thread (its subprocesses do the
+work): as soon as collection shows a test that needs it, it is started (its ``needs`` first), and pytest meanwhile
+runs the tests that need no job (modules that do are moved after those that do not, in the order their jobs start).
+A test that uses a job waits for it and gets its value, or fails with the job's own error: the same as a plain
+session fixture, only earlier. ``NNUNET_EXT_TEST_JOBS`` sets the number of worker threads (default 2; 0 computes each
+job in the foreground when a test first asks, like a plain fixture).
+
+A job writes only below its own folder (``tmp``) and into result folders no other job writes (its own trainer names);
+jobs that share a model name the job that trains it in ``needs``.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import pytest
+
+WORKERS = int(os.environ.get("NNUNET_EXT_TEST_JOBS", "2"))
+
+
+class _Job:
+    def __init__(self, name: str, fn: Callable, needs: Sequence[str], cost: float):
+        self.name, self.fn, self.needs, self.cost = name, fn, tuple(needs), cost
+
+
+_jobs: Dict[str, _Job] = {}
+_futures: Dict[str, cf.Future] = {}
+_lock = threading.RLock()
+_pool: Optional[cf.ThreadPoolExecutor] = None
+_root: Optional[Path] = None
+
+
+def job(*needs: str, cost: float = 10.0):
+    """Decorator: ``@job("nnunet_dataset", cost=60)`` on ``def c2f_models(nnunet_dataset, tmp): ...`` defines the
+    session fixture ``c2f_models``. The function gets the values of ``needs`` (other jobs) and a fresh folder
+    ``tmp``; ``cost`` (rough seconds on an idle 2-core machine) orders the start: longest first."""
+
+    def deco(fn):
+        name = fn.__name__
+        if name in _jobs and _jobs[name].fn.__code__ is not fn.__code__:
+            raise ValueError(f"two background jobs named {name}")
+        _jobs[name] = _Job(name, fn, needs, cost)
+
+        @pytest.fixture(scope="session", name=name)
+        def fixture():
+            return result(name)
+
+        fixture.__doc__ = fn.__doc__
+        return fixture
+
+    return deco
+
+
+def _closure(names) -> List[str]:
+    """``names`` and everything they need, each after its needs."""
+    out: List[str] = []
+
+    def visit(n):
+        if n in out:
+            return
+        for d in _jobs[n].needs:
+            visit(d)
+        out.append(n)
+
+    for n in names:
+        visit(n)
+    return out
+
+
+def _run(name: str):
+    j = _jobs[name]
+    args = [result(d) for d in j.needs]  # submitted before this job (FIFO): running or done, never queued behind it
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=_root))
+    return j.fn(*args, tmp)
+
+
+def _start(names) -> None:
+    global _pool, _root
+    with _lock:
+        if _root is None:
+            _root = Path(tempfile.mkdtemp(prefix="nnunet_ext_tests_"))
+        if _pool is None and WORKERS > 0:
+            _pool = cf.ThreadPoolExecutor(WORKERS, thread_name_prefix="test-job")
+        for n in _closure(names):
+            if n not in _futures:
+                if _pool is None:  # foreground mode: computed on first use
+                    fut = cf.Future()
+                    _futures[n] = fut
+                    try:
+                        fut.set_result(_run(n))
+                    except BaseException as e:  # pytest.fail raises a BaseException
+                        fut.set_exception(e)
+                else:
+                    _futures[n] = _pool.submit(_run, n)
+
+
+def result(name: str):
+    """The value of job ``name`` (started now if it was not), waiting for it."""
+    _start([name])
+    return _futures[name].result()
+
+
+def schedule(config, items) -> None:
+    """Collection hook: start the jobs the collected tests need (longest first, each after its needs) and move the
+    modules that use a job after those that do not, ordered by the last-starting job each waits for. Nothing is
+    started for ``--collect-only``."""
+    needed = {n for it in items for n in getattr(it, "fixturenames", ()) if n in _jobs}
+    if not needed:
+        return
+    order = _closure(sorted(needed, key=lambda n: (-_jobs[n].cost, n)))
+    rank = {n: i for i, n in enumerate(order)}
+
+    def module(it):
+        return it.nodeid.split("::")[0]
+
+    module_rank: Dict[str, int] = {}  # the last-starting job a module waits for; -1: none
+    first_seen: Dict[str, int] = {}
+    for i, it in enumerate(items):
+        m = module(it)
+        first_seen.setdefault(m, i)
+        module_rank[m] = max([module_rank.get(m, -1)] + [rank[n] for n in getattr(it, "fixturenames", ()) if n in rank])
+    items.sort(key=lambda it: (module_rank[module(it)], first_seen[module(it)]))
+    if not config.option.collectonly:
+        _start(order)
+
+
+def shutdown() -> None:
+    """Session end: drop the jobs not started, wait for the running ones, remove their folders."""
+    global _pool, _root
+    with _lock:
+        pool, root, _pool, _root = _pool, _root, None, None
+        _futures.clear()
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
