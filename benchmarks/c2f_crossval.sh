@@ -6,13 +6,13 @@
 # scored by the same code (nnunet-ext benchmark --cv: Dice / HD95 / NSD per class, paired Wilcoxon vs stock) and
 # the seconds per case are collected (benchmarks/c2f_cv_times.py). One process at a time, CPU.
 #
-#   W=/tmp/c2f_cv FOLDS="0 1 2 3 4" OMP_NUM_THREADS=1 bash benchmarks/c2f_crossval.sh
+#   W=/tmp/c2f_cv FOLDS="0 1 2 3 4" OMP_NUM_THREADS=2 bash benchmarks/c2f_crossval.sh  # ~1 h 45 min on 2 cores
 #
 # Variables: W work folder (raw/pre/res inside), FOLDS, S the schedule suffix of all three trainers, PATCH the
 # patch of the configuration 3d_bench<PATCH> (inherits 3d_fullres: same spacing and preprocessed data; stock and
 # ResDSN both use it), DEVICE. Steps already done (a trained fold, a scored fold) are skipped on a rerun.
 set -e
-W=${W:?set W to a work folder}; FOLDS=${FOLDS:-0 1 2 3 4}; S=${S:-nomirror_5epochs_10iters}
+W=${W:?set W to a work folder}; FOLDS=${FOLDS:-0 1 2 3 4}; S=${S:-nomirror_20epochs_25iters}
 PATCH=${PATCH:-16 32 32}; DEVICE=${DEVICE:-cpu}; HERE=$(cd "$(dirname "$0")" && pwd)
 export nnUNet_raw=$W/raw nnUNet_preprocessed=$W/pre nnUNet_results=$W/res nnUNet_compile=f
 export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-0} nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} PYTHONWARNINGS=ignore
