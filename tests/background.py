@@ -41,8 +41,8 @@ _root: Optional[Path] = None
 
 
 def job(*needs: str, cost: float = 10.0):
-    """Decorator: ``@job("nnunet_dataset", cost=60)`` on ``def c2f_models(nnunet_dataset, tmp): ...`` defines the
-    session fixture ``c2f_models``. The function gets the values of ``needs`` (other jobs) and a fresh folder
+    """Decorator: ``@job("nnunet_dataset", cost=30)`` on ``def c2f_fine_3d(ds, tmp): ...`` defines the session
+    fixture ``c2f_fine_3d``. The function gets the values of ``needs`` (other jobs) and a fresh folder
     ``tmp``; ``cost`` (rough seconds on an idle 2-core machine) orders the start: longest first."""
 
     def deco(fn):
