@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -38,6 +39,7 @@ _futures: Dict[str, cf.Future] = {}
 _lock = threading.RLock()
 _pool: Optional[cf.ThreadPoolExecutor] = None
 _root: Optional[Path] = None
+_times: Dict[str, tuple] = {}  # job -> (start, end) in time.monotonic() seconds, for the --durations report
 
 
 def job(*needs: str, cost: float = 10.0):
@@ -81,7 +83,11 @@ def _run(name: str):
     j = _jobs[name]
     args = [result(d) for d in j.needs]  # submitted before this job (FIFO): running or done, never queued behind it
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=_root))
-    return j.fn(*args, tmp)
+    t0 = time.monotonic()
+    try:
+        return j.fn(*args, tmp)
+    finally:
+        _times[name] = (t0, time.monotonic())
 
 
 def _start(names) -> None:
@@ -132,6 +138,17 @@ def schedule(config, items) -> None:
     items.sort(key=lambda it: (module_rank[module(it)], first_seen[module(it)]))
     if not config.option.collectonly:
         _start(order)
+
+
+def report(terminalreporter) -> None:
+    """With ``--durations``: each job's wall time and when it started and ended (seconds after the first job
+    started), so the jobs can be compared with the tests' durations pytest prints."""
+    if not _times:
+        return
+    t_first = min(t0 for t0, _ in _times.values())
+    terminalreporter.write_sep("=", "background job durations")
+    for name, (t0, t1) in sorted(_times.items(), key=lambda kv: kv[1][0]):
+        terminalreporter.write_line(f"{t1 - t0:8.1f}s  {name}  (started {t0 - t_first:.0f}s, ended {t1 - t_first:.0f}s)")
 
 
 def shutdown() -> None:

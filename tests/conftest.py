@@ -13,8 +13,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import List, Optional
 
-import numpy as np
-import pytest
+# Before anything loads torch's OpenMP runtime (read once, at load): threads that wait for work sleep instead of
+# spinning. A default run keeps 2 cores busy with 3 processes (the tests and two background jobs, tests/background.py),
+# each with as many threads as cores (nnUNetv2_train -device cpu sets torch.set_num_threads(cpu_count())), and
+# spinning threads then burn the CPU the other processes need: three concurrent 1-epoch trainings took 61 s each with
+# spinning, 31 s with sleeping (and half the CPU time). Subprocesses inherit it (stock_env copies the environment).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 import nnunet_ext
 
@@ -93,6 +100,11 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     background.shutdown()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if config.getoption("durations", None) is not None:
+        background.report(terminalreporter)
 
 
 def train(ds, trainer: str, configuration: str, fold: int = 0, extra: Optional[List[str]] = None,
