@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import List, Optional
@@ -165,37 +166,58 @@ def small_plans(ds, name: str = "nnUNetPlans_small3d", patch=(16, 48, 48), featu
     kw.update(n_stages=n, features_per_stage=list(features), kernel_sizes=[[3] * dim] * n,
               strides=strides[:n], n_conv_per_stage=[2] * n, n_conv_per_stage_decoder=[2] * (n - 1))
     plans["plans_name"] = name
-    (ds.plans_file.parent / f"{name}.json").write_text(json.dumps(plans, indent=2))
+    target = ds.plans_file.parent / f"{name}.json"
+    tmp = target.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")  # jobs write it concurrently
+    tmp.write_text(json.dumps(plans, indent=2))
+    os.replace(tmp, target)
     return name
 
 
 # ------------------------------------------------------------------------------------------ models several tests use
 PLAIN_3D = "nnUNetTrainerPlainUNet_1epoch_4iters"
+#: the 3d_fullres models several tests share are trained on :func:`small_plans` (patch 16x48x48, features 8-32, same
+#: spacing and preprocessed data): what they test is nnU-Net's machinery around our trainers and the C2F pipeline,
+#: and the dataset's own 3d_fullres network (5 stages up to 320 features) made each training and prediction ~3x the
+#: CPU time. The registry contract tests cover the networks on the plans' geometries.
+SMALL_3D = "nnUNetPlans_small3d"
+SMALL_2D = "nnUNetPlans_small2d"
+
+
+def shared_small_plans(ds, configuration: str) -> str:
+    """The small plans the end-to-end tests share: :data:`SMALL_3D` for 3d_fullres, :data:`SMALL_2D` (patch 48x48)
+    for 2d; written (again, atomically, same content) by each job that uses them."""
+    if configuration == "3d_fullres":
+        return small_plans(ds, SMALL_3D)
+    return small_plans(ds, SMALL_2D, patch=(48, 48), configuration="2d")
 
 
 @job("nnunet_dataset", cost=30)
 def plain_unet_3d(ds, tmp):
-    """``nnUNetTrainerPlainUNet_1epoch_4iters`` 3d_fullres fold 0 by the stock ``nnUNetv2_train`` (with nnU-Net's
-    final validation, mirroring on): test_end_to_end's model and the coarse model of the C2F tests."""
-    return train(ds, PLAIN_3D, "3d_fullres")
+    """``nnUNetTrainerPlainUNet_1epoch_4iters`` 3d_fullres fold 0 on :data:`SMALL_3D` by the stock ``nnUNetv2_train``
+    (with nnU-Net's final validation, mirroring on): test_end_to_end's model and the coarse model of the C2F tests."""
+    return train(ds, PLAIN_3D, "3d_fullres", plans=shared_small_plans(ds, "3d_fullres"))
 
 
 @job("nnunet_dataset", cost=30)
 def c2f_fine_3d(ds, tmp):
-    """``nnUNetTrainerPlainUNet_fine_1epoch_4iters`` 3d_fullres fold 0: the fine model of the C2F tests."""
-    return train(ds, "nnUNetTrainerPlainUNet_fine_1epoch_4iters", "3d_fullres")
+    """``nnUNetTrainerPlainUNet_fine_1epoch_4iters`` 3d_fullres fold 0 on :data:`SMALL_3D`: the fine model of the
+    C2F tests."""
+    return train(ds, "nnUNetTrainerPlainUNet_fine_1epoch_4iters", "3d_fullres",
+                 plans=shared_small_plans(ds, "3d_fullres"))
 
 
 def spec_of(fold_dir: Path) -> str:
-    """``TRAINER:CONFIGURATION`` of a trained fold folder (``.../TRAINER__PLANS__CONFIGURATION/fold_K``)."""
-    trainer, _, configuration = fold_dir.parent.name.split("__")
-    return f"{trainer}:{configuration}"
+    """``TRAINER:CONFIGURATION:PLANS`` of a trained fold folder (``.../TRAINER__PLANS__CONFIGURATION/fold_K``)."""
+    trainer, plans, configuration = fold_dir.parent.name.split("__")
+    return f"{trainer}:{configuration}:{plans}"
 
 
 @pytest.fixture(scope="session")
 def c2f_models(plain_unet_3d, c2f_fine_3d):
-    """The C2F pair (coarse, fine) as ``TRAINER:CONFIGURATION`` specs."""
-    return SimpleNamespace(coarse=spec_of(plain_unet_3d), fine=spec_of(c2f_fine_3d))
+    """The C2F pair: ``coarse`` and ``fine`` as ``TRAINER:CONFIGURATION:PLANS`` specs, ``coarse_dir`` and
+    ``fine_dir`` their model folders (``TRAINER__PLANS__CONFIGURATION``)."""
+    return SimpleNamespace(coarse=spec_of(plain_unet_3d), fine=spec_of(c2f_fine_3d), coarse_dir=plain_unet_3d.parent,
+                           fine_dir=c2f_fine_3d.parent)
 
 
 @job("nnunet_dataset", cost=35)

@@ -695,8 +695,7 @@ def test_predict_c2f_bad_input_writes_nothing(nnunet_dataset, c2f_models, tmp_pa
 def test_predict_c2f_refuses_models_of_different_datasets(nnunet_dataset, c2f_models, tmp_path):
     """A coarse model of another dataset (same trainer/config names) is refused, naming both datasets."""
     ds = nnunet_dataset
-    trainer, config = c2f_models.coarse.split(":")
-    src = ds.results / ds.dataset_folder.name / f"{trainer}__nnUNetPlans__{config}"
+    src = c2f_models.coarse_dir
     other = ds.results / "Dataset992_OtherOrgan" / src.name
     if not other.exists():
         shutil.copytree(src, other)
@@ -781,9 +780,9 @@ def crossval_c2f_run(ds, coarse_fold, fine_fold, tmp):
     out = tmp / "C2Fpair"
     proc = run(["nnunet-ext", "crossval-c2f", "-d", str(ds.dataset_id), "--coarse", spec_of(coarse_fold), "--fine",
                 spec_of(fine_fold), "-f", "0", "-device", "cpu", "--disable_tta", "-o", str(out)], ds.env)
-    coarse_tr = spec_of(coarse_fold).split(":")[0]
+    coarse_tr, _, plans = spec_of(coarse_fold).split(":")
     bench = run(["nnunet-ext", "benchmark", "--skip-models", "--cv", "-d", str(ds.dataset_id), "-c", "3d_fullres",
-                 "--folds", "0", "-tr", coarse_tr, f"C2F={out}", "--reference", coarse_tr, "--out", str(tmp / "bench")],
+                 "-p", plans, "--folds", "0", "-tr", coarse_tr, f"C2F={out}", "--reference", coarse_tr, "--out", str(tmp / "bench")],
                 ds.env)
     return SimpleNamespace(out=out, proc=proc, bench=bench, tmp=tmp)
 
@@ -803,8 +802,7 @@ def test_crossval_c2f_scores_the_pair_and_benchmark_reads_it(nnunet_dataset, c2f
     pair = json.loads((out / "crossval_c2f.json").read_text())
     assert pair["coarse"] == c2f_models.coarse and pair["folds"] == [0] and (out / "plans.json").is_file()
     assert "fold 0: mean foreground Dice" in proc.stdout
-    fine_fold = ds.results / ds.dataset_folder.name / f"{c2f_models.fine.split(':')[0]}__nnUNetPlans__3d_fullres" / \
-        "fold_0"
+    fine_fold = c2f_models.fine_dir / "fold_0"
     assert (fine_fold / "validation_skipped_c2f.txt").is_file() and not (fine_fold / "validation" / "summary.json").exists()
     # benchmark --cv with the pair as a row beside the coarse trainer (run by the job)
     assert f"C2F: folds [0], {len(val)} cases" in crossval_c2f_run.bench.stdout, crossval_c2f_run.bench.stdout[-3000:]
@@ -829,21 +827,22 @@ def test_crossval_c2f_bad_input_writes_nothing(nnunet_dataset, c2f_models, tmp_p
         monkeypatch.setenv("nnUNet_preprocessed", str(pre.parent))
         expect = "fold 0 has no validation cases"
     else:
-        spec, plans_name = (coarse, "OtherDataset") if what == "other_dataset" else (fine, "OtherLabels")
+        spec, src, plans_name = (coarse, c2f_models.coarse_dir, "OtherDataset") if what == "other_dataset" else \
+            (fine, c2f_models.fine_dir, "OtherLabels")
         trainer = spec.split(":")[0]
         copy = models / f"{trainer}__{plans_name}__3d_fullres"
         shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(models / f"{trainer}__nnUNetPlans__3d_fullres", copy)
+        shutil.copytree(src, copy)
         if what == "other_dataset":
             plans = json.loads((copy / "plans.json").read_text())
             plans["dataset_name"] = "Dataset992_OtherOrgan"
             (copy / "plans.json").write_text(json.dumps(plans))
-            coarse, expect = f"{coarse}:{plans_name}", "Dataset992_OtherOrgan"
+            coarse, expect = f"{trainer}:3d_fullres:{plans_name}", "Dataset992_OtherOrgan"
         else:
             dj = json.loads((copy / "dataset.json").read_text())
             dj["labels"] = {"background": 0, "liver": 1}
             (copy / "dataset.json").write_text(json.dumps(dj))
-            fine, expect = f"{fine}:{plans_name}", "different label sets"
+            fine, expect = f"{trainer}:3d_fullres:{plans_name}", "different label sets"
     out = tmp_path / "out"
     rc = main(["crossval-c2f", "-d", str(ds.dataset_id), "--coarse", coarse, "--fine", fine, "-f", *folds,
                "-device", "cpu", "-o", str(out)])

@@ -61,14 +61,17 @@ def test_stock_lookup_finds_every_listed_trainer():
     then nnUNet_extTrainer), is the class of nnunet_ext.trainers. The lookup depends on the name only through
     ``hasattr`` on the modules it imports (~0.09 s a name, 279 names): that is checked for every name at once (no name
     is an attribute of nnU-Net's trainer modules; the modules of the nnUNet_extTrainer folder give our class), and the
-    whole lookup runs for one name per family and two short schedules."""
+    whole lookup runs for one name per family and three dynamic names (schedules, a loss schedule)."""
     listed = _cli("trainers", "--all").stdout.split()
     assert set(trainers.exported_trainers()) <= set(listed)
-    names = listed + ["nnUNetTrainerPlainUNet_3epochs_7iters", "nnUNetTrainerPlainUNet_1epoch"]
+    # dynamic names (made on lookup): a schedule, a short schedule, a loss schedule with a short schedule
+    dynamic = ["nnUNetTrainerPlainUNet_3epochs_7iters", "nnUNetTrainerPlainUNet_1epoch",
+               "nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters"]
+    names = listed + dynamic
     families = {}
     for n in listed:
         families.setdefault(getattr(trainers, n).__module__, n)
-    sample = sorted(families.values()) + names[-2:]
+    sample = sorted(families.values()) + dynamic
     assert len(sample) >= 8
     env = _clean_env(nnUNet_extTrainer=nnunet_ext.EXT_TRAINER_DIR)
     proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps([names, sample]), capture_output=True,

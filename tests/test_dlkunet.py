@@ -3,7 +3,6 @@ Sec. 4.4 (eqs. 10-13) with nnU-Net's deep supervision, the lookup of trainers bu
 ``nnUNetv2_train`` + ``nnUNetv2_predict`` in 2d. (The registry-wide contract test covers dlkunet_s/m/l on plans.)"""
 import math
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.utils.flop_counter import FlopCounterMode
 
 from background import job
-from conftest import assert_predictions_match_inputs, predict, run, stock_env, train
+from conftest import assert_predictions_match_inputs, predict, shared_small_plans, train
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.dlkunet import DFB, TABLE1_PAPER, DLKUNet, LargeKernelAttention
 from nnunet_ext.trainers import get_trainer
@@ -377,20 +376,12 @@ def test_schedule_suffix_on_any_trainer():
                         ("nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters", DynamicLossMixin)]:
         cls = get_trainer(name)
         assert cls.__mro__[1] is mixin and cls is get_trainer(name)
-    assert get_trainer("nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters").merged_hparams()["num_epochs"] == 1
+    assert get_trainer("nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters").merged_hparams() == \
+        {"num_epochs": 1, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 1}
+    assert get_trainer("nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters").arch == "dlkunet_s"
+    # nnU-Net's own lookup finds such a name as this very class: test_discovery's stock-lookup sample
     with pytest.raises(AttributeError):
         get_trainer("nnUNetTrainerDLKUNetS_phaseloss_dynloss")
-
-
-def test_stock_lookup_finds_schedule_names(tmp_path):
-    env = stock_env(tmp_path / "raw", tmp_path / "pre", tmp_path / "res")
-    code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f\n"
-            "c = f('nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters')\n"
-            "print('FOUND', c.__name__, c.arch, [k.__name__ for k in c.__mro__[:3]], c.merged_hparams())\n")
-    out = run([sys.executable, "-c", code], env).stdout
-    line = [l for l in out.splitlines() if l.startswith("FOUND")][0]
-    assert "nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters dlkunet_s" in line
-    assert "DynamicLossMixin" in line and "'num_epochs': 1" in line and "'num_iterations_per_epoch': 4" in line
 
 
 # --------------------------------------------------------------------------------------------- end to end
@@ -399,9 +390,9 @@ def dlkunet_e2e_run(ds, tmp):
     """Stock nnUNetv2_train + nnUNetv2_predict (CPU, 1 epoch of 4 iterations) with DLKUNet-S and the dynamic loss.
     _nomirror: the final validation without test-time mirroring; the prediction with --disable_tta (nnU-Net's, not
     ours): 4x fewer forward passes of a network whose depth-wise and dilated convolutions are slow on a CPU."""
-    trainer = "nnUNetTrainerDLKUNetS_dynloss_nomirror_1epoch_4iters"
-    fold_dir = train(ds, trainer, "2d")
-    return fold_dir, predict(ds, trainer, "2d", tmp / "pred", extra=["--disable_tta"])
+    trainer, plans = "nnUNetTrainerDLKUNetS_dynloss_nomirror_1epoch_4iters", shared_small_plans(ds, "2d")
+    fold_dir = train(ds, trainer, "2d", plans=plans)
+    return fold_dir, predict(ds, trainer, "2d", tmp / "pred", extra=["--disable_tta"], plans=plans)
 
 
 def test_train_predict_2d_dlkunet_s_dynloss(nnunet_dataset, dlkunet_e2e_run):

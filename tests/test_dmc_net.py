@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from background import job
-from conftest import assert_predictions_match_inputs, n_trainable, predict, small_plans, train
+from conftest import assert_predictions_match_inputs, n_trainable, predict, shared_small_plans, train
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.dmc_net import DMRC, DMSC, TABLE4, DMCNet, count_flops
 
@@ -263,8 +263,7 @@ def _dmc_train_predict(ds, tmp, configuration):
     """Stock nnUNetv2_train (1 epoch of 4 iterations, CPU) then stock nnUNetv2_predict (without test-time mirroring,
     to keep the CPU run short) with nnUNetTrainerDMCNet."""
     trainer = "nnUNetTrainerDMCNet_nomirror_1epoch_4iters"  # the final validation without mirroring too
-    plans = small_plans(ds) if configuration == "3d_fullres" else \
-        small_plans(ds, "nnUNetPlans_small2d", patch=(48, 48), configuration="2d")
+    plans = shared_small_plans(ds, configuration)
     out = train(ds, trainer, configuration, plans=plans)
     pred = predict(ds, trainer, configuration, tmp / "pred", extra=["--disable_tta"], plans=plans)
     return out, pred

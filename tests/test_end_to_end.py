@@ -3,16 +3,16 @@ short-schedule trainers on the CPU, nnUNetv2_predict, nnUNetv2_evaluate_folder."
 import json
 
 from background import job
-from conftest import PLAIN_3D, assert_predictions_match_inputs, predict, run
+from conftest import PLAIN_3D, SMALL_3D, assert_predictions_match_inputs, predict, run
 
 
 @job("nnunet_dataset", "plain_unet_3d", cost=15)
 def stock_e2e_run(ds, fold_dir, tmp):
     """``nnUNetv2_predict`` of the test images with conftest's ``plain_unet_3d`` model (trained by the stock
     ``nnUNetv2_train``), then ``nnUNetv2_evaluate_folder``."""
-    out = predict(ds, PLAIN_3D, "3d_fullres", tmp / "pred_e2e")
+    out = predict(ds, PLAIN_3D, "3d_fullres", tmp / "pred_e2e", plans=SMALL_3D)
     run(["nnUNetv2_evaluate_folder", str(ds.labels_ts), str(out), "-djfile", str(ds.dataset_folder / "dataset.json"),
-         "-pfile", str(ds.plans_file)], ds.env)
+         "-pfile", str(ds.plans_file.with_name(f"{SMALL_3D}.json"))], ds.env)
     return out
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from background import job
-from conftest import assert_predictions_match_inputs, predict, train
+from conftest import assert_predictions_match_inputs, predict, shared_small_plans, train
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.resdsn import XI_1, XI_2, ResDSN, deconv_kernel_and_padding
 
@@ -225,12 +225,12 @@ def test_resdsn_trainers_weight_decay_and_names():
 # --------------------------------------------------------------------------------------------------- end to end
 @job("nnunet_dataset", cost=40)
 def resdsn_e2e_run(ds, tmp):
-    """Stock ``nnUNetv2_train`` then ``nnUNetv2_predict`` with ResDSN, 3d_fullres. _nomirror: no test-time mirroring
-    in the final validation and the prediction (nnU-Net's, network-independent; test_end_to_end keeps it): 8x fewer
-    3D forward passes."""
-    trainer = "nnUNetTrainerResDSN_nomirror_1epoch_4iters"
-    fold_dir = train(ds, trainer, "3d_fullres")
-    return fold_dir, predict(ds, trainer, "3d_fullres", tmp / "pred")
+    """Stock ``nnUNetv2_train`` then ``nnUNetv2_predict`` with ResDSN, 3d_fullres on the shared small plans (conftest's
+    SMALL_3D: ResDSN adapts to the plans' stages). _nomirror: no test-time mirroring in the final validation and the
+    prediction (nnU-Net's, network-independent; test_end_to_end keeps it): 8x fewer 3D forward passes."""
+    trainer, plans = "nnUNetTrainerResDSN_nomirror_1epoch_4iters", shared_small_plans(ds, "3d_fullres")
+    fold_dir = train(ds, trainer, "3d_fullres", plans=plans)
+    return fold_dir, predict(ds, trainer, "3d_fullres", tmp / "pred", plans=plans)
 
 
 def test_end_to_end_resdsn_3d_fullres(nnunet_dataset, resdsn_e2e_run):
