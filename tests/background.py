@@ -4,8 +4,9 @@ Most of the default run's time goes into a few fixtures that plan the tiny datas
 stock nnU-Net commands (subprocesses: interpreter start-up, imports, nnU-Net's spawned export workers, tiny networks).
 That work is mostly single-threaded, and run one after the other it left one of CI's two cores idle. A fixture
 declared with :func:`job` is a session fixture whose value is computed in a worker thread (its subprocesses do the
-work): as soon as collection shows a test that needs it, it is started (its ``needs`` first), and pytest meanwhile
-runs the tests that need no job (modules that do are moved after those that do not, in the order their jobs start).
+work): as soon as collection shows a test that needs it, it is scheduled, and pytest meanwhile runs the tests that
+need no job (modules that do are moved after those that do not, in the order their jobs are expected to end). A job
+is submitted once its ``needs`` are done and a worker is free, the job on the longest chain of waiting jobs first.
 A test that uses a job waits for it and gets its value, or fails with the job's own error: the same as a plain
 session fixture, only earlier. ``NNUNET_EXT_TEST_JOBS`` sets the number of worker threads (default 2; 0 computes each
 job in the foreground when a test first asks, like a plain fixture).
@@ -38,6 +39,9 @@ _jobs: Dict[str, _Job] = {}
 _futures: Dict[str, cf.Future] = {}
 _lock = threading.RLock()
 _pool: Optional[cf.ThreadPoolExecutor] = None
+_waiting: List[str] = []  # scheduled, not yet submitted (needs not done, or no free worker)
+_running: set = set()
+_prio: Dict[str, float] = {}
 _root: Optional[Path] = None
 _times: Dict[str, tuple] = {}  # job -> (start, end) in time.monotonic() seconds, for the --durations report
 
@@ -45,7 +49,8 @@ _times: Dict[str, tuple] = {}  # job -> (start, end) in time.monotonic() seconds
 def job(*needs: str, cost: float = 10.0):
     """Decorator: ``@job("nnunet_dataset", cost=30)`` on ``def c2f_fine_3d(ds, tmp): ...`` defines the session
     fixture ``c2f_fine_3d``. The function gets the values of ``needs`` (other jobs) and a fresh folder
-    ``tmp``; ``cost`` (rough seconds on an idle 2-core machine) orders the start: longest first."""
+    ``tmp``; ``cost`` (seconds in a default run: ``--durations`` lists them) orders the start: critical path
+    first (:func:`_priorities`)."""
 
     def deco(fn):
         name = fn.__name__
@@ -81,7 +86,7 @@ def _closure(names) -> List[str]:
 
 def _run(name: str):
     j = _jobs[name]
-    args = [result(d) for d in j.needs]  # submitted before this job (FIFO): running or done, never queued behind it
+    args = [result(d) for d in j.needs]  # done: a job is submitted only once its needs are
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=_root))
     t0 = time.monotonic()
     try:
@@ -90,24 +95,88 @@ def _run(name: str):
         _times[name] = (t0, time.monotonic())
 
 
+def _priorities(names) -> Dict[str, float]:
+    """Critical-path priority of each job: its cost plus the largest priority among the jobs that need it (of
+    ``names``): a job many others wait for starts first."""
+    prio: Dict[str, float] = {}
+
+    def visit(n):
+        if n not in prio:
+            prio[n] = _jobs[n].cost + max([visit(m) for m in names if n in _jobs[m].needs], default=0.0)
+        return prio[n]
+
+    for n in names:
+        visit(n)
+    return prio
+
+
+def _pick(ready, prio):
+    return max(ready, key=lambda n: (prio[n], n))
+
+
+def _simulate(names) -> Dict[str, float]:
+    """Expected end of each job (in cost units) under the dispatch rule of :func:`_dispatch` with ``WORKERS``
+    workers (at least one): for ordering the test modules by when their jobs will be done."""
+    prio, end, running, t = _priorities(names), {}, {}, 0.0
+    waiting = list(names)
+    while waiting or running:
+        ready = [n for n in waiting if all(d in end for d in _jobs[n].needs)]
+        while ready and len(running) < max(WORKERS, 1):
+            n = _pick(ready, prio)
+            ready.remove(n)
+            waiting.remove(n)
+            running[n] = t + _jobs[n].cost
+        n = min(running, key=running.get)
+        t = end[n] = running.pop(n)
+    return end
+
+
+def _dispatch() -> None:
+    """Submit the waiting jobs whose needs are done, highest priority first, while a worker is free (a job never
+    holds a worker while it waits for another)."""
+    with _lock:
+        while _pool is not None and _waiting and len(_running) < WORKERS:
+            ready = [n for n in _waiting if all(_futures[d].done() for d in _jobs[n].needs)]
+            if not ready:
+                return
+            n = _pick(ready, _prio)
+            _waiting.remove(n)
+            _running.add(n)
+            _pool.submit(_work, n)
+
+
+def _work(name: str) -> None:
+    fut = _futures[name]
+    try:
+        fut.set_result(_run(name))
+    except BaseException as e:  # pytest.fail raises a BaseException; the test that uses the job gets it
+        fut.set_exception(e)
+    finally:
+        with _lock:
+            _running.discard(name)
+        _dispatch()
+
+
 def _start(names) -> None:
-    global _pool, _root
+    global _pool, _root, _prio
     with _lock:
         if _root is None:
             _root = Path(tempfile.mkdtemp(prefix="nnunet_ext_tests_"))
         if _pool is None and WORKERS > 0:
             _pool = cf.ThreadPoolExecutor(WORKERS, thread_name_prefix="test-job")
-        for n in _closure(names):
-            if n not in _futures:
-                if _pool is None:  # foreground mode: computed on first use
-                    fut = cf.Future()
-                    _futures[n] = fut
-                    try:
-                        fut.set_result(_run(n))
-                    except BaseException as e:  # pytest.fail raises a BaseException
-                        fut.set_exception(e)
-                else:
-                    _futures[n] = _pool.submit(_run, n)
+        new = [n for n in _closure(names) if n not in _futures]
+        for n in new:
+            _futures[n] = cf.Future()
+            if _pool is None:  # foreground mode: computed on first use, needs first
+                try:
+                    _futures[n].set_result(_run(n))
+                except BaseException as e:
+                    _futures[n].set_exception(e)
+            else:
+                _waiting.append(n)
+        if _pool is not None and new:
+            _prio = _priorities(list(_waiting) + list(_running))
+    _dispatch()
 
 
 def result(name: str):
@@ -117,25 +186,25 @@ def result(name: str):
 
 
 def schedule(config, items) -> None:
-    """Collection hook: start the jobs the collected tests need (longest first, each after its needs) and move the
-    modules that use a job after those that do not, ordered by the last-starting job each waits for. Nothing is
-    started for ``--collect-only``."""
+    """Collection hook: start the jobs the collected tests need (by critical path: :func:`_priorities`) and move the
+    modules that use a job after those that do not, ordered by when the last job each waits for is expected to end
+    (:func:`_simulate`). Nothing is started for ``--collect-only``."""
     needed = {n for it in items for n in getattr(it, "fixturenames", ()) if n in _jobs}
     if not needed:
         return
-    order = _closure(sorted(needed, key=lambda n: (-_jobs[n].cost, n)))
-    rank = {n: i for i, n in enumerate(order)}
+    order = _closure(sorted(needed))
+    end = _simulate(order)
 
     def module(it):
         return it.nodeid.split("::")[0]
 
-    module_rank: Dict[str, int] = {}  # the last-starting job a module waits for; -1: none
+    module_end: Dict[str, float] = {}  # when the last job a module waits for is expected to end; -1: none
     first_seen: Dict[str, int] = {}
     for i, it in enumerate(items):
         m = module(it)
         first_seen.setdefault(m, i)
-        module_rank[m] = max([module_rank.get(m, -1)] + [rank[n] for n in getattr(it, "fixturenames", ()) if n in rank])
-    items.sort(key=lambda it: (module_rank[module(it)], first_seen[module(it)]))
+        module_end[m] = max([module_end.get(m, -1.0)] + [end[n] for n in getattr(it, "fixturenames", ()) if n in end])
+    items.sort(key=lambda it: (module_end[module(it)], first_seen[module(it)]))
     if not config.option.collectonly:
         _start(order)
 
@@ -156,6 +225,7 @@ def shutdown() -> None:
     global _pool, _root
     with _lock:
         pool, root, _pool, _root = _pool, _root, None, None
+        _waiting.clear()
         _futures.clear()
     if pool is not None:
         pool.shutdown(wait=True, cancel_futures=True)

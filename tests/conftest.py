@@ -1,7 +1,7 @@
 """Shared fixtures: a tiny synthetic dataset planned and preprocessed once per test session with the STOCK nnU-Net
 commands, and helpers that run the stock ``nnUNetv2_train`` / ``nnUNetv2_predict`` in subprocesses on the CPU with
-our trainers found through ``nnUNet_extTrainer`` (exactly what a user does after ``eval "$(nnunet-ext env)"``).
-The dataset and the models several tests share are background jobs (tests/background.py): they are computed while
+our trainers found through ``nnUNet_extTrainer`` (exactly what a user does after ``eval "$(nnunet-ext env)"``; the
+console scripts' own entry-point functions, see :func:`run`). The dataset and the models several tests share are background jobs (tests/background.py): they are computed while
 the tests that need none run."""
 from __future__ import annotations
 
@@ -43,10 +43,32 @@ def stock_env(raw: Path, preprocessed: Path, results: Path) -> dict:
     return env
 
 
-def run(cmd: List[str], env: dict, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a console command (resolved next to the running python), fail the test with its output on error."""
-    exe = Path(sys.executable).parent / cmd[0]
-    full = [str(exe) if exe.exists() else cmd[0], *cmd[1:]]
+def _nnunet_entry_points() -> dict:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group="console_scripts") if ep.name.startswith("nnUNetv2_")}
+
+
+NNUNET_ENTRY_POINTS = _nnunet_entry_points()
+
+
+def run(cmd: List[str], env: dict, timeout: int = 900, check: bool = True,
+        console: bool = False) -> subprocess.CompletedProcess:
+    """Run a console command, fail the test with its output on error.
+
+    nnU-Net's commands (``nnUNetv2_*``) run as ``python -c`` calling the very entry-point function the console script
+    calls, with the same arguments and environment, unless ``console``: nnU-Net's worker pools are "spawn" pools,
+    whose workers re-import a console script's main module (all of nnunetv2's training code, ~2.5 s of CPU each) but
+    not a ``-c`` one's, and a training or prediction starts two of them (14 % of a tiny training's CPU time).
+    test_end_to_end runs the console scripts themselves (``console=True``). Other commands (``nnunet-ext``, ...) are
+    resolved next to the running python."""
+    if cmd[0] in NNUNET_ENTRY_POINTS and not console:
+        module, func = NNUNET_ENTRY_POINTS[cmd[0]].split(":")
+        code = f"import sys; sys.argv[0] = {cmd[0]!r}; from {module} import {func}; sys.exit({func}())"
+        full = [sys.executable, "-c", code, *cmd[1:]]
+    else:
+        exe = Path(sys.executable).parent / cmd[0]
+        full = [str(exe) if exe.exists() else cmd[0], *cmd[1:]]
     proc = subprocess.run(full, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
@@ -69,7 +91,7 @@ def n_trainable(net) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
-@job(cost=25)
+@job(cost=21)
 def nnunet_dataset(tmp):
     """Synthetic dataset 991 (6 training cases, 2 test cases), planned and preprocessed for 2d and 3d_fullres by
     ``nnUNetv2_plan_and_preprocess``, with nnU-Net's own 5-fold split written up front (the first training would
@@ -109,22 +131,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 def train(ds, trainer: str, configuration: str, fold: int = 0, extra: Optional[List[str]] = None,
-          plans: str = "nnUNetPlans"):
-    """Stock ``nnUNetv2_train`` on the CPU; returns the fold's output folder. A model that several tests use is
-    trained once, by a :func:`job` (e.g. ``plain_unet_3d``), not by each test."""
+          plans: str = "nnUNetPlans", console: bool = False):
+    """Stock ``nnUNetv2_train`` on the CPU (:func:`run`); returns the fold's output folder. A model that several tests
+    use is trained once, by a :func:`job` (e.g. ``plain_unet_3d``), not by each test."""
     out = ds.results / ds.dataset_folder.name / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
     run(["nnUNetv2_train", str(ds.dataset_id), configuration, str(fold), "-tr", trainer, "-device", "cpu",
-         "-p", plans, *(extra or [])], ds.env)
+         "-p", plans, *(extra or [])], ds.env, console=console)
     assert (out / "checkpoint_final.pth").is_file(), f"no final checkpoint in {out}"
     return out
 
 
 def predict(ds, trainer: str, configuration: str, out: Path, fold: int = 0, extra: Optional[List[str]] = None,
-            plans: str = "nnUNetPlans"):
-    """Stock ``nnUNetv2_predict`` of the test images on the CPU into ``out``."""
+            plans: str = "nnUNetPlans", console: bool = False):
+    """Stock ``nnUNetv2_predict`` of the test images on the CPU into ``out`` (:func:`run`)."""
     run(["nnUNetv2_predict", "-i", str(ds.images_ts), "-o", str(out), "-d", str(ds.dataset_id), "-c", configuration,
          "-tr", trainer, "-f", str(fold), "-device", "cpu", "-npp", "1", "-nps", "1", "-p", plans, *(extra or [])],
-        ds.env)
+        ds.env, console=console)
     return out
 
 
@@ -191,14 +213,15 @@ def shared_small_plans(ds, configuration: str) -> str:
     return small_plans(ds, SMALL_2D, patch=(48, 48), configuration="2d")
 
 
-@job("nnunet_dataset", cost=30)
+@job("nnunet_dataset", cost=40)
 def plain_unet_3d(ds, tmp):
     """``nnUNetTrainerPlainUNet_1epoch_4iters`` 3d_fullres fold 0 on :data:`SMALL_3D` by the stock ``nnUNetv2_train``
-    (with nnU-Net's final validation, mirroring on): test_end_to_end's model and the coarse model of the C2F tests."""
-    return train(ds, PLAIN_3D, "3d_fullres", plans=shared_small_plans(ds, "3d_fullres"))
+    console script (with nnU-Net's final validation, mirroring on): test_end_to_end's model and the coarse model of
+    the C2F tests."""
+    return train(ds, PLAIN_3D, "3d_fullres", plans=shared_small_plans(ds, "3d_fullres"), console=True)
 
 
-@job("nnunet_dataset", cost=30)
+@job("nnunet_dataset", cost=15)
 def c2f_fine_3d(ds, tmp):
     """``nnUNetTrainerPlainUNet_fine_1epoch_4iters`` 3d_fullres fold 0 on :data:`SMALL_3D`: the fine model of the
     C2F tests."""
@@ -220,7 +243,7 @@ def c2f_models(plain_unet_3d, c2f_fine_3d):
                            fine_dir=c2f_fine_3d.parent)
 
 
-@job("nnunet_dataset", cost=35)
+@job("nnunet_dataset", cost=58)
 def monet_2d_run(ds, tmp):
     """``nnUNetTrainerMoNet_1epoch_4iters`` 2d fold 0 by the stock ``nnUNetv2_train``, then ``nnUNetv2_predict
     --save_probabilities`` of the test images: (fold folder, prediction folder), for test_monet and (the reference

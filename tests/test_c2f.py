@@ -497,7 +497,7 @@ def _c2f_cmd(ds, out, coarse, fine, *extra):
             "--coarse", coarse, "--fine", fine, "-f", "0", "-device", "cpu", "--disable_tta", *extra]
 
 
-@job("nnunet_dataset", "plain_unet_3d", "c2f_fine_3d", cost=12)
+@job("nnunet_dataset", "plain_unet_3d", "c2f_fine_3d", cost=16)
 def c2f_e2e_run(ds, coarse_fold, fine_fold, tmp):
     """``predict-c2f`` of the test images with the trained pair, whole-volume fallback."""
     out = tmp / "pred"
@@ -566,7 +566,7 @@ class nnUNetTrainerC2FTestOracleLow(nnUNetTrainerC2FTestOracleHigh):
 '''
 
 
-@job("nnunet_dataset", cost=15)
+@job("nnunet_dataset", cost=23)
 def oracle_pair(nnunet_dataset, base):
     """Two "trained models" with known outputs (no training): label 1 where the normalised intensity is > 1
     (coarse, High) or > -1 (fine, Low), and test images on which High finds exactly the organ while Low also finds a

@@ -385,7 +385,7 @@ def test_schedule_suffix_on_any_trainer():
 
 
 # --------------------------------------------------------------------------------------------- end to end
-@job("nnunet_dataset", cost=30)
+@job("nnunet_dataset", cost=47)
 def dlkunet_e2e_run(ds, tmp):
     """Stock nnUNetv2_train + nnUNetv2_predict (CPU, 1 epoch of 4 iterations) with DLKUNet-S and the dynamic loss.
     _nomirror: the final validation without test-time mirroring; the prediction with --disable_tta (nnU-Net's, not

@@ -269,12 +269,12 @@ def _dmc_train_predict(ds, tmp, configuration):
     return out, pred
 
 
-@job("nnunet_dataset", cost=35)
+@job("nnunet_dataset", cost=46)
 def dmc_e2e_2d(ds, tmp):
     return _dmc_train_predict(ds, tmp, "2d")
 
 
-@job("nnunet_dataset", cost=35)
+@job("nnunet_dataset", cost=62)
 def dmc_e2e_3d(ds, tmp):
     return _dmc_train_predict(ds, tmp, "3d_fullres")
 

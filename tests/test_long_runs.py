@@ -25,7 +25,7 @@ RSS_FLOOR_TOLERANCE_MB = 32.0
 PEAK_TOLERANCE_MB = 64.0
 
 
-@job("nnunet_dataset", "plain_unet_3d", "c2f_fine_3d", cost=25)
+@job("nnunet_dataset", "plain_unet_3d", "c2f_fine_3d", cost=24)
 def c2f_rss_run(ds, coarse_fold, fine_fold, tmp):
     """``benchmarks/c2f_rss.py`` over NUM_CASES copies of the test images with the C2F tests' pair."""
     images = sorted(ds.images_ts.glob("*_0000.nii.gz"))

@@ -223,7 +223,7 @@ def test_resdsn_trainers_weight_decay_and_names():
 
 
 # --------------------------------------------------------------------------------------------------- end to end
-@job("nnunet_dataset", cost=40)
+@job("nnunet_dataset", cost=47)
 def resdsn_e2e_run(ds, tmp):
     """Stock ``nnUNetv2_train`` then ``nnUNetv2_predict`` with ResDSN, 3d_fullres on the shared small plans (conftest's
     SMALL_3D: ResDSN adapts to the plans' stages). _nomirror: no test-time mirroring in the final validation and the

@@ -112,7 +112,7 @@ def test_slices_per_forward_follows_the_memory_budget():
         SlicePredictor(batch_mb=0)
 
 
-@job("nnunet_dataset", "monet_2d_run", cost=15)
+@job("nnunet_dataset", "monet_2d_run", cost=18)
 def predict_slices_run(ds, monet, tmp):
     """``nnunet-ext predict-slices`` of the test images with conftest's MoNet (3 slices per forward)."""
     fold_dir, _ = monet

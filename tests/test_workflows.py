@@ -2,9 +2,11 @@
 five folds), CPU, 2 epochs of 2 iterations, a checkpoint every epoch (``_save1``):
 
 * 5-fold cross-validation of ``nnUNetTrainerMoNet`` and of stock ``nnUNetTrainer`` on the same schedule, with the
-  validation probabilities (``--npz``); folds in one python process calling nnU-Net's ``run_training`` (the import
-  cost is paid once), except one fold of ours, which is trained by the stock ``nnUNetv2_train``, killed (SIGKILL)
-  in its second epoch and resumed with ``--c``;
+  validation probabilities (``--npz``), without test-time mirroring (``_nomirror``: nothing here depends on it;
+  test_end_to_end and test_monet validate with it); folds in one python process calling nnU-Net's ``run_training``
+  (the import cost is paid once, and its export and evaluation pools fork from it instead of spawning two fresh
+  interpreters per fold), except one fold of ours, which is trained by the stock ``nnUNetv2_train``, killed
+  (SIGKILL) in its second epoch and resumed with ``--c``;
 * ``nnUNetv2_train --val`` on a finished fold of ours;
 * ``nnUNetv2_find_best_configuration`` with both trainers named (``-tr``), then the inference it prescribes:
   ``nnUNetv2_predict --save_probabilities`` of both models (fold 0), ``nnUNetv2_ensemble``,
@@ -26,8 +28,8 @@ import numpy as np
 from background import job
 from conftest import assert_predictions_match_inputs, run, small_plans
 
-OURS = "nnUNetTrainerMoNet_2epochs_2iters_save1"
-STOCK = "nnUNetTrainer_2epochs_2iters_save1"
+OURS = "nnUNetTrainerMoNet_nomirror_2epochs_2iters_save1"
+STOCK = "nnUNetTrainer_nomirror_2epochs_2iters_save1"
 CONF = "2d"
 # the dataset's 2d plans with narrow features (8, 16, 32; same patch, spacing and preprocessed data): nnU-Net's
 # workflows are what is tested here, and stock's 2d network (up to 512 features) made this module the slowest
@@ -37,9 +39,14 @@ KILLED_FOLD = 4  # fold of ours that is killed mid-way and resumed
 SAVE_EVERY = 1  # the _save1 suffix
 VAL_FOLD = 1  # fold of ours validated again with --val (one validation case: 6 cases in 5 folds)
 
-# nnU-Net's own run_training per fold, in one process; argv: dataset, then TRAINER:FOLD ...
+# nnU-Net's own run_training per fold, in one process; argv: dataset, then TRAINER:FOLD ... nnU-Net's "spawn" pools
+# (validation export, evaluation) fork from this process instead: two fresh interpreters per fold re-importing
+# nnU-Net were a third of this process's CPU time; forking is safe with torch on one thread
 _FOLDS_DRIVER = """
-import sys, torch
+import multiprocessing, sys, torch
+_context = multiprocessing.get_context
+multiprocessing.get_context = lambda method=None: _context("fork" if method == "spawn" else method)
+torch.set_num_threads(1)
 from nnunetv2.run.run_training import run_training
 for spec in sys.argv[2:]:
     trainer, fold = spec.rsplit(":", 1)
@@ -96,7 +103,7 @@ def _train_killed_then_resumed(ds, trainer, fold, tmp):
                            fold_dir=fold_dir)
 
 
-@job("nnunet_dataset", cost=90)
+@job("nnunet_dataset", cost=51)
 def cv(ds, tmp):
     """Five folds of ours and of stock nnU-Net (one fold of ours killed and resumed)."""
     patch = json.loads(ds.plans_file.read_text())["configurations"][CONF]["patch_size"]
@@ -125,7 +132,7 @@ def test_resume_with_c_loses_at_most_one_checkpoint_interval(cv):
     assert (r.fold_dir / "validation" / "summary.json").is_file()
 
 
-@job("cv", cost=15)
+@job("cv", cost=14)
 def val_run(cv, tmp):
     """``nnUNetv2_train --val --npz`` on fold VAL_FOLD of ours, after removing its validation summary and npz files:
     (summary before, npz files before, summary after)."""
@@ -152,7 +159,7 @@ def test_val_on_a_finished_fold_of_ours(val_run):
     assert sorted((fold_dir / "validation").glob("*.npz")) == npz
 
 
-@job("cv", "val_run", cost=50)
+@job("cv", "val_run", cost=60)
 def best_run(cv, val, tmp):
     """``nnUNetv2_find_best_configuration`` with both trainers (after val_run: both read fold VAL_FOLD's validation
     folder), then the inference it prescribes for an ensemble, for both models whatever it chose (one fold each:
