@@ -4,7 +4,7 @@ nnUNetv2_predict, nnUNetv2_evaluate_folder."""
 import json
 
 from background import job
-from conftest import PLAIN_3D, SMALL_3D, assert_predictions_match_inputs, predict, run
+from conftest import PLAIN_3D, assert_predictions_match_inputs, predict, run
 
 
 @job("nnunet_dataset", "plain_unet_3d", cost=20)
@@ -12,9 +12,9 @@ def stock_e2e_run(ds, fold_dir, tmp):
     """``nnUNetv2_predict`` of the test images with conftest's ``plain_unet_3d`` model (trained by the stock
     ``nnUNetv2_train``), then ``nnUNetv2_evaluate_folder``. Without test-time mirroring: nnU-Net's mirrored sliding
     window ran with this model in its final validation (8 mirrorings of each 3D tile: 2/3 of the CPU time here)."""
-    out = predict(ds, PLAIN_3D, "3d_fullres", tmp / "pred_e2e", extra=["--disable_tta"], plans=SMALL_3D, console=True)
+    out = predict(ds, PLAIN_3D, "3d_fullres", tmp / "pred_e2e", extra=["--disable_tta"], console=True)
     run(["nnUNetv2_evaluate_folder", str(ds.labels_ts), str(out), "-djfile", str(ds.dataset_folder / "dataset.json"),
-         "-pfile", str(ds.plans_file.with_name(f"{SMALL_3D}.json"))], ds.env, console=True)
+         "-pfile", str(ds.plans_file)], ds.env, console=True)
     return out
 
 
