@@ -313,6 +313,7 @@ class DLKUNet(ScaffoldUNet):
             make_stage=lambda s: DFB(conv_op, features[s + 1], features[s], st[s + 1], ks[s], conv_bias, norm_op,
                                      norm_op_kwargs, **attention_kwargs[s]),
             make_head=lambda s: conv_op(features[s], num_classes, 1, bias=True))
+        _fast.fast_convs(self)  # 3D convolutions off PyTorch's native CPU kernel (same state_dict)
         self.features_per_stage = features
 
     @staticmethod

@@ -382,6 +382,7 @@ class DMCNet(ScaffoldUNet):
                                           conv_kernel=ck[s], **block_kwargs),
             make_head=lambda s: conv_op(feats[s], num_classes, 1, bias=True))
         _fast.fold_units(self)  # an eval-mode BatchNorm folded into its convolution (same state_dict)
+        _fast.fast_convs(self)  # 3D convolutions off PyTorch's native CPU kernel (same state_dict)
 
     @staticmethod
     def _plans_kernels(kernel_sizes, n_stages: int, dim: int) -> List[Tuple[int, ...]]:

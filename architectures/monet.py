@@ -81,8 +81,9 @@ class ELU(nn.ELU):
     def __init__(self):
         super().__init__(alpha=1.0, inplace=False)
 
-    def forward(self, x):
-        return _fast.elu(x)  # with autograd: PyTorch's ELU on the reference path, an output-based backward else
+    def forward(self, x, owned: bool = False):
+        # owned: x is a fresh temporary nobody else holds -> in place on the fast path (_fast.elu)
+        return _fast.elu(x, owned)
 
 
 class ConvBlock(nn.Module):
@@ -104,7 +105,8 @@ class ConvBlock(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x):
-        return self.nonlin(_fast.conv_norm(self.conv, self.norm, x))  # BatchNorm folded in eval mode
+        y = _fast.conv_norm(self.conv, self.norm, x)  # BatchNorm folded in eval mode
+        return self.nonlin(y, owned=not _fast._hooked(self.conv, self.norm, self.nonlin))
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
         """numel of the conv output for an input of spatial size ``input_size`` (its output size is returned
@@ -122,7 +124,7 @@ class _UpBlock(nn.Sequential):
     folded into the transposed convolution in eval mode."""
 
     def forward(self, x):
-        return self[2](_fast.conv_transpose_norm(self[0], self[1], x))
+        return self[2](_fast.conv_transpose_norm(self[0], self[1], x), owned=not _fast._hooked(*self))
 
 
 class RDDCBlock(nn.Module):
@@ -267,6 +269,14 @@ class MoNet(ScaffoldUNet):
             make_stage=lambda s: nn.Sequential(ConvBlock(conv_op, f[s] + f[s + 1], f[s], ks[s]),
                                                RDDCBlock(conv_op, f[s], ks[s], dilations, dropout_p)),
             make_head=make_head)
+        _fast.fast_convs(self)  # 3D convolutions off PyTorch's native CPU kernel (same state_dict)
+
+    def forward(self, x: torch.Tensor):
+        """Logits (a list, highest resolution first, with deep supervision). On the fast path a 2D network runs in
+        channels-last layout (``_fast.channels_last_2d``); outputs are contiguous either way."""
+        cl = _fast.channels_last_2d(x)
+        out = super().forward(cl)
+        return out if cl is x else _fast.contiguous_outputs(out)
 
     def check_input_size(self, input_size):
         if len(input_size) != convert_conv_op_to_dim(self.encoder.conv_op):

@@ -215,6 +215,7 @@ class ResDSN(ScaffoldUNet):
                                             *common),
             make_head=lambda s: conv_op(feats[s], num_classes, 1, 1, 0, bias=True))
         _fast.fold_units(self)  # an eval-mode BatchNorm folded into its convolution (same state_dict)
+        _fast.fast_convs(self)  # 3D convolutions off PyTorch's native CPU kernel (same state_dict)
 
     def check_input_size(self, input_size):
         if len(input_size) != len(self.encoder.strides[0]):

@@ -23,15 +23,15 @@ TRAINERS = ["nnUNetTrainerDMCNetPaper", "nnUNetTrainerResDSNPaper", "nnUNetTrain
 CASES = [(n, 2) for n in TRAINERS] + [(n, 3) for n in TRAINERS + ["nnUNetTrainerDMCNet"]]
 
 
-def _plans(dim):
+def _plans(dim, patch=None):
     """Stock-planned tiny plans, narrowed to 8 features at full resolution (a test of math, not of scale)."""
-    plans, _, cfg = explicit_plans(PATCH[dim], batch_size=2)
+    plans, _, cfg = explicit_plans(patch or PATCH[dim], batch_size=2)
     kw = plans["configurations"][cfg]["architecture"]["arch_kwargs"]
     kw["features_per_stage"] = [8 * 2 ** s for s in range(kw["n_stages"])]
     return PlansManager(plans), cfg
 
 
-def _calibrate_bn(net, dim):
+def _calibrate_bn(net, dim, patch=None):
     """Random BatchNorm affine parameters and running statistics of the data (cumulative average of two train-mode
     passes): an eval-mode network with statistics far from its activations overflows at these tiny widths."""
     g = torch.Generator().manual_seed(3)
@@ -45,22 +45,22 @@ def _calibrate_bn(net, dim):
         net.train()
         with torch.no_grad(), _fast.reference_mode():
             for _ in range(2):
-                net(torch.randn(2, 1, *PATCH[dim], generator=g))
+                net(torch.randn(2, 1, *(patch or PATCH[dim]), generator=g))
         for m in bns:
             m.momentum = 0.1
     return net
 
 
-def _build(name, dim):
+def _build(name, dim, patch=None):
     torch.manual_seed(0)
-    pm, cfg = _plans(dim)
+    pm, cfg = _plans(dim, patch)
     cm = pm.get_configuration(cfg)
     if name == "dlkunet_s_bn":   # DLKUNet with the paper's BatchNorm (the trainers take the plans' InstanceNorm)
         kw = dict(cm.network_arch_init_kwargs, norm_op=getattr(nn, f"BatchNorm{dim}d"))
         net = create_from_plans("dlkunet_s", kw, 1, 3, True)
     else:
         net = build_network(get_trainer(name), pm, cm, 1, 3, True)
-    return _calibrate_bn(net, dim)
+    return _calibrate_bn(net, dim, patch)
 
 
 def _outs(o):
@@ -246,3 +246,58 @@ def test_dense_dilated_3d_convolutions_run_on_phases_and_equal_the_dilated_one()
         with _fast.reference_mode():
             g2 = torch.autograd.grad(norm(conv(x)).square().sum(), (x, conv.weight))
         assert all(torch.allclose(a, b, atol=1e-8) for a, b in zip(g1, g2)), train
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_native_kernel_is_avoided_with_the_same_convolution(transposed):
+    """A batch-1 3D convolution that PyTorch would run on its native CPU kernel (_fast._native_axes) runs with its
+    spatial axes permuted: same output and gradients as the plain convolution (float32 against float64), anisotropic
+    kernel, stride, padding and output padding included; off on the reference path, for batch 2 and for 1x1x1."""
+    torch.manual_seed(0)
+    if transposed:
+        conv = _fast.FastConvTranspose3d(8, 6, (1, 2, 2), stride=(1, 2, 2))   # nnU-Net's: kernel = stride
+    else:
+        conv = _fast.FastConv3d(8, 6, (1, 3, 3), stride=(1, 2, 1), padding=(0, 1, 1), dilation=(1, 1, 2))
+    x = torch.randn(1, 8, 3, 64, 48, requires_grad=True)   # N*C*D*H = 1536: native; in (H, W, D) order 24576
+    assert _fast._native_axes(x, conv.kernel_size, 1) == (1, 2, 0)
+    assert _fast._native_axes(torch.randn(2, 8, 3, 20, 40), conv.kernel_size, 1) is None
+    assert _fast._native_axes(x, (1, 1, 1), 1) is None
+    with _fast.reference_mode():
+        assert _fast._native_axes(x, conv.kernel_size, 1) is None
+    ref = copy.deepcopy(conv).double()
+    with _fast.reference_mode():
+        want = ref(x.double())
+    got = conv(x)
+    assert got.shape == want.shape and got.is_contiguous()
+    _close(want.detach().float(), got.detach(), "output", tol=1e-5)
+    g = torch.randn(want.shape, dtype=torch.float64)
+    gw = torch.autograd.grad(want, (x, ref.weight, ref.bias), g)
+    gg = torch.autograd.grad(got, (x, conv.weight, conv.bias), g.float())
+    for a, b, what in zip(gw, gg, ("input", "weight", "bias")):
+        _close(a.float(), b, f"grad of {what}", tol=1e-5)
+    if transposed:   # output_size as ResDSN's decoder passes it
+        assert conv(x, output_size=[3, 129, 97]).shape[2:] == (3, 129, 97)
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerMoNet", "nnUNetTrainerResDSNPaper"])
+def test_batch_one_3d_fast_path_equals_reference(name):
+    """Batch 1 (nnU-Net's sliding window), where the native-kernel rule applies at these widths: train and eval,
+    outputs and gradients as close to float64 as the reference path's."""
+    patch = (8, 48, 64)   # 8 features at full resolution: N*C*D*H = 3072, in (H, W, D) order 24576 > 20480
+    net = _build(name, 3, patch)
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(1, 1, *patch, generator=torch.Generator().manual_seed(6))
+    assert _fast._native_axes(torch.randn(1, 8, *patch), (3, 3, 3), 1) == (1, 2, 0)
+    n64 = copy.deepcopy(net).double()
+    for train in (True, False):
+        n64.load_state_dict(init)
+        to, tg = _run(n64, x.double(), train, True, reference=True)
+        net.load_state_dict(init)
+        ro, rg = _run(net, x, train, True, reference=True)
+        net.load_state_dict(init)
+        fo, fg = _run(net, x, train, True, reference=False)
+        assert _err(fo, to) <= 2 * _err(ro, to) + 1e-5
+        keys = list(tg)
+        assert _err([fg[k] for k in keys], [tg[k] for k in keys]) <= \
+            2 * _err([rg[k] for k in keys], [tg[k] for k in keys]) + 1e-5
+    assert any(isinstance(m, (_fast.FastConv3d, _fast.FastConvTranspose3d)) for m in net.modules())
