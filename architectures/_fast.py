@@ -234,7 +234,74 @@ def fast_convs(module: nn.Module) -> nn.Module:
     return module
 
 
+def _dw_same(conv, x: torch.Tensor) -> bool:
+    """A 3D depth-wise convolution (one filter per channel, C -> C) of stride 1 and "same" zero padding
+    ``d (k - 1) / 2`` with odd kernels, on a device of the fast path: what :class:`_DepthwiseSame` handles. 3D only:
+    in 2D oneDNN's channels-last backward was as fast or faster (DLKUNet-S 2d train step 344 -> 380 ms with it)."""
+    c = int(x.shape[1]) if x.ndim == 5 else -1
+    return (not reference() and x.ndim == 5 and x.device.type in _cl_devices()
+            and conv.groups == c == conv.out_channels and conv.in_channels == c
+            and all(int(v) == 1 for v in conv.stride) and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str)
+            and all(k % 2 == 1 and p == d * (k // 2) for k, p, d in zip(conv.kernel_size, conv.padding, conv.dilation)))
+
+
+def _dw_weight_grad(conv, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``dL/dw[c, k] = sum_n sum_p g[n, c, p] x_pad[n, c, p + d k]`` (x zero-padded by ``d (k - 1) / 2``), per batch
+    element as ONE grouped convolution with the roles swapped: input ``x_pad[n]`` (1 x C x padded spatial), weight
+    ``g[n]`` (C x 1 x spatial), groups C, stride d; its output is the ``k``-sized weight gradient; summed over n.
+    oneDNN's own weight-gradient kernel for depth-wise 3D convolutions was most of a DLKUNet-S train step (probe, 1
+    thread, channels-last oneDNN -> this: 1x8x16x64x64 7x7x7 d 3: 72 -> 18 ms; 2x8x16x64x64 5x5x5: 87 -> 16 ms;
+    folding the batch into the channels instead: 328 ms)."""
+    pad = [v for p in reversed(conv.padding) for v in (int(p), int(p))]
+    stride = tuple(int(d) for d in conv.dilation)
+    out = None
+    for n in range(int(x.shape[0])):
+        o = _CONV[x.ndim](F.pad(x[n:n + 1], pad), g[n:n + 1].transpose(0, 1), None, stride, 0, 1, int(x.shape[1]))
+        out = o if out is None else out.add_(o)
+    return out.reshape(conv.weight.shape).to(conv.weight.dtype)
+
+
+class _DepthwiseSame(torch.autograd.Function):
+    """A "same" depth-wise convolution (:func:`_dw_same`) whose forward is the no-autograd fast path and whose
+    backward is computed from its definition: the input gradient is the same depth-wise convolution of the output
+    gradient with the spatially flipped kernel (a stride-1 transposed convolution with symmetric padding), again on
+    the fast forward path; the weight gradient is :func:`_dw_weight_grad`; the bias gradient the sum of the output
+    gradient over batch and space. The same sums of the same products as PyTorch's backward, in another order."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, conv):
+        ctx.conv, ctx.has_bias = conv, bias is not None
+        ctx.save_for_backward(x, weight)
+        with torch.no_grad():
+            return _dw_kernels(conv, x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        conv, dims = ctx.conv, x.ndim - 2
+        g = g.contiguous()
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _dw_kernels(conv, g, weight.flip(list(range(2, 2 + dims))), None)
+        if ctx.needs_input_grad[1]:
+            gw = _dw_weight_grad(conv, x, g)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum([0] + list(range(2, 2 + dims)))
+        return gx, gw, gb, None
+
+
 def _dw_forward(conv, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """A depth-wise convolution on the fast path: with autograd a "same" one runs :class:`_DepthwiseSame` (its own
+    backward), else :func:`_dw_kernels`."""
+    if (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                     or (bias is not None and bias.requires_grad)) and _dw_same(conv, x)):
+        return _DepthwiseSame.apply(x, weight, bias, conv)
+    return _dw_kernels(conv, x, weight, bias)
+
+
+def _dw_kernels(conv, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """A depth-wise convolution on the fast path: dilated ones as phases (:func:`dilated_as_phases`), the others in
     channels-last where :func:`channels_last_pays`, else as is."""
     if _phases_apply(conv, x):

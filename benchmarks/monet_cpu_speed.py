@@ -32,7 +32,11 @@ Two engines (``--engines``), same networks, same volume, interleaved:
 * ``nnunet``: nnU-Net's ``nnUNetPredictor.predict_sliding_window_return_logits`` (one tile per forward, per-tile
   Gaussian weighting and fp16 accumulation);
 * ``slices``: :class:`nnunet_ext.slice_predictor.SlicePredictor` (``nnunet-ext predict-slices``): several slices
-  per forward (``--slices-per-forward``, default: its memory rule), no weighting when the patch covers the slice.
+  per forward (``--slices-per-forward``, default: its memory rule), no weighting when the patch covers the slice;
+* ``nnunet_compile``: nnU-Net's engine as ``nnUNet_compile=1 nnUNetv2_predict`` runs it: nnU-Net's
+  ``manual_initialization`` wraps the network in ``torch.compile`` (its own code path, the variable set while it
+  runs), on a copy of the network without the timing hooks; the compilation happens in the untimed warm-up run,
+  whose seconds are printed (``# warm-up``).
 
 For every run the time spent inside the network's forward passes is measured too (hooks on the network), so the
 table shows the share of the network vs the sliding-window machinery around it.
@@ -42,6 +46,7 @@ It is a benchmark, not a test: nothing is asserted. ``--json PATH`` writes the r
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -134,14 +139,23 @@ def make_predictor(net, plans, step: float, mirroring: bool, device: torch.devic
     cm = pm.get_configuration("2d")
     kw = dict(tile_step_size=step, use_gaussian=True, use_mirroring=mirroring,
               perform_everything_on_device=device.type == "cuda", device=device, verbose=False, allow_tqdm=False)
-    if engine == "nnunet":
+    if engine in ("nnunet", "nnunet_compile"):
         pred = nnUNetPredictor(**kw)
     elif engine == "slices" or engine.startswith("slices:"):
         n = int(engine.split(":")[1]) if ":" in engine else slices_per_forward
         pred = SlicePredictor(**kw, slices_per_forward=n, batch_mb=batch_mb)
     else:
-        raise SystemExit(f"--engines: unknown engine {engine!r} (nnunet, slices, slices:N)")
-    pred.manual_initialization(net, pm, cm, None, DATASET_JSON, "benchmark", inference_allowed_mirroring_axes=(0, 1))
+        raise SystemExit(f"--engines: unknown engine {engine!r} (nnunet, nnunet_compile, slices, slices:N)")
+    old = os.environ.get("nnUNet_compile")
+    os.environ["nnUNet_compile"] = "1" if engine == "nnunet_compile" else "0"
+    try:   # nnU-Net compiles the network here when nnUNet_compile is set (its own code)
+        pred.manual_initialization(net, pm, cm, None, DATASET_JSON, "benchmark",
+                                   inference_allowed_mirroring_axes=(0, 1))
+    finally:
+        if old is None:
+            os.environ.pop("nnUNet_compile", None)
+        else:
+            os.environ["nnUNet_compile"] = old
     return pred
 
 
@@ -194,8 +208,9 @@ def main(argv=None) -> int:
     ap.add_argument("--archs", default="stock,monet", help="comma list of stock, monet, monet_fulldepth")
     ap.add_argument("--warmup-slices", type=int, default=2, help="slices of the untimed warm-up run (0: none)")
     ap.add_argument("--engines", default="nnunet,slices",
-                    help="comma list: nnunet (nnU-Net's sliding window), slices (nnunet-ext predict-slices), "
-                         "slices:N (the same with N slices per forward)")
+                    help="comma list: nnunet (nnU-Net's sliding window), nnunet_compile (the same with "
+                         "nnUNet_compile=1: torch.compile), slices (nnunet-ext predict-slices), slices:N (the same "
+                         "with N slices per forward)")
     ap.add_argument("--slices-per-forward", type=int, default=None,
                     help="slices per forward of the slices engine (default: its memory rule, -batch_mb)")
     ap.add_argument("--batch-mb", type=float, default=None, help="memory budget of the slices engine (MB)")
@@ -224,8 +239,9 @@ def main(argv=None) -> int:
           f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()} | load avg before {load0}")
     print(f"# command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
     params = {a: sum(p.numel() for p in n.parameters()) for a, n in nets.items()}
-    preds = {(e, a, m): make_predictor(nets[a], plans, args.step, m, device, e, args.slices_per_forward,
-                                       args.batch_mb)
+    plain = {a: copy.deepcopy(n) for a, n in nets.items()} if "nnunet_compile" in engines else {}  # no hooks
+    preds = {(e, a, m): make_predictor(plain[a] if e == "nnunet_compile" else nets[a], plans, args.step, m, device,
+                                       e, args.slices_per_forward, args.batch_mb)
              for e in engines for a in archs for m in mirrorings}
     patch = plans["configurations"]["2d"]["patch_size"]
     for (e, a, m), pred in preds.items():
@@ -237,7 +253,10 @@ def main(argv=None) -> int:
     if args.warmup_slices > 0:
         warm = data[:, : args.warmup_slices]
         for key, pred in preds.items():
-            time_once(pred, warm, device)
+            t = time_once(pred, warm, device)
+            print(f"# warm-up {key[0]} {key[1]} mirroring={'on' if key[2] else 'off'}: {t:.1f} s "
+                  f"({args.warmup_slices} slices{', incl. compilation' if key[0] == 'nnunet_compile' else ''})",
+                  flush=True)
     times: Dict[tuple, List[float]] = {k: [] for k in preds}
     fwd: Dict[tuple, List[float]] = {k: [] for k in preds}
     calls: Dict[tuple, int] = {}
@@ -249,7 +268,8 @@ def main(argv=None) -> int:
             fwd[key].append(clock.total)
             calls[key] = clock.calls
             print(f"  run {r + 1}/{args.repeats} {key[0]:>7s} {key[1]:>16s} mirroring={'on ' if key[2] else 'off'} "
-                  f"{t:9.2f} s (network {100 * clock.total / t:.0f} %, {clock.calls} forwards)", flush=True)
+                  + (f"{t:9.2f} s (compiled: not hooked)" if key[0] == "nnunet_compile" else
+                     f"{t:9.2f} s (network {100 * clock.total / t:.0f} %, {clock.calls} forwards)"), flush=True)
     load1 = os.getloadavg()
 
     print()
@@ -259,8 +279,10 @@ def main(argv=None) -> int:
     for (e, a, m), ts in times.items():
         med = statistics.median(ts)
         share = statistics.median([f / t for f, t in zip(fwd[(e, a, m)], ts)])
+        share_s = "n/a" if e == "nnunet_compile" else f"{100 * share:.0f} %"
+        calls_s = "n/a" if e == "nnunet_compile" else str(calls[(e, a, m)])
         print(f"| {e} | {a} | {params[a]:,} | {'on' if m else 'off'} | {med:.2f} | {min(ts):.2f} | "
-              f"{1000 * med / args.slices:.1f} | {100 * share:.0f} % | {calls[(e, a, m)]} | "
+              f"{1000 * med / args.slices:.1f} | {share_s} | {calls_s} | "
               f"{', '.join(f'{t:.2f}' for t in ts)} |")
     print()
     ratios = {}
@@ -276,7 +298,7 @@ def main(argv=None) -> int:
                 ratios[f"{e}/{a}/mirroring_{'on' if m else 'off'}"] = ratio
                 print(f"speed-up {a} vs stock 2d, engine {e}, mirroring {'on ' if m else 'off'}: {ratio:.2f}x "
                       f"(median stock / median {a})")
-    for e in (e for e in engines if e != "nnunet" and "nnunet" in engines):
+    for e in (e for e in engines if e not in ("nnunet", "nnunet_compile") and "nnunet" in engines):
         for a in archs:
             for m in mirrorings:
                 ratio = med[("nnunet", a, m)] / med[(e, a, m)]

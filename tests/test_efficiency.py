@@ -301,3 +301,37 @@ def test_batch_one_3d_fast_path_equals_reference(name):
         assert _err([fg[k] for k in keys], [tg[k] for k in keys]) <= \
             2 * _err([rg[k] for k in keys], [tg[k] for k in keys]) + 1e-5
     assert any(isinstance(m, (_fast.FastConv3d, _fast.FastConvTranspose3d)) for m in net.modules())
+
+
+@pytest.mark.parametrize("shape,k,d,bias", [((1, 2, 5, 7, 8), (5, 5, 5), (1, 1, 1), True),
+                                            ((2, 4, 6, 9, 8), (3, 3, 5), (1, 1, 1), False),
+                                            ((2, 3, 7, 9, 6), (1, 7, 7), (1, 3, 3), True),
+                                            ((3, 2, 8, 7, 9), (3, 3, 3), (2, 2, 2), True)])
+def test_depthwise_backward_is_the_convolutions_gradient(shape, k, d, bias):
+    """The own backward of "same" depth-wise convolutions (_fast._DepthwiseSame: flipped-kernel convolution for the
+    input gradient, batch-folded grouped convolution for the weight gradient) equals PyTorch's gradients (float64),
+    and in float32 stays as close to the float64 gradients as PyTorch's own float32 backward (2x + 1e-6)."""
+    c = shape[1]
+    torch.manual_seed(0)
+    conv = _fast.DWConv3d(c, c, k, padding=[di * (ki // 2) for ki, di in zip(k, d)], dilation=d, groups=c, bias=bias)
+    x = torch.randn(shape, requires_grad=True)
+    with _fast.reference_mode(False):
+        assert _fast._dw_same(conv, x)
+        assert not _fast._dw_same(_fast.DWConv2d(c, c, 3, padding=1, groups=c), torch.randn(1, c, 8, 8))  # 3D only
+        assert not _fast._dw_same(_fast.DWConv3d(c, c, 3, padding=0, groups=c), x)                          # not "same"
+    grads = {}
+    for dtype in (torch.float64, torch.float32):
+        conv_t, x_t = copy.deepcopy(conv).to(dtype), x.detach().to(dtype).requires_grad_()
+        ins = [x_t, conv_t.weight] + ([conv_t.bias] if bias else [])
+        g = torch.randn((shape[0], c, *shape[2:]), generator=torch.Generator().manual_seed(1)).to(dtype)
+        for ref in (True, False):
+            with _fast.reference_mode(ref):
+                y = conv_t(x_t)
+                grads[dtype, ref] = [y.detach()] + list(torch.autograd.grad(y, ins, g))
+    for a, b in zip(grads[torch.float64, True], grads[torch.float64, False]):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    for i, truth in enumerate(grads[torch.float64, True]):
+        scale = float(truth.abs().max())
+        e_ref = float((grads[torch.float32, True][i].double() - truth).abs().max()) / scale
+        e_fast = float((grads[torch.float32, False][i].double() - truth).abs().max()) / scale
+        assert e_fast <= 2 * e_ref + 1e-6, f"output/grad {i}: {e_fast:.2e} vs PyTorch's {e_ref:.2e}"
