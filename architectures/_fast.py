@@ -39,7 +39,19 @@ docs/benchmarks.md "Hardware efficiency"):
   subclass :class:`FoldingConvDropoutNormReLU` (:func:`fold_units`; same modules, same state_dict).
 * **ELU with an output-based backward** (:func:`elu`): ``max(x, exp(min(x, 0)) - 1)`` forward (the formula MoNet's
   inference path already used) and ``dy/dx = 1 (y > 0) else y + 1`` backward, in place of PyTorch's
-  ``expm1``-based kernel (2-3x slower on CPU).
+  ``expm1``-based kernel (2-3x slower on CPU); in place (PyTorch's ``elu_``, also an output-based backward) where
+  the input is a fresh temporary nobody else holds (``owned``: MoNet's conv/norm outputs not watched by a hook).
+* **3D convolutions off PyTorch's native CPU kernel** (:func:`conv_forward`, :func:`conv_transpose_forward`,
+  :class:`FastConv3d`, :class:`FastConvTranspose3d`, :func:`fast_convs`): aten sends a batch-1 float32 convolution
+  with one group and a small kernel to its native ``slow_conv3d`` when ``N * C * D * H <= 20480`` (MoNet's 16-channel
+  full-resolution stage at 16x64x64); the spatial axes are permuted (smallest last) so that oneDNN takes it, output
+  permuted back: forward 7.9x, forward+backward 5.8x faster on 1x16x16x64x64.
+* **Depth-wise convolutions with their own backward** (:class:`_DepthwiseSame`): input gradient = the same
+  depth-wise convolution of the output gradient with the flipped kernel (fast forward path), weight gradient = a
+  grouped convolution with input and output gradient in swapped roles (:func:`_dw_weight_grad`); oneDNN's depth-wise
+  backward was 80 % of a DLKUNet-S 3d step.
+* **MoNet 2d in channels-last** (:func:`channels_last_2d`, :func:`contiguous_outputs`): the whole network, input
+  re-strided (a 1-channel tensor counts as both layouts), outputs contiguous.
 """
 from __future__ import annotations
 
@@ -235,11 +247,11 @@ def fast_convs(module: nn.Module) -> nn.Module:
 
 
 def _dw_same(conv, x: torch.Tensor) -> bool:
-    """A 3D depth-wise convolution (one filter per channel, C -> C) of stride 1 and "same" zero padding
-    ``d (k - 1) / 2`` with odd kernels, on a device of the fast path: what :class:`_DepthwiseSame` handles. 3D only:
-    in 2D oneDNN's channels-last backward was as fast or faster (DLKUNet-S 2d train step 344 -> 380 ms with it)."""
-    c = int(x.shape[1]) if x.ndim == 5 else -1
-    return (not reference() and x.ndim == 5 and x.device.type in _cl_devices()
+    """A depth-wise convolution (one filter per channel, C -> C) of stride 1 and "same" zero padding
+    ``d (k - 1) / 2`` with odd kernels, on a device of the fast path: what :class:`_DepthwiseSame` handles (2D and
+    3D; DLKUNet-S train step, 1 thread, interleaved against oneDNN's channels-last backward: 2d 386 -> 264 ms)."""
+    c = int(x.shape[1]) if x.ndim in (4, 5) else -1
+    return (not reference() and x.ndim in (4, 5) and x.device.type in _cl_devices()
             and conv.groups == c == conv.out_channels and conv.in_channels == c
             and all(int(v) == 1 for v in conv.stride) and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str)

@@ -303,7 +303,8 @@ def test_batch_one_3d_fast_path_equals_reference(name):
     assert any(isinstance(m, (_fast.FastConv3d, _fast.FastConvTranspose3d)) for m in net.modules())
 
 
-@pytest.mark.parametrize("shape,k,d,bias", [((1, 2, 5, 7, 8), (5, 5, 5), (1, 1, 1), True),
+@pytest.mark.parametrize("shape,k,d,bias", [((1, 3, 10, 11), (7, 7), (3, 3), True), ((2, 4, 9, 8), (3, 5), (1, 1), False),
+                                            ((1, 2, 5, 7, 8), (5, 5, 5), (1, 1, 1), True),
                                             ((2, 4, 6, 9, 8), (3, 3, 5), (1, 1, 1), False),
                                             ((2, 3, 7, 9, 6), (1, 7, 7), (1, 3, 3), True),
                                             ((3, 2, 8, 7, 9), (3, 3, 3), (2, 2, 2), True)])
@@ -313,12 +314,14 @@ def test_depthwise_backward_is_the_convolutions_gradient(shape, k, d, bias):
     and in float32 stays as close to the float64 gradients as PyTorch's own float32 backward (2x + 1e-6)."""
     c = shape[1]
     torch.manual_seed(0)
-    conv = _fast.DWConv3d(c, c, k, padding=[di * (ki // 2) for ki, di in zip(k, d)], dilation=d, groups=c, bias=bias)
+    conv = (_fast.DWConv2d if len(shape) == 4 else _fast.DWConv3d)(c, c, k, padding=[di * (ki // 2) for ki, di in zip(k, d)], dilation=d, groups=c, bias=bias)
     x = torch.randn(shape, requires_grad=True)
     with _fast.reference_mode(False):
         assert _fast._dw_same(conv, x)
-        assert not _fast._dw_same(_fast.DWConv2d(c, c, 3, padding=1, groups=c), torch.randn(1, c, 8, 8))  # 3D only
-        assert not _fast._dw_same(_fast.DWConv3d(c, c, 3, padding=0, groups=c), x)                          # not "same"
+        assert not _fast._dw_same(type(conv)(c, c, 3, padding=0, groups=c), x)                   # not "same"
+        assert not _fast._dw_same(type(conv)(c, c, 3, padding=1, stride=2, groups=c), x)         # strided
+    with _fast.reference_mode():
+        assert not _fast._dw_same(conv, x)
     grads = {}
     for dtype in (torch.float64, torch.float32):
         conv_t, x_t = copy.deepcopy(conv).to(dtype), x.detach().to(dtype).requires_grad_()
