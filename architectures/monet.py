@@ -274,9 +274,7 @@ class MoNet(ScaffoldUNet):
     def forward(self, x: torch.Tensor):
         """Logits (a list, highest resolution first, with deep supervision). On the fast path a 2D network runs in
         channels-last layout (``_fast.channels_last_2d``); outputs are contiguous either way."""
-        cl = _fast.channels_last_2d(x)
-        out = super().forward(cl)
-        return out if cl is x else _fast.contiguous_outputs(out)
+        return _fast.contiguous_outputs(super().forward(_fast.channels_last_2d(x)))
 
     def check_input_size(self, input_size):
         if len(input_size) != convert_conv_op_to_dim(self.encoder.conv_op):
