@@ -251,7 +251,8 @@ def _dw_same(conv, x: torch.Tensor) -> bool:
     ``d (k - 1) / 2`` with odd kernels, on a device of the fast path: what :class:`_DepthwiseSame` handles (2D and
     3D; DLKUNet-S train step, 1 thread, interleaved against oneDNN's channels-last backward: 2d 386 -> 264 ms)."""
     c = int(x.shape[1]) if x.ndim in (4, 5) else -1
-    return (not reference() and x.ndim in (4, 5) and x.device.type in _cl_devices()
+    return (not reference() and x.ndim in (4, 5) and x.ndim == conv.weight.ndim and x.device.type in _cl_devices()
+            and not torch.is_autocast_enabled(x.device.type)
             and conv.groups == c == conv.out_channels and conv.in_channels == c
             and all(int(v) == 1 for v in conv.stride) and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str)
@@ -271,7 +272,7 @@ def _dw_weight_grad(conv, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     for n in range(int(x.shape[0])):
         o = _CONV[x.ndim](F.pad(x[n:n + 1], pad), g[n:n + 1].transpose(0, 1), None, stride, 0, 1, int(x.shape[1]))
         out = o if out is None else out.add_(o)
-    return out.reshape(conv.weight.shape).to(conv.weight.dtype)
+    return out.reshape(conv.weight.shape)
 
 
 class _DepthwiseSame(torch.autograd.Function):
@@ -279,7 +280,9 @@ class _DepthwiseSame(torch.autograd.Function):
     backward is computed from its definition: the input gradient is the same depth-wise convolution of the output
     gradient with the spatially flipped kernel (a stride-1 transposed convolution with symmetric padding), again on
     the fast forward path; the weight gradient is :func:`_dw_weight_grad`; the bias gradient the sum of the output
-    gradient over batch and space. The same sums of the same products as PyTorch's backward, in another order."""
+    gradient over batch and space. The same sums of the same products as PyTorch's backward, in another order.
+    Once differentiable (no double backward, no forward-mode AD: nnU-Net needs neither); not under autocast (the
+    reference kernels run there, :func:`_dw_same`)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, conv):
@@ -298,7 +301,7 @@ class _DepthwiseSame(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = _dw_kernels(conv, g, weight.flip(list(range(2, 2 + dims))), None)
         if ctx.needs_input_grad[1]:
-            gw = _dw_weight_grad(conv, x, g)
+            gw = _dw_weight_grad(conv, x, g).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g.sum([0] + list(range(2, 2 + dims)))
         return gx, gw, gb, None
@@ -352,11 +355,13 @@ def foldable_bn(norm: Optional[nn.Module]) -> bool:
 
 
 def _hooked(*modules: nn.Module) -> bool:
-    """True where a forward hook watches one of ``modules`` (a folded pair would skip its call: run it as is)."""
+    """True where a forward or backward hook watches one of ``modules`` (a folded pair would skip its call, and a
+    backward hook makes its output a view that must not be modified in place: run it as is)."""
     from torch.nn.modules import module as _m
 
-    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks) or any(
-        m._forward_hooks or m._forward_pre_hooks for m in modules)
+    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks or _m._global_backward_hooks
+                or _m._global_backward_pre_hooks) or any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in modules)
 
 
 def _bn_scale_shift(norm: _BatchNorm):

@@ -338,3 +338,27 @@ def test_depthwise_backward_is_the_convolutions_gradient(shape, k, d, bias):
         e_ref = float((grads[torch.float32, True][i].double() - truth).abs().max()) / scale
         e_fast = float((grads[torch.float32, False][i].double() - truth).abs().max()) / scale
         assert e_fast <= 2 * e_ref + 1e-6, f"output/grad {i}: {e_fast:.2e} vs PyTorch's {e_ref:.2e}"
+
+
+def test_fast_paths_step_aside_for_hooks_autocast_and_unbatched_input():
+    """A backward hook on a MoNet block (its output then is a view: no in-place ELU) trains as the reference path does;
+    depth-wise convolutions under autocast and unbatched inputs take PyTorch's kernels (no own backward)."""
+    net = _build("nnUNetTrainerMoNet", 2)
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    block = next(m for m in net.modules() if m.__class__.__name__ == "ConvBlock")
+    block.norm.register_full_backward_hook(lambda m, gi, go: None)
+    x = torch.randn(2, 1, *PATCH[2], generator=torch.Generator().manual_seed(7))
+    ro, rg = _run(net, x, True, True, reference=True)
+    net.load_state_dict(init)
+    fo, fg = _run(net, x, True, True, reference=False)
+    for a, b in zip(ro, fo):
+        _close(a, b, "hooked MoNet output", tol=1e-4)
+    dw = _fast.DWConv3d(4, 4, 3, padding=1, groups=4)
+    with _fast.reference_mode(False):
+        assert _fast._dw_same(dw, torch.randn(1, 4, 6, 6, 6))
+        assert not _fast._dw_same(dw, torch.randn(4, 6, 6, 6))        # unbatched: PyTorch's own conv
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not _fast._dw_same(dw, torch.randn(1, 4, 6, 6, 6))
+            y = dw(torch.randn(1, 4, 6, 6, 6, requires_grad=True))
+            y.float().sum().backward()                                 # runs (PyTorch's backward)
+        assert dw(torch.randn(4, 6, 6, 6)).shape == (4, 6, 6, 6)
