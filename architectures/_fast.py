@@ -114,13 +114,18 @@ def channels_last_pays(conv: nn.Module, x: torch.Tensor) -> bool:
     return x.ndim == 5 and dilated
 
 
+def _same_stride1(conv) -> bool:
+    """Stride 1 and "same" zero padding ``d (k - 1) / 2`` with odd kernels on every axis (the one definition that
+    :func:`_phases_apply` and :func:`_dw_same` share)."""
+    return (all(int(v) == 1 for v in conv.stride) and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str)
+            and all(k % 2 == 1 and p == d * (k // 2) for k, p, d in zip(conv.kernel_size, conv.padding, conv.dilation)))
+
+
 def _phases_apply(conv, x: torch.Tensor) -> bool:
     """A dilated, stride-1, "same"-padded convolution on a device of the fast path: :func:`dilated_as_phases`."""
     return (not reference() and x.ndim in (4, 5) and x.device.type in _cl_devices()
-            and any(int(d) > 1 for d in conv.dilation) and all(int(v) == 1 for v in conv.stride)
-            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
-            and all(k % 2 == 1 and p == d * (k // 2)
-                    for k, p, d in zip(conv.kernel_size, conv.padding, conv.dilation)))
+            and any(int(d) > 1 for d in conv.dilation) and _same_stride1(conv))
 
 
 _CONV = {4: F.conv2d, 5: F.conv3d}
@@ -253,10 +258,7 @@ def _dw_same(conv, x: torch.Tensor) -> bool:
     c = int(x.shape[1]) if x.ndim in (4, 5) else -1
     return (not reference() and x.ndim in (4, 5) and x.ndim == conv.weight.ndim and x.device.type in _cl_devices()
             and not torch.is_autocast_enabled(x.device.type)
-            and conv.groups == c == conv.out_channels and conv.in_channels == c
-            and all(int(v) == 1 for v in conv.stride) and conv.padding_mode == "zeros"
-            and not isinstance(conv.padding, str)
-            and all(k % 2 == 1 and p == d * (k // 2) for k, p, d in zip(conv.kernel_size, conv.padding, conv.dilation)))
+            and conv.groups == c == conv.out_channels and conv.in_channels == c and _same_stride1(conv))
 
 
 def _dw_weight_grad(conv, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
