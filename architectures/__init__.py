@@ -15,12 +15,12 @@ import importlib
 import pkgutil
 
 from ._registry import (REQ_IMPORT_KEYS, ArchSpec, UnknownArchitectureError, count_parameters,
-                        count_parameters_of, create, create_from_plans, get_spec, list_architectures, meta_model,
+                        count_parameters_of, create, create_from_plans, forward_flops, get_spec, list_architectures, meta_model,
                         plans_arch_kwargs, register, to_plans_entry)
 
 __all__ = ["ArchSpec", "UnknownArchitectureError", "register", "create", "create_from_plans", "list_architectures",
            "get_spec", "plans_arch_kwargs", "to_plans_entry", "REQ_IMPORT_KEYS", "count_parameters",
-           "count_parameters_of", "meta_model"]
+           "count_parameters_of", "forward_flops", "meta_model"]
 
 # plain_unet first: it is the baseline and the first registered entry
 _FAMILIES = ["plain_unet"] + sorted(m.name for m in pkgutil.iter_modules(__path__)

@@ -28,7 +28,7 @@ import fnmatch
 import inspect
 import pydoc
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -105,6 +105,17 @@ def register(name: str, cls: type, *, description: str, family: Optional[str] = 
 def count_parameters(net: nn.Module) -> int:
     """Trainable parameters of ``net`` (what ``nnunet-ext archs --tsv`` and the benchmark report)."""
     return int(sum(p.numel() for p in net.parameters() if p.requires_grad))
+
+
+def forward_flops(net, input_shape: Sequence[int], device: str = "meta") -> int:
+    """FLOPs of one forward pass of ``net`` for an input of ``input_shape`` (torch's FlopCounterMode convention:
+    one multiply-add = 2 FLOPs). ``net`` must live on ``device``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(tuple(input_shape), device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        net(x)
+    return int(fc.get_total_flops())
 
 
 def list_architectures(pattern: Optional[str] = None) -> List[str]:

@@ -489,9 +489,9 @@ FLOPS_INPUT = {2: (512, 512), 3: (96, 192, 192)}
 def count_flops(name: str, spatial: Optional[Sequence[int]] = None, batch: int = 1) -> int:
     """FLOPs of one forward pass of variant ``name`` (paper configuration, built on the meta device) at ``spatial``
     (default :data:`FLOPS_INPUT`), counted by nnunet-ext's one FLOP counter
-    (:func:`nnunet_ext.bench_profile.forward_flops`: torch's FlopCounterMode; convolutions, transposed convolutions,
+    (:func:`nnunet_ext.benchmark.profile.forward_flops`: torch's FlopCounterMode; convolutions, transposed convolutions,
     matmuls; 1 multiply-add = 2 FLOPs; pooling, sigmoid, element-wise ops are not counted)."""
-    from nnunet_ext.bench_profile import forward_flops
+    from nnunet_ext.architectures import forward_flops
 
     from ._registry import get_spec
 

@@ -160,7 +160,7 @@ def cost(workdir: Path) -> int:
 
     import SimpleITK as sitk
 
-    from nnunet_ext import inputs
+    from nnunet_ext.checks import inputs
 
     workdir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

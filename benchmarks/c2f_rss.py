@@ -4,7 +4,7 @@ A run over many cases must not accumulate memory (predictions, logits, preproces
 alive, caches keyed by shape). This benchmark runs ``predict-c2f`` in ONE process over ``--cases`` synthetic cases
 and prints the current RSS (``VmRSS``) and the peak so far (``VmHWM``, what a job scheduler kills on) after every
 ``--every`` cases. The run is the CLI's own code path (``nnunet_ext.cli.main(["predict-c2f", ...])``) in this
-process; the only addition is a wrapper around :func:`nnunet_ext.c2f.predict_case` that reads ``/proc/self/status``
+process; the only addition is a wrapper around :func:`nnunet_ext.c2f.pipeline.predict_case` that reads ``/proc/self/status``
 after each case (Linux).
 
 Two modes:
@@ -55,7 +55,7 @@ def c2f_argv(input_folder, output_folder, dataset, coarse: str, fine: str, fold:
 
 def measure(argv: List[str], every: int) -> List[dict]:
     """Run ``nnunet-ext`` with ``argv`` in this process; RSS after every case (printed every ``every`` cases)."""
-    from nnunet_ext import c2f
+    from nnunet_ext.c2f import pipeline as c2f
     from nnunet_ext.cli import main
 
     samples: List[dict] = [{"cases": 0, "seconds": 0.0, **rss_mb()}]
@@ -104,7 +104,7 @@ def _run(cmd, env):
 
 def prepare(work: Path, cases: int, iters: int, dataset_id: int = 991) -> Path:
     """Dataset (``cases`` test cases), plans, preprocessed 3d_fullres, coarse and fine models; returns imagesTs."""
-    from nnunet_ext.synthetic import make_dataset
+    from nnunet_ext.data.synthetic import make_dataset
 
     env = _env(work)
     raw = work / "raw"

@@ -1,11 +1,11 @@
 """Coarse-to-fine benchmark (issue 6; resdsn_c2f Table 5): per-case time and Dice of
 
 * **C2F**: coarse model over the whole volume at ``--coarse-step``, fine model over the coarse box + margin at
-  ``--fine-step`` (``nnunet-ext predict-c2f``'s code path, :func:`nnunet_ext.c2f.predict_case`);
+  ``--fine-step`` (``nnunet-ext predict-c2f``'s code path, :func:`nnunet_ext.c2f.pipeline.predict_case`);
 * **fine-only**: the fine model over the whole volume at ``--fine-step`` (resdsn_c2f's "ResDSN Fine");
 * **coarse-only**: the coarse model over the whole volume at ``--coarse-step`` ("ResDSN Coarse");
 
-on the synthetic dataset (``nnunet_ext.synthetic.make_dataset``, ``--size-scale`` for bigger volumes). It makes the
+on the synthetic dataset (``nnunet_ext.data.synthetic.make_dataset``, ``--size-scale`` for bigger volumes). It makes the
 dataset, plans and preprocesses it with the stock nnU-Net commands, optionally adds a configuration with a smaller
 patch (``--patch-size``; same spacing, so it reuses 3d_fullres' preprocessed data, via ``inherits_from``) so that
 a volume spans many tiles as a CT scan does, trains the coarse trainer and its ``_fine`` version for a short
@@ -58,7 +58,7 @@ def dice(ref: np.ndarray, pred: np.ndarray) -> float:
 
 
 def prepare(args, work: Path, env: dict) -> str:
-    from nnunet_ext.synthetic import make_dataset
+    from nnunet_ext.data.synthetic import make_dataset
 
     log = work / "prepare.log"
     ds_name = f"Dataset{args.dataset_id:03d}_C2FBench"
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
 
     import SimpleITK as sitk
 
-    from nnunet_ext import c2f
+    from nnunet_ext.c2f import pipeline as c2f
 
     coarse = c2f.resolve_model("coarse", args.dataset_id, f"{coarse_tr}:{config}", ["0"], "checkpoint_final.pth")
     fine = c2f.resolve_model("fine", args.dataset_id, f"{fine_tr}:{config}", ["0"], "checkpoint_final.pth")

@@ -71,7 +71,7 @@ def planning_dataset() -> int:
     for k in ("raw", "preprocessed", "results"):
         (work / k).mkdir()
         os.environ[f"nnUNet_{k}"] = str(work / k)
-    from nnunet_ext.synthetic import make_dataset
+    from nnunet_ext.data.synthetic import make_dataset
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
 
     make_dataset(work / "raw", dataset_id=990, name="PlannerCalibration", num_cases=2, num_test_cases=0, seed=0)

@@ -7,7 +7,7 @@ For each architecture (names that build the same network are measured once) and 
 configuration is what ``nnunet-ext plan`` makes for an MSD Task07-like dataset (median 96x512x512 at 2.5x0.8x0.8
 mm, 282 cases; :func:`calibrate_planner.plan_configuration`), 3d_fullres by default. The plans name the
 architecture, so the stock ``nnUNetTrainer`` builds it and its own ``train_step`` runs (AMP on CUDA, nnU-Net's SGD,
-Dice + CE with deep supervision): ``nnunet_ext.benchmark.measure_trainer``, in this process, one architecture after
+Dice + CE with deep supervision): ``nnunet_ext.benchmark.profile.measure_trainer``, in this process, one architecture after
 the other. Figures: median step time, ``torch.cuda.max_memory_allocated`` over the step (minus what was allocated
 before) against the planner's estimate (:func:`nnunet_ext.plans.planner.training_memory`, ``gpu_gb``) and the
 target, achieved TFLOP/s (3 x forward FLOPs x batch / step time) against stock nnU-Net's plan at the same target.
@@ -40,7 +40,7 @@ def unique_archs(archs):
 
 
 def _plans_for(conf: dict, configuration: str) -> tuple:
-    from nnunet_ext.bench_plans import explicit_plans
+    from nnunet_ext.plans.synth import explicit_plans
 
     dim = len(conf["patch_size"])
     plans, dataset_json, name = explicit_plans(conf["patch_size"], conf["batch_size"], conf["spacing"],
@@ -52,7 +52,7 @@ def _plans_for(conf: dict, configuration: str) -> tuple:
 
 
 def measure(arch: str, conf: dict, configuration: str, device: str, warmup: int, repeats: int) -> dict:
-    from nnunet_ext.bench_profile import measure_trainer
+    from nnunet_ext.benchmark.profile import measure_trainer
     from nnunet_ext.plans.planner import training_memory
 
     plans, dataset_json = _plans_for(conf, configuration)

@@ -7,7 +7,7 @@
     python benchmarks/memory_check.py --archs plain_unet monet --dims 2   # a subset
 
 For every architecture (``nnunet_ext.architectures.list_architectures()``), in 2D and 3D, at two patch sizes each
-(plans from ``nnunet_ext.benchmark.explicit_plans``: nnU-Net's topology for the patch at 1 mm, half its default
+(plans from ``nnunet_ext.plans.synth.explicit_plans``: nnU-Net's topology for the patch at 1 mm, half its default
 widths, batch 2, three classes), a fresh process (forked from this one, so that it does not re-import torch) builds a
 trainer (``nnUNetTrainerExt`` with ``arch = ARCH``), records its RSS, then builds the network, optimizer and loss,
 sets the SGD momentum buffers as a first step leaves them, and runs one ``trainer.train_step`` (fp32 on the CPU). The
@@ -67,9 +67,9 @@ def measure(arch: str, patch, batch: int = BATCH, steps: int = STEPS) -> dict:
     a fresh one), and the planner's estimate of it."""
     import torch
 
-    from nnunet_ext.bench_plans import explicit_plans
-    from nnunet_ext.bench_profile import meta_outputs, random_targets, reset_rss_peak, rss_now_kib, rss_peak_kib
-    from nnunet_ext.bench_trainers import quiet as _quiet
+    from nnunet_ext.plans.synth import explicit_plans
+    from nnunet_ext.benchmark.profile import meta_outputs, random_targets, reset_rss_peak, rss_now_kib, rss_peak_kib
+    from nnunet_ext.benchmark.trainers import quiet as _quiet
     from nnunet_ext.plans.planner import training_memory
 
     plans, dataset_json, conf = _plans(patch, batch)
@@ -295,7 +295,7 @@ def main(argv=None) -> int:
 
 def _plans(patch, batch: int = BATCH):
     """``explicit_plans`` for ``patch`` with the widths divided by :data:`WIDTH_DIVISOR`."""
-    from nnunet_ext.bench_plans import explicit_plans
+    from nnunet_ext.plans.synth import explicit_plans
 
     plans, dataset_json, conf = explicit_plans(patch, batch_size=batch)
     kw = plans["configurations"][conf]["architecture"]["arch_kwargs"]

@@ -31,7 +31,7 @@ Two engines (``--engines``), same networks, same volume, interleaved:
 
 * ``nnunet``: nnU-Net's ``nnUNetPredictor.predict_sliding_window_return_logits`` (one tile per forward, per-tile
   Gaussian weighting and fp16 accumulation);
-* ``slices``: :class:`nnunet_ext.slice_predictor.SlicePredictor` (``nnunet-ext predict-slices``): several slices
+* ``slices``: :class:`nnunet_ext.inference.slice_predictor.SlicePredictor` (``nnunet-ext predict-slices``): several slices
   per forward (``--slices-per-forward``, default: its memory rule), no weighting when the patch covers the slice;
 * ``nnunet_compile``: nnU-Net's engine as ``nnUNet_compile=1 nnUNetv2_predict`` runs it: nnU-Net's
   ``manual_initialization`` wraps the network in ``torch.compile`` (its own code path, the variable set while it
@@ -133,7 +133,7 @@ def make_predictor(net, plans, step: float, mirroring: bool, device: torch.devic
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunet_ext.slice_predictor import SlicePredictor
+    from nnunet_ext.inference.slice_predictor import SlicePredictor
 
     pm = PlansManager(plans)
     cm = pm.get_configuration("2d")

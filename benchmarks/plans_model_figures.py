@@ -6,7 +6,7 @@ Default plans: pancreas-like ``3d_fullres`` (patch 40x224x224, six stages, featu
 ``[[1,1,1],[1,2,2],[2,2,2],[2,2,2],[2,2,2],[1,2,2]]``, kernels ``[[1,3,3],[1,3,3],[3,3,3],...]``, InstanceNorm,
 LeakyReLU), one input channel, 2 classes (background, pancreas). Every network is built by its trainer's own
 ``build_network_architecture`` (what ``nnUNetv2_train`` builds) on the meta device, deep supervision off (the
-deployed network), batch 1; FLOPs by :func:`nnunet_ext.benchmark.forward_flops` (``FlopCounterMode``: 2 FLOPs per
+deployed network), batch 1; FLOPs by :func:`nnunet_ext.architectures.forward_flops` (``FlopCounterMode``: 2 FLOPs per
 multiply-add; pooling, norms, activations, element-wise products not counted); feature-map elements by the
 network's ``compute_conv_feature_map_size`` (what nnU-Net's planner uses as its activation-memory proxy).
 Machine-independent: no timing.
@@ -39,7 +39,7 @@ TRAINERS = ["nnUNetTrainerDLKUNetS", "nnUNetTrainerDLKUNetM", "nnUNetTrainerDLKU
 
 
 def figures(build, patch):
-    from nnunet_ext.bench_profile import forward_flops
+    from nnunet_ext.architectures import forward_flops
 
     with torch.device("meta"):
         net = build()

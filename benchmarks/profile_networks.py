@@ -1,13 +1,13 @@
 """Hardware-efficiency profile of every family's default network against stock nnU-Net's (issue 15).
 
 For each trainer's network, built by the trainer's own ``build_network_architecture`` from the SAME synthesised
-nnU-Net plans (``nnunet_ext.bench_plans.explicit_plans``: stock nnU-Net's topology for the patch), on the CPU:
+nnU-Net plans (``nnunet_ext.plans.synth.explicit_plans``: stock nnU-Net's topology for the patch), on the CPU:
 
 * **train step**: forward + backward + SGD step the way nnU-Net's ``train_step`` does it (deep supervision,
   DC_and_CE in DeepSupervisionWrapper, SGD momentum 0.99 nesterov, gradient clipping 12; fp32 on the CPU):
-  ``nnunet_ext.bench_profile.generic_step_fn``; batch = the plans' batch size;
+  ``nnunet_ext.benchmark.profile.generic_step_fn``; batch = the plans' batch size;
 * **inference forward**: eval mode, ``torch.no_grad()``, one patch (nnU-Net's sliding window runs batch 1);
-* **GFLOP/s**: forward FLOPs (``nnunet_ext.bench_profile.forward_flops``, the one FLOP counter of nnunet-ext;
+* **GFLOP/s**: forward FLOPs (``nnunet_ext.benchmark.profile.forward_flops``, the one FLOP counter of nnunet-ext;
   1 multiply-add = 2 FLOPs) per second; for the train step the forward FLOPs of the batch divided by the step
   time (the issue's definition: "forward GFLOPs per second of a training step"); ``x stock`` = that rate over
   stock nnU-Net's (``nnUNetTrainer``, PlainConvUNet) in the same run;
@@ -45,9 +45,10 @@ from typing import Dict, List
 import torch
 
 from nnunet_ext.architectures import _fast
-from nnunet_ext.bench_plans import explicit_plans
-from nnunet_ext.bench_profile import forward_flops, generic_step_fn, random_targets
-from nnunet_ext.bench_trainers import STOCK_TRAINER, build_network, find_trainer_class, quiet
+from nnunet_ext.plans.synth import explicit_plans
+from nnunet_ext.architectures import forward_flops
+from nnunet_ext.benchmark.profile import generic_step_fn, random_targets
+from nnunet_ext.benchmark.trainers import STOCK_TRAINER, build_network, find_trainer_class, quiet
 
 #: the default trainer of every family (DMC-Net, ResDSN, DLKUNet, MoNet, two-stage U-Net) and stock nnU-Net
 DEFAULT_ARCHS = [STOCK_TRAINER, "nnUNetTrainerDMCNet", "nnUNetTrainerResDSN", "nnUNetTrainerDLKUNetS",

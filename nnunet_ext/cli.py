@@ -23,25 +23,25 @@ from nnunet_ext.errors import UserError  # re-exported: nnunet_ext.cli.UserError
 LAZY_COMMANDS = {
     "make-dataset": ("nnunet_ext.cli:register_make_dataset",
                      "write the embedded synthetic pancreas CT dataset (nnU-Net raw format)"),
-    "demo": ("nnunet_ext.demo", "the main job on the embedded synthetic dataset: ours vs stock nnU-Net, end to end"),
-    "evaluate": ("nnunet_ext.metrics",
+    "demo": ("nnunet_ext.data.demo", "the main job on the embedded synthetic dataset: ours vs stock nnU-Net, end to end"),
+    "evaluate": ("nnunet_ext.evaluation.metrics",
                  "nnU-Net's evaluation (Dice, IoU) plus HD95 and NSD per class, JSON + per-case CSV"),
-    "benchmark": ("nnunet_ext.benchmark",
+    "benchmark": ("nnunet_ext.benchmark.cli",
                   "model figures (params, FLOPs, step time, memory, inference) and accuracy vs stock nnU-Net"),
-    "predict-c2f": ("nnunet_ext.c2f",
+    "predict-c2f": ("nnunet_ext.c2f.pipeline",
                     "coarse-to-fine inference with two trained models (ResDSN C2F / two-stage U-Net)"),
-    "crossval-c2f": ("nnunet_ext.c2f_crossval",
+    "crossval-c2f": ("nnunet_ext.c2f.crossval",
                      "score a coarse-to-fine pair in nnU-Net's cross-validation (fold k + fold k on fold k's "
                      "validation cases)"),
-    "make-coarse-config": ("nnunet_ext.c2f_coarse_config",
+    "make-coarse-config": ("nnunet_ext.c2f.coarse_config",
                            "add the R-times downsampled coarse configuration (two-stage U-Net) to the plans"),
     "plan": ("nnunet_ext.planning",
              "nnU-Net planning (+ preprocessing where needed) sized to a GPU-memory target for one or more "
              "architectures"),
-    "predict-slices": ("nnunet_ext.slice_predictor",
+    "predict-slices": ("nnunet_ext.inference.slice_predictor",
                        "nnUNetv2_predict (same flags and outputs) with 2d configurations predicted several slices per "
                        "forward and without per-tile Gaussian weighting when the patch covers the slice"),
-    "check-inputs": ("nnunet_ext.inputs",
+    "check-inputs": ("nnunet_ext.checks.inputs",
                      "check an input folder (truncated files, NaN/Inf, channels, 4D) before nnUNetv2_predict"),
 }
 #: the modules that add sub-commands (each imported only when one of its sub-commands runs)
@@ -118,14 +118,14 @@ def pass_through(entry_module: str, entry_func: str, prog: str, argv: List[str])
 
 
 def cmd_train(args) -> int:
-    from nnunet_ext.inputs import check_train_args
+    from nnunet_ext.checks.inputs import check_train_args
 
     check_train_args(args.args)
     return pass_through("nnunetv2.run.run_training", "run_training_entry", "nnUNetv2_train", args.args)
 
 
 def cmd_predict(args) -> int:
-    from nnunet_ext.inputs import check_predict_args
+    from nnunet_ext.checks.inputs import check_predict_args
 
     check_predict_args(args.args)
     return pass_through("nnunetv2.inference.predict_from_raw_data", "predict_entry_point", "nnUNetv2_predict",
@@ -133,7 +133,7 @@ def cmd_predict(args) -> int:
 
 
 def register_make_dataset(sub) -> None:
-    from nnunet_ext.synthetic import add_make_dataset_arguments
+    from nnunet_ext.data.synthetic import add_make_dataset_arguments
 
     s = sub.add_parser("make-dataset", help=LAZY_COMMANDS["make-dataset"][1],
                        description="Writes DatasetXXX_Name (dataset.json, imagesTr, labelsTr, imagesTs, labelsTs) "
@@ -143,7 +143,7 @@ def register_make_dataset(sub) -> None:
 
 
 def cmd_make_dataset(args) -> int:
-    from nnunet_ext.synthetic import DatasetExistsError, make_dataset_from_args
+    from nnunet_ext.data.synthetic import DatasetExistsError, make_dataset_from_args
 
     try:
         folder = make_dataset_from_args(args)

@@ -140,7 +140,7 @@ def configuration_figures(arch: str, conf: dict) -> Tuple[float, float]:
     FLOPs (torch's FlopCounterMode on the meta device, a multiply-add = 2 FLOPs) times the batch."""
     import torch
 
-    from nnunet_ext.bench_profile import forward_flops
+    from nnunet_ext.architectures import forward_flops
     from nnunet_ext.plans.planner import build_meta, training_memory
 
     kwargs, patch, batch = conf["architecture"]["arch_kwargs"], conf["patch_size"], conf["batch_size"]

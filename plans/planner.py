@@ -79,7 +79,7 @@ def plans_name_for(arch: str) -> str:
 def reference_arch_kwargs(dim: int) -> Tuple[dict, Tuple[int, ...]]:
     """``arch_kwargs`` (strings for ops, as in plans files) and patch of nnU-Net's default planner at the
     reference plans of ``dim`` (2 or 3), as ``nnunet-ext benchmark --patch-size`` builds them."""
-    from nnunet_ext.bench_plans import explicit_plans
+    from .synth import explicit_plans
 
     ref = REFERENCE_PLANS[dim]
     plans, _, conf = explicit_plans(ref["patch_size"], spacing=ref["spacing"])

@@ -96,7 +96,7 @@ def nnunet_dataset(tmp):
     """Synthetic dataset 991 (6 training cases, 2 test cases), planned and preprocessed for 2d and 3d_fullres by
     ``nnUNetv2_plan_and_preprocess``, with nnU-Net's own 5-fold split written up front (the first training would
     write it; jobs train concurrently). Returns a namespace with the folders, ``env`` and ``dataset_id``."""
-    from nnunet_ext.synthetic import make_dataset
+    from nnunet_ext.data.synthetic import make_dataset
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
     base = tmp / "nnunet"

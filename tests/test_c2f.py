@@ -16,7 +16,7 @@ from conftest import assert_predictions_match_inputs, run, spec_of, train
 from background import job
 
 import nnunet_ext
-from nnunet_ext import c2f
+from nnunet_ext.c2f import pipeline as c2f
 from nnunet_ext.trainers import c2f as tc2f
 from nnunet_ext.trainers.c2f import (FgBoxCroppedDataset, bbox_with_margin_mm, expand_bbox, foreground_bbox,
                                      margin_in_voxels, scale_bbox)

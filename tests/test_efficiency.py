@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from nnunet_ext.architectures import _fast, create_from_plans
-from nnunet_ext.bench_plans import explicit_plans
-from nnunet_ext.bench_trainers import build_network
+from nnunet_ext.plans.synth import explicit_plans
+from nnunet_ext.benchmark.trainers import build_network
 from nnunet_ext.trainers import get_trainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 

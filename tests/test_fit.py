@@ -7,7 +7,7 @@ import torch
 
 
 def _trainer(cls_name: str, patch=(40, 224, 224), batch=2, target=None):
-    from nnunet_ext.bench_plans import explicit_plans
+    from nnunet_ext.plans.synth import explicit_plans
     from nnunet_ext.trainers import get_trainer
 
     plans, dataset_json, conf = explicit_plans(patch, batch, spacing=(2.5, 0.8, 0.8) if len(patch) == 3 else None)

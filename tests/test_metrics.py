@@ -1,4 +1,4 @@
-"""Surface metrics (HD95, NSD) and ``nnunet-ext evaluate`` (nnunet_ext.metrics).
+"""Surface metrics (HD95, NSD) and ``nnunet-ext evaluate`` (nnunet_ext.evaluation.metrics).
 
 Analytic cases (boxes shifted by k voxels, concentric spheres) under anisotropic spacing, the empty-mask conventions,
 agreement with an independent distance-transform reference written here (scipy's EDT on the surfaces) and with
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nnunet_ext.metric_defs import METRICS, fmt_mean, image_diagonal_mm
-from nnunet_ext.metrics import (FoldResults, compute_metrics_on_folder_with_surface,
+from nnunet_ext.evaluation.table import METRICS, fmt_mean, image_diagonal_mm
+from nnunet_ext.evaluation.metrics import (FoldResults, compute_metrics_on_folder_with_surface,
                                 evaluate_folder, evaluate_trained_model_folds, surface_metrics)
 
 
@@ -450,7 +450,7 @@ def test_never_predicted_class_has_worst_hd95_and_both_empty_excluded(tmp_path):
     """The issue-14 headline: a model that never predicts label 2 gets Dice 0, NSD 0 and HD95 = the worst value in
     every mean, never a perfect HD95; cases without label 2 in either mask are excluded from all three means and
     counted; a class with nothing defined shows n/a (demo table, evaluate's summary)."""
-    from nnunet_ext.demo import format_table
+    from nnunet_ext.data.demo import format_table
 
     gt, pred, dj, pj = make_folders(tmp_path, n_cases=4)
     for i in range(4):

@@ -1,4 +1,4 @@
-"""nnunet_ext.slice_predictor (``nnunet-ext predict-slices``): the logits of its 2d sliding window equal nnU-Net's
+"""nnunet_ext.inference.slice_predictor (``nnunet-ext predict-slices``): the logits of its 2d sliding window equal nnU-Net's
 ``predict_sliding_window_return_logits`` (one tile per slice, several tiles with Gaussian weighting, padding, mirroring
 on/off), and the command's exported segmentations equal ``nnUNetv2_predict``'s for a trained model."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 from background import job
 from conftest import assert_predictions_match_inputs, run, spec_of
 
-from nnunet_ext.slice_predictor import MAX_SLICES_PER_FORWARD, SlicePredictor
+from nnunet_ext.inference.slice_predictor import MAX_SLICES_PER_FORWARD, SlicePredictor
 
 LABELS = {"background": 0, "pancreas": 1, "tumour": 2}
 DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": 0, "file_ending": ".nii.gz"}

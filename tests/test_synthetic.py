@@ -1,4 +1,4 @@
-"""Tests of the embedded synthetic pancreas-CT dataset generator (nnunet_ext.synthetic)."""
+"""Tests of the embedded synthetic pancreas-CT dataset generator (nnunet_ext.data.synthetic)."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +12,8 @@ import pytest
 import SimpleITK as sitk
 from scipy.ndimage import binary_dilation
 
-from nnunet_ext import synthetic
-from nnunet_ext.synthetic import (DatasetExistsError, add_make_dataset_arguments, make_dataset,
+from nnunet_ext.data import synthetic
+from nnunet_ext.data.synthetic import (DatasetExistsError, add_make_dataset_arguments, make_dataset,
                                   make_dataset_from_args)
 
 NAME = "SyntheticPancreas"

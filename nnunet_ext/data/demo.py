@@ -2,7 +2,7 @@
 
 Into a work folder: make the synthetic pancreas dataset, ``nnUNetv2_plan_and_preprocess``, train a short schedule of
 one of our trainers and of stock ``nnUNetTrainer`` on the same plans and split (fold 0), predict the test cases with
-``nnUNetv2_predict``, evaluate both (nnU-Net's Dice, HD95 and NSD by :mod:`nnunet_ext.metrics`), and
+``nnUNetv2_predict``, evaluate both (nnU-Net's Dice, HD95 and NSD by :mod:`nnunet_ext.evaluation.metrics`), and
 print a side-by-side table. A second run reuses every step whose output is there and deletes nothing.
 """
 from __future__ import annotations
@@ -76,8 +76,8 @@ def _count_params(trainer_name: str, plans_file: Path, dataset_json: Path, confi
 
 
 def _evaluate(labels: Path, pred: Path, dataset_json: Path, plans_file: Path) -> Dict[str, Dict[str, float]]:
-    """Per-class means of nnunet_ext.metrics (nnU-Net's Dice, HD95, NSD; conventions of nnunet_ext.metric_defs)."""
-    from nnunet_ext.metrics import evaluate_folder
+    """Per-class means of nnunet_ext.evaluation.metrics (nnU-Net's Dice, HD95, NSD; conventions of nnunet_ext.evaluation.table)."""
+    from nnunet_ext.evaluation.metrics import evaluate_folder
 
     summary = evaluate_folder(str(labels), str(pred), str(dataset_json), str(plans_file),
                               output_file=str(pred / "summary_surface.json"), num_processes=1)
@@ -88,7 +88,7 @@ def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters
              test_cases: int, size_scale: float, device: str, dataset_id: int = 991, seed: int = 0) -> dict:
     from nnunet_ext.cli import ext_trainer_path_value
     from nnunet_ext.errors import UserError
-    from nnunet_ext.synthetic import make_dataset
+    from nnunet_ext.data.synthetic import make_dataset
 
     workdir = workdir.resolve()
     try:
@@ -178,9 +178,9 @@ def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters
 
 
 def format_table(rows: List[dict], labels: Dict[str, int]) -> str:
-    """Markdown table of the demo: per class the mean of every metric of nnunet_ext.metric_defs.METRICS, with the
+    """Markdown table of the demo: per class the mean of every metric of nnunet_ext.evaluation.table.METRICS, with the
     number of cases that had exactly one mask empty (counted at the worst value) beside it; n/a where undefined."""
-    from nnunet_ext.metric_defs import METRICS, N_ONE_EMPTY_KEY, fmt_mean
+    from nnunet_ext.evaluation.table import METRICS, N_ONE_EMPTY_KEY, fmt_mean
 
     classes = [(name, str(v)) for name, v in labels.items() if v != 0]
     metric_names = [m for m in METRICS if any(m in r["metrics"].get(c, {}) for r in rows for _, c in classes)]

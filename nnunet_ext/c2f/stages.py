@@ -1,4 +1,4 @@
-"""The two stages of ``nnunet-ext predict-c2f`` on nnU-Net's predictor (:mod:`nnunet_ext.c2f`): nnU-Net's own
+"""The two stages of ``nnunet-ext predict-c2f`` on nnU-Net's predictor (:mod:`nnunet_ext.c2f.pipeline`): nnU-Net's own
 preprocessing of a whole image, a whole-image stage (sliding window + nnU-Net's export) and the fine stage on a box
 of the image preprocessed with the fine model's plans (resdsn_c2f Eqs. 4-5: ``Crop`` / ``DeCrop``), plus the maps
 between boxes on the raw image and on a stage's preprocessed grid."""

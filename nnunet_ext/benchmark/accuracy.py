@@ -1,6 +1,6 @@
 """Accuracy statistics of ``nnunet-ext benchmark``: per-case Dice, HD95 and NSD of each row (a trainer's
-cross-validation, or a prediction folder) by :mod:`nnunet_ext.metrics`, per class mean ± std under the empty-mask
-conventions of :mod:`nnunet_ext.metric_defs`, and a paired two-sided Wilcoxon signed-rank test against a reference row.
+cross-validation, or a prediction folder) by :mod:`nnunet_ext.evaluation.metrics`, per class mean ± std under the empty-mask
+conventions of :mod:`nnunet_ext.evaluation.table`, and a paired two-sided Wilcoxon signed-rank test against a reference row.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from nnunet_ext.errors import UserError, dataset_name
-from nnunet_ext.metric_defs import METRICS as METRIC_DEFS, empty_kind_of_counts, summarize
+from nnunet_ext.evaluation.table import METRICS as METRIC_DEFS, empty_kind_of_counts, summarize
 
 METRICS = tuple(METRIC_DEFS)
 #: key of the per-case empty-mask kind in per_case_table's entries
@@ -19,9 +19,9 @@ EMPTY_KEY = "empty"
 
 def per_case_table(summaries: Sequence[dict]) -> Dict[str, Dict[str, Dict[str, float]]]:
     """{case: {class: {metric: value, "empty": kind}}} from nnU-Net-layout summaries (folds concatenated); ``kind``
-    (:func:`nnunet_ext.metric_defs.empty_kind_of_counts` of nnU-Net's ``n_ref`` / ``n_pred``; None where they are not
+    (:func:`nnunet_ext.evaluation.table.empty_kind_of_counts` of nnU-Net's ``n_ref`` / ``n_pred``; None where they are not
     in the summary) says which cases had an empty mask."""
-    from nnunet_ext.metrics import case_id
+    from nnunet_ext.evaluation.metrics import case_id
 
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
     for s in summaries:
@@ -61,7 +61,7 @@ def wilcoxon_paired(a: Sequence[float], b: Sequence[float]) -> Tuple[float, floa
 
 def accuracy_stats(per_case: Dict[str, Dict[str, Dict[str, Dict[str, float]]]], reference: Optional[str]) -> dict:
     """Per trainer, class and metric: mean, std, n (defined cases), n_nan (excluded: both masks empty), n_one_empty
-    (counted at the worst value) by :func:`nnunet_ext.metric_defs.summarize`; vs the reference: p, statistic,
+    (counted at the worst value) by :func:`nnunet_ext.evaluation.table.summarize`; vs the reference: p, statistic,
     n_pairs (pairs with a NaN dropped), n_common.
 
     ``per_case``: {trainer: {case: {class: {metric: value}}}}."""
@@ -109,7 +109,7 @@ def collect_cv(trainers: Sequence[str], dataset: str, configuration: str, plans_
                         f"(looked for <trainer>__{plans_identifier}__{configuration})")
     import warnings
 
-    from nnunet_ext import metrics
+    from nnunet_ext.evaluation import metrics
 
     per_case, missing = {}, {}
     for tr, mf in folders.items():
@@ -142,7 +142,7 @@ def collect_cv(trainers: Sequence[str], dataset: str, configuration: str, plans_
 
 def collect_pred(preds: Dict[str, str], labels: str, dataset_json_file: str, plans_file: str,
                  nsd_tolerance_mm: float, num_processes: int, log=print):
-    from nnunet_ext import metrics
+    from nnunet_ext.evaluation import metrics
 
     per_case = {}
     for tr, folder in preds.items():

@@ -1,6 +1,6 @@
 """Model figures of one trainer for ``nnunet-ext benchmark``: parameters, forward FLOPs (the one FLOP counter of
 nnunet-ext), training-step time, peak memory and sliding-window inference time, each trainer measured in a fresh
-subprocess (per-model peak RSS). Definitions: the docstring of :mod:`nnunet_ext.benchmark` and docs/benchmarks.md.
+subprocess (per-model peak RSS). Definitions: the docstring of :mod:`nnunet_ext.benchmark.cli` and docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -17,19 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from nnunet_ext.bench_trainers import build_network, find_trainer_class, quiet
-
-
-def forward_flops(net, input_shape: Sequence[int], device: str = "meta") -> int:
-    """FLOPs of one forward pass of ``net`` for an input of ``input_shape`` (torch's FlopCounterMode convention:
-    one multiply-add = 2 FLOPs). ``net`` must live on ``device``."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(tuple(input_shape), device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        net(x)
-    return int(fc.get_total_flops())
+from nnunet_ext.architectures import forward_flops
+from nnunet_ext.benchmark.trainers import build_network, find_trainer_class, quiet
 
 
 def proc_status_kib(key: str) -> Optional[int]:
@@ -316,7 +305,7 @@ def run_model_figures(trainers: Sequence[str], plans: dict, dataset_json: dict, 
             with tempfile.TemporaryDirectory(prefix="nnunet_ext_bench_") as tmp:
                 sf, rf = Path(tmp) / "spec.json", Path(tmp) / "result.json"
                 sf.write_text(json.dumps(spec))
-                cmd = [sys.executable, "-c", "import sys; from nnunet_ext.bench_profile import _worker_main; "
+                cmd = [sys.executable, "-c", "import sys; from nnunet_ext.benchmark.profile import _worker_main; "
                        "sys.exit(_worker_main(sys.argv[1], sys.argv[2]))", str(sf), str(rf)]
                 try:
                     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -1,7 +1,7 @@
 """The metrics nnunet-ext reports, in ONE table, and their empty-mask conventions.
 
-``evaluate`` (:mod:`nnunet_ext.metrics`), ``benchmark`` (:mod:`nnunet_ext.bench_accuracy`,
-:mod:`nnunet_ext.bench_report`) and ``demo`` (:mod:`nnunet_ext.demo`) read :data:`METRICS` for the name, the function
+``evaluate`` (:mod:`nnunet_ext.evaluation.metrics`), ``benchmark`` (:mod:`nnunet_ext.benchmark.accuracy`,
+:mod:`nnunet_ext.benchmark.report`) and ``demo`` (:mod:`nnunet_ext.data.demo`) read :data:`METRICS` for the name, the function
 that computes a metric, which direction is better, the digits shown, and the value of an empty case; the rules below
 are applied here and nowhere else.
 
@@ -63,9 +63,9 @@ class MetricDef:
 METRICS: Dict[str, MetricDef] = {m.name: m for m in (
     MetricDef("Dice", "nnunetv2.evaluation.evaluate_predictions.compute_tp_fp_fn_tn: 2TP / (2TP + FP + FN)",
               "higher", 3, "", False, 0.0),
-    MetricDef("HD95", "nnunet_ext.metrics.surface_metrics: max of the two directed 95th percentiles of surface "
+    MetricDef("HD95", "nnunet_ext.evaluation.metrics.surface_metrics: max of the two directed 95th percentiles of surface "
               "distances (MONAI)", "lower", 2, "mm", True),
-    MetricDef("NSD", "nnunet_ext.metrics.surface_metrics: share of surface points within the tolerance (MONAI)",
+    MetricDef("NSD", "nnunet_ext.evaluation.metrics.surface_metrics: share of surface points within the tolerance (MONAI)",
               "higher", 3, "", False, 0.0),
 )}
 SURFACE_METRICS = ("HD95", "NSD")
@@ -113,7 +113,7 @@ def empty_value(name: str, kind: str, diagonal_mm: float) -> float:
 def summarize(values: Sequence[float], kinds: Optional[Sequence[Optional[str]]] = None) -> dict:
     """Mean, std (ddof 1), ``n`` (defined cases), ``n_nan`` (excluded: both empty) and ``n_one_empty`` (worst case,
     included) of one metric over cases. ``values`` already follow the rules above (as every summary of
-    :mod:`nnunet_ext.metrics` does); ``kinds`` (per case, or None where unknown) only feed the count."""
+    :mod:`nnunet_ext.evaluation.metrics` does); ``kinds`` (per case, or None where unknown) only feed the count."""
     v = np.asarray([float("nan") if x is None else float(x) for x in values], dtype=float)
     ok = v[~np.isnan(v)]
     return {"mean": float(ok.mean()) if ok.size else float("nan"),

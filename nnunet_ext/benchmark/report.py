@@ -1,6 +1,6 @@
 """Report of ``nnunet-ext benchmark``: the Markdown table (in the spirit of DMC-Net's Table 3), the CSV and JSON
 files, box plots and the one-screen summary. Numbers are shown with the digits of
-:data:`nnunet_ext.metric_defs.METRICS` and ``n/a`` where nothing is defined."""
+:data:`nnunet_ext.evaluation.table.METRICS` and ``n/a`` where nothing is defined."""
 from __future__ import annotations
 
 import csv
@@ -11,8 +11,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nnunet_ext.bench_accuracy import METRICS, class_key
-from nnunet_ext.metric_defs import METRICS as METRIC_DEFS, N_ONE_EMPTY_KEY, NA, fmt_mean, fmt_number as _fmt
+from nnunet_ext.benchmark.accuracy import METRICS, class_key
+from nnunet_ext.evaluation.table import METRICS as METRIC_DEFS, N_ONE_EMPTY_KEY, NA, fmt_mean, fmt_number as _fmt
 
 
 def _p_fmt(p):

@@ -164,7 +164,7 @@ def _split_own_args(argv: List[str]):
 def cmd_predict_slices(args) -> int:
     from nnunet_ext.cli import pass_through
     from nnunet_ext.errors import UserError
-    from nnunet_ext.inputs import check_predict_args
+    from nnunet_ext.checks.inputs import check_predict_args
 
     own, rest = _split_own_args(args.args)
     if own.batch_mb is not None and not own.batch_mb > 0:

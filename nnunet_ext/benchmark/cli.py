@@ -30,10 +30,10 @@ two convs per stage, instance norm, leaky ReLU):
                  ``--volume-shape`` (tile step 0.5, Gaussian weighting, mirroring as nnU-Net unless
                  ``--no-mirroring``), after one warm-up call on a patch-sized volume.
 
-**Accuracy** (when ``--cv`` or ``--pred`` is given): per-case Dice, HD95 and NSD (:mod:`nnunet_ext.metrics`) of each
+**Accuracy** (when ``--cv`` or ``--pred`` is given): per-case Dice, HD95 and NSD (:mod:`nnunet_ext.evaluation.metrics`) of each
 trainer's 5-fold cross-validation (``fold_X/validation`` in ``nnUNet_results``) or of given prediction folders
 (``--pred NAME=FOLDER ... --labels FOLDER``); per class mean ± std under the empty-mask conventions of
-:mod:`nnunet_ext.metric_defs` (both masks empty: excluded; exactly one empty: the worst value, counted beside the
+:mod:`nnunet_ext.evaluation.table` (both masks empty: excluded; exactly one empty: the worst value, counted beside the
 mean); a paired two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, default options) of each trainer
 against ``--reference`` per class and metric on the cases both have, pairs with a NaN dropped, the number of pairs
 reported. Missing folds are reported in the table and on stdout.
@@ -41,9 +41,9 @@ reported. Missing folds are reported in the table and on stdout.
 Outputs: ``benchmark.md`` (a table in the spirit of DMC-Net's Table 3), ``benchmark.csv`` (one row per trainer),
 ``per_case.csv``, ``benchmark.json`` (everything), ``boxplot_dice.png`` and ``boxplot_hd95.png``.
 
-This module is the command line; the work is done by one module per job: :mod:`nnunet_ext.bench_plans` (plans),
-:mod:`nnunet_ext.bench_trainers` (trainer lookup), :mod:`nnunet_ext.bench_profile` (model figures, subprocess
-isolation), :mod:`nnunet_ext.bench_accuracy` (accuracy statistics), :mod:`nnunet_ext.bench_report` (tables, plots).
+This module is the command line; the work is done by one module per job: :mod:`nnunet_ext.plans.synth` (plans),
+:mod:`nnunet_ext.benchmark.trainers` (trainer lookup), :mod:`nnunet_ext.benchmark.profile` (model figures, subprocess
+isolation), :mod:`nnunet_ext.benchmark.accuracy` (accuracy statistics), :mod:`nnunet_ext.benchmark.report` (tables, plots).
 Their public functions are re-exported here.
 """
 from __future__ import annotations
@@ -55,13 +55,14 @@ import time
 from pathlib import Path
 from typing import Dict
 
-from nnunet_ext.bench_accuracy import (METRICS, accuracy_stats, class_key, collect_cv, collect_pred,  # noqa: F401
+from nnunet_ext.benchmark.accuracy import (METRICS, accuracy_stats, class_key, collect_cv, collect_pred,  # noqa: F401
                                        per_case_table, wilcoxon_paired)
-from nnunet_ext.bench_plans import DEFAULT_LABELS, dataset_plans, explicit_plans  # noqa: F401
-from nnunet_ext.bench_profile import forward_flops, measure_trainer, run_model_figures  # noqa: F401
-from nnunet_ext.bench_report import (boxplots, build_rows, class_names, markdown_table, summary_text,  # noqa: F401
+from nnunet_ext.plans.synth import DEFAULT_LABELS, dataset_plans, explicit_plans  # noqa: F401
+from nnunet_ext.architectures import forward_flops  # noqa: F401
+from nnunet_ext.benchmark.profile import measure_trainer, run_model_figures  # noqa: F401
+from nnunet_ext.benchmark.report import (boxplots, build_rows, class_names, markdown_table, summary_text,  # noqa: F401
                                      write_outputs)
-from nnunet_ext.bench_trainers import STOCK_TRAINER, build_network, default_trainers, find_trainer_class  # noqa: F401
+from nnunet_ext.benchmark.trainers import STOCK_TRAINER, build_network, default_trainers, find_trainer_class  # noqa: F401
 from nnunet_ext.errors import UserError, dataset_name
 
 __all__ = ["METRICS", "DEFAULT_LABELS", "STOCK_TRAINER", "accuracy_stats", "boxplots", "build_network", "build_rows",
@@ -145,7 +146,7 @@ def cmd_benchmark(args) -> int:
     out = Path(args.out)
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     # ------------------------------------------------------------------ validate everything before any work
-    from nnunet_ext.inputs import check_output_path
+    from nnunet_ext.checks.inputs import check_output_path
     check_output_path(args.out, "--out folder")
     want_models = not args.skip_models
     want_acc = bool(args.cv or args.pred)
@@ -195,7 +196,7 @@ def cmd_benchmark(args) -> int:
                 raise UserError(f"--pred needs {flag} (missing {f})" if f else f"--pred needs {flag} or -d")
         if dataset_json is None:
             dataset_json = json.loads(Path(dj).read_text())
-        from nnunet_ext.inputs import check_evaluation_folders  # every --pred file checked before any work
+        from nnunet_ext.checks.inputs import check_evaluation_folders  # every --pred file checked before any work
         check_evaluation_folders(args.labels, preds.values(), dataset_json.get("file_ending"))
 
     if args.pred and not args.trainers:

@@ -1,6 +1,6 @@
 """Region-of-interest coarse-to-fine inference with two trained nnU-Net models (``nnunet-ext predict-c2f``); the
-stages on nnU-Net's predictor are in :mod:`nnunet_ext.c2f_stages`, the R = 4 coarse configuration of the two-stage
-3D U-Net (``nnunet-ext make-coarse-config``) in :mod:`nnunet_ext.c2f_coarse_config`.
+stages on nnU-Net's predictor are in :mod:`nnunet_ext.c2f.stages`, the R = 4 coarse configuration of the two-stage
+3D U-Net (``nnunet-ext make-coarse-config``) in :mod:`nnunet_ext.c2f.coarse_config`.
 
 **ResDSN C2F** (resdsn_c2f Sec. 3.1-3.3, 4.1, Fig. 2), ``--mode c2f`` (default):
 
@@ -28,7 +28,7 @@ three disagree, the fine mask of box 1 is kept).
 Per-case times of both stages are printed and written to ``c2f_times.json`` beside the predictions. Bad input is
 found before anything is written; each case is then written to a hidden temporary file in the output folder and
 renamed when complete; a failing case stops the run with one line naming it and the finished cases stay
-(``--continue_prediction`` skips them on the next run). ``nnunet-ext crossval-c2f`` (:mod:`nnunet_ext.c2f_crossval`)
+(``--continue_prediction`` skips them on the next run). ``nnunet-ext crossval-c2f`` (:mod:`nnunet_ext.c2f.crossval`)
 scores a pair in nnU-Net's cross-validation.
 """
 from __future__ import annotations
@@ -44,12 +44,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from nnunet_ext.boxes import Box, bbox_with_margin_mm, box_size, box_slices, expand_bbox, foreground_bbox
-from nnunet_ext.c2f_coarse_config import TWO_STAGE_R, make_coarse_config  # noqa: F401  (re-exported)
-from nnunet_ext.c2f_stages import (Preprocessed, StageOutput, coarse_grid_factor, preprocess,  # noqa: F401
+from nnunet_ext.c2f.coarse_config import TWO_STAGE_R, make_coarse_config  # noqa: F401  (re-exported)
+from nnunet_ext.c2f.stages import (Preprocessed, StageOutput, coarse_grid_factor, preprocess,  # noqa: F401
                                    preprocessed_box_to_raw, raw_box_to_preprocessed, run_fine_in_box, run_stage,
                                    same_preprocessing)
 from nnunet_ext.errors import UserError, dataset_name as _dataset_name
-from nnunet_ext.inputs import check_c2f_arguments, check_output_path, check_prediction_inputs
+from nnunet_ext.checks.inputs import check_c2f_arguments, check_output_path, check_prediction_inputs
 from nnunet_ext.trainers.c2f import DEFAULT_FINE_MARGIN_MM, TWO_STAGE_FINE_MARGIN_VOX
 
 TIMES_FILE = "c2f_times.json"
@@ -418,13 +418,13 @@ def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spe
     from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
 
     input_folder, output_folder = Path(input_folder), Path(output_folder)
-    folds = check_c2f_arguments(folds, output_folder)  # nnunet_ext.inputs: folds, output path
+    folds = check_c2f_arguments(folds, output_folder)  # nnunet_ext.checks.inputs: folds, output path
     check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback)
     coarse = resolve_model("coarse", coarse_dataset if coarse_dataset is not None else dataset, coarse_spec, folds,
                            checkpoint)
     fine = resolve_model("fine", dataset, fine_spec, folds, checkpoint)
     check_compatible(coarse, fine)
-    check_prediction_inputs(input_folder, coarse, fine)  # nnunet_ext.inputs: every file read completely, finite, ...
+    check_prediction_inputs(input_folder, coarse, fine)  # nnunet_ext.checks.inputs: every file read completely, finite, ...
     dj = fine.dataset_json
     cases = list_cases(input_folder, dj["file_ending"], len(dj.get("channel_names", dj.get("modality", {}))))
     if output_folder.exists() and not output_folder.is_dir():
@@ -445,7 +445,7 @@ def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spe
 
 # ------------------------------------------------------------------------------------------------ CLI
 def cmd_predict_c2f(args) -> int:
-    check_output_path(args.o, "output folder")  # nnunet_ext.inputs: the one rule for output paths
+    check_output_path(args.o, "output folder")  # nnunet_ext.checks.inputs: the one rule for output paths
     predict_c2f(args.i, args.o, args.d, args.coarse, args.fine, folds=args.f, margin_mm=args.margin_mm,
                 coarse_step=args.coarse_step, fine_step=args.step_size,
                 min_component_fraction=args.min_component_fraction, mode=args.mode, device=args.device,

@@ -13,7 +13,7 @@ neighbour, distances between voxel centres, MONAI ``use_subvoxels=False``):
 * ``NSD``: (#reference surface voxels within tau of the predicted surface + #predicted surface voxels within tau of
   the reference surface) / (#reference + #predicted surface voxels), ``monai.metrics.compute_surface_dice``.
 
-Empty masks: the conventions of :mod:`nnunet_ext.metric_defs` (Metrics Reloaded), per case and class: both masks
+Empty masks: the conventions of :mod:`nnunet_ext.evaluation.table` (Metrics Reloaded), per case and class: both masks
 empty -> Dice, HD95 and NSD are NaN (excluded from the means, counted in ``n_both_empty``; nnU-Net's own ``Dice`` is
 NaN there too); exactly one empty -> the worst case, kept in the means and counted in ``n_one_empty``: Dice 0 (as
 nnU-Net computes it), NSD 0, HD95 = the image diagonal in mm. nnU-Net's fields (``Dice``, ``IoU``, ``TP`` ...) are
@@ -36,10 +36,10 @@ import numpy as np
 
 from nnunet_ext.boxes import box_slices, expand_bbox, foreground_bbox
 from nnunet_ext.errors import UserError
-from nnunet_ext.metric_defs import (BOTH_EMPTY, METRICS, N_BOTH_EMPTY_KEY, N_ONE_EMPTY_KEY, ONE_EMPTY,
+from nnunet_ext.evaluation.table import (BOTH_EMPTY, METRICS, N_BOTH_EMPTY_KEY, N_ONE_EMPTY_KEY, ONE_EMPTY,
                                     SURFACE_METRICS, empty_kind, empty_kind_of_counts, empty_value, fmt_mean,
                                     image_diagonal_mm)
-from nnunet_ext.inputs import check_evaluation_pairs, check_output_path
+from nnunet_ext.checks.inputs import check_evaluation_pairs, check_output_path
 
 __all__ = ["surface_metrics", "compute_case_metrics", "compute_metrics_on_folder_with_surface", "evaluate_folder",
            "evaluate_trained_model_folds", "FoldResults", "case_id", "register_cli"]
@@ -75,7 +75,7 @@ def surface_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, nsd_
             (the surfaces themselves are those of the full masks).
 
     Returns ``{"HD95": float, "NSD": float}``; both empty -> both NaN (excluded from means); exactly one empty ->
-    the worst case: HD95 = the image diagonal in mm (of the measured axes), NSD 0.0 (:mod:`nnunet_ext.metric_defs`).
+    the worst case: HD95 = the image diagonal in mm (of the measured axes), NSD 0.0 (:mod:`nnunet_ext.evaluation.table`).
     """
     reference = np.asarray(reference).astype(bool, copy=False)
     prediction = np.asarray(prediction).astype(bool, copy=False)
@@ -244,7 +244,7 @@ def case_id(fname: str, file_ending: Optional[str] = None) -> str:
 
 def _aggregate(results: List[dict], regions_or_labels) -> Tuple[dict, dict]:
     """nnU-Net's means (np.nanmean over cases per class; foreground mean = np.mean over foreground classes), for our
-    metrics too: by the conventions of :mod:`nnunet_ext.metric_defs` a per-case NaN is a both-empty case (excluded)
+    metrics too: by the conventions of :mod:`nnunet_ext.evaluation.table` a per-case NaN is a both-empty case (excluded)
     and a one-empty case already holds the worst value. ``n_both_empty`` / ``n_one_empty`` per class, summed over the
     foreground classes in ``foreground_mean``."""
     metric_list = list(results[0]["metrics"][regions_or_labels[0]].keys())
@@ -329,7 +329,7 @@ def _compute_folder(folder_ref, folder_pred, image_reader_writer, file_ending, r
                               f"{missing_pred[0]}" + (f" (and {len(missing_pred) - 1} more)"
                                                       if len(missing_pred) > 1 else "")
                               + "; use --chill (chill=True) to evaluate the present cases only")
-    check_evaluation_pairs((join(folder_ref, f), join(folder_pred, f)) for f in files_pred)  # nnunet_ext.inputs
+    check_evaluation_pairs((join(folder_ref, f), join(folder_pred, f)) for f in files_pred)  # nnunet_ext.checks.inputs
     args = [(join(folder_ref, f), join(folder_pred, f), image_reader_writer, regions_or_labels, ignore_label,
              nsd_tolerance_mm, allowed_values) for f in files_pred]
     if num_processes <= 1 or len(args) == 1:
@@ -558,7 +558,7 @@ def cmd_evaluate(args) -> int:
     if not args.djfile or not args.pfile:
         raise UserError("-djfile dataset.json and -pfile plans.json are required")
     out = args.o or os.path.join(args.pred_folder, "summary_surface.json")
-    check_output_path(out, "-o output file", folder=False)  # nnunet_ext.inputs: e.g. a path below a regular file
+    check_output_path(out, "-o output file", folder=False)  # nnunet_ext.checks.inputs: e.g. a path below a regular file
     res = evaluate_folder(args.gt_folder, args.pred_folder, args.djfile, args.pfile, out, args.nsd_tolerance_mm,
                           args.np, chill=args.chill)
     _print_summary(res, f"{out} (+ {_default_csv(out)}), {len(res['metric_per_case'])} case(s)")

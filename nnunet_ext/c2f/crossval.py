@@ -1,8 +1,8 @@
 """Cross-validation of a coarse-to-fine pair (``nnunet-ext crossval-c2f``): for every fold k, coarse fold k and fine
 fold k predict fold k's validation cases (``splits_final.json``; raw images from ``nnUNet_raw``) with the C2F or
-two-stage pipeline of :mod:`nnunet_ext.c2f`. The results folder has nnU-Net's layout of a trained model
+two-stage pipeline of :mod:`nnunet_ext.c2f.pipeline`. The results folder has nnU-Net's layout of a trained model
 (``plans.json``, ``dataset.json``, ``fold_k/validation/CASE.nii.gz`` + ``summary.json`` with Dice, HD95 and NSD from
-:mod:`nnunet_ext.metrics`), so the pair can be scored beside trainers:
+:mod:`nnunet_ext.evaluation.metrics`), so the pair can be scored beside trainers:
 ``nnunet-ext benchmark --cv -tr nnUNetTrainer C2F=RESULTS_FOLDER ...``.
 
 Why: nnU-Net's own final validation of a ``_fine`` trainer would predict whole volumes with the fine model alone,
@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from nnunet_ext import c2f
+from nnunet_ext.c2f import pipeline as c2f
 from nnunet_ext.errors import UserError, dataset_name as _dataset_name
 
 PAIR_FILE = "crossval_c2f.json"
@@ -77,7 +77,7 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: st
     fold. Returns the results folder. Bad input raises ``UserError`` before anything is written."""
     from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
 
-    from nnunet_ext import metrics
+    from nnunet_ext.evaluation import metrics
 
     c2f.check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback)
     ds = _dataset_name(dataset)
@@ -100,7 +100,7 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: st
                 raise UserError(f"fold {f}: validation case {case} has no image in {raw_images}")
             if not (gt / f"{case}{fe}").is_file():
                 raise UserError(f"fold {f}: no ground truth {gt / (case + fe)} (run nnUNetv2_preprocess)")
-    from nnunet_ext.inputs import check_case_files, check_output_path, model_ndim  # files read whole, finite
+    from nnunet_ext.checks.inputs import check_case_files, check_output_path, model_ndim  # files read whole, finite
     ndim = model_ndim(fine.plans, fine.configuration)
     for c in dict.fromkeys(c for val in split.values() for c in val):
         check_case_files(all_cases[c], ndim, fine.configuration, len(dj.get("channel_names", dj.get("modality", {}))))
