@@ -16,6 +16,7 @@ from typing import List, Optional
 
 import nnunet_ext
 from nnunet_ext.errors import UserError  # re-exported: nnunet_ext.cli.UserError
+from nnunet_ext.lookup import pass_through, trainer_names
 
 #: sub-commands whose module is imported only when they run: name -> ("module[:function]", one-line help).
 #: ``function`` (default ``register_cli``) adds the sub-command's parser; the help is what ``nnunet-ext -h`` shows
@@ -56,29 +57,11 @@ def load_register(name: str):
 
 
 # ------------------------------------------------------------------------------------------------ env / listings
-def ext_trainer_path_value(current: Optional[str] = None) -> str:
-    """``nnUNet_extTrainer`` with our shim folder first (other folders the user set are kept)."""
-    parts = [p for p in (current or "").split(os.pathsep) if p and p != nnunet_ext.EXT_TRAINER_DIR]
-    return os.pathsep.join([nnunet_ext.EXT_TRAINER_DIR, *parts])
-
-
-def register_ext_trainers() -> None:
-    """Make the stock nnU-Net entry points of this process find our trainers."""
-    os.environ["nnUNet_extTrainer"] = ext_trainer_path_value(os.environ.get("nnUNet_extTrainer"))
-
-
 def cmd_env(args) -> int:
     d = shlex.quote(nnunet_ext.EXT_TRAINER_DIR)
     # keeps any folders the user already lists
     print(f'export nnUNet_extTrainer={d}"${{nnUNet_extTrainer:+{os.pathsep}$nnUNet_extTrainer}}"')
     return 0
-
-
-def trainer_names(with_schedules: bool = False) -> List[str]:
-    from nnunet_ext import trainers
-
-    names = list(trainers.exported_trainers())
-    return names + (trainers.short_schedule_names() if with_schedules else [])
 
 
 def cmd_trainers(args) -> int:
@@ -96,24 +79,6 @@ def cmd_archs(args) -> int:
             print(f"{name}\t{n}\t{A.get_spec(name).description}")
         else:
             print(name)
-    return 0
-
-
-# ------------------------------------------------------------------------------------------------ pass-throughs
-def pass_through(entry_module: str, entry_func: str, prog: str, argv: List[str]) -> int:
-    register_ext_trainers()
-    module = importlib.import_module(entry_module)
-    old_argv = sys.argv
-    sys.argv = [prog, *argv]
-    try:
-        getattr(module, entry_func)()
-    except RuntimeError as e:
-        if "Could not find requested nnunet trainer" in str(e):
-            raise UserError(f"{str(e).splitlines()[0].split(' in nnunetv2')[0]}. Trainers of nnunet-ext: "
-                            f"{', '.join(trainer_names())} (and <Trainer>_<N>epochs)") from None
-        raise
-    finally:
-        sys.argv = old_argv
     return 0
 
 

@@ -140,7 +140,7 @@ def register_cli(subparsers) -> None:
 
 
 def cmd_benchmark(args) -> int:
-    from nnunet_ext.cli import register_ext_trainers
+    from nnunet_ext.lookup import register_ext_trainers
 
     register_ext_trainers()
     out = Path(args.out)

@@ -192,7 +192,7 @@ def check_compatible(coarse: ModelRef, fine: ModelRef) -> None:
 def load_predictor(ref: ModelRef, step: float, device, use_mirroring: bool = True):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from nnunet_ext.cli import register_ext_trainers
+    from nnunet_ext.lookup import register_ext_trainers
 
     register_ext_trainers()
     p = nnUNetPredictor(tile_step_size=step, use_gaussian=True, use_mirroring=use_mirroring,

@@ -476,7 +476,7 @@ def _check_trainer_name(name: str) -> None:
     import io
     import warnings
 
-    from nnunet_ext.cli import register_ext_trainers, trainer_names
+    from nnunet_ext.lookup import register_ext_trainers, trainer_names
 
     register_ext_trainers()
     try:  # nnU-Net's lookup prints its search to stdout, and its imports warn: only our one line is shown

@@ -86,7 +86,7 @@ def _evaluate(labels: Path, pred: Path, dataset_json: Path, plans_file: Path) ->
 
 def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters: int, cases: int,
              test_cases: int, size_scale: float, device: str, dataset_id: int = 991, seed: int = 0) -> dict:
-    from nnunet_ext.cli import ext_trainer_path_value
+    from nnunet_ext.lookup import ext_trainer_path_value
     from nnunet_ext.errors import UserError
     from nnunet_ext.data.synthetic import make_dataset
 

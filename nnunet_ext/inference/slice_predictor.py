@@ -162,7 +162,7 @@ def _split_own_args(argv: List[str]):
 
 
 def cmd_predict_slices(args) -> int:
-    from nnunet_ext.cli import pass_through
+    from nnunet_ext.lookup import pass_through
     from nnunet_ext.errors import UserError
     from nnunet_ext.checks.inputs import check_predict_args
 
