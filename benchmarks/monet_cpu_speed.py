@@ -62,42 +62,16 @@ LABELS = {"background": 0, "pancreas": 1, "tumour": 2}
 
 def make_2d_plans(size: int) -> dict:
     """nnU-Net plans with one ``2d`` configuration for ``size × size`` slices (see the module docstring)."""
-    from dynamic_network_architectures.architectures.unet import PlainConvUNet
     from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
 
-    spacing = [1.0, 1.0]
-    _, strides, kernels, patch, _ = get_pool_and_conv_props(spacing, [size, size], 4, 999999)
-    n = len(strides)
-    arch_kwargs = {
-        "n_stages": n, "features_per_stage": [min(512, 32 * 2 ** i) for i in range(n)],
-        "conv_op": "torch.nn.modules.conv.Conv2d", "kernel_sizes": [list(k) for k in kernels],
-        "strides": [list(s) for s in strides], "n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1),
-        "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
-        "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-        "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
-    }
-    config = {
-        "data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 12,
-        "patch_size": [int(p) for p in patch], "median_image_size_in_voxels": [size, size], "spacing": spacing,
-        "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "batch_dice": True,
-        "architecture": {"network_class_name": f"{PlainConvUNet.__module__}.{PlainConvUNet.__name__}",
-                         "arch_kwargs": arch_kwargs,
-                         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
-    }
-    return {
-        "dataset_name": "Dataset999_MoNetSpeed", "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [2.5, 1.0, 1.0],
-        "original_median_shape_after_transp": [150, size, size], "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "configurations": {"2d": config},
-        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {},
-    }
+    from nnunet_ext.plans.synth import configuration_entry, plans_dict
+
+    _, strides, kernels, patch, _ = get_pool_and_conv_props([1.0, 1.0], [size, size], 4, 999999)
+    features = [min(512, 32 * 2 ** i) for i in range(len(strides))]
+    config = configuration_entry(patch, strides, kernels, features, batch_size=12, data_identifier="nnUNetPlans_2d",
+                                 median_image_size=[size, size], batch_dice=True)
+    return plans_dict({"2d": config}, dataset_name="Dataset999_MoNetSpeed", median_spacing=[2.5, 1.0, 1.0],
+                      median_shape=[150, size, size], intensity={})
 
 
 DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": 0, "file_ending": ".nii.gz"}

@@ -15,6 +15,70 @@ from nnunet_ext.errors import UserError, dataset_name
 DEFAULT_LABELS = {"background": 0, "pancreas": 1, "tumour": 2}
 
 
+def configuration_entry(patch_size: Sequence[int], strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Sequence[int]],
+                  features_per_stage: Sequence[int], batch_size: int = 2, spacing: Optional[Sequence[float]] = None,
+                  num_input_channels: int = 1, data_identifier: str = "nnUNetPlans_3d_fullres",
+                  median_image_size: Optional[Sequence[int]] = None, batch_dice: Optional[bool] = None) -> dict:
+    """One entry of a plans file's ``configurations`` as nnU-Net's ``ExperimentPlanner`` writes it: a
+    ``PlainConvUNet`` of the given topology (two convs per stage, instance norm, leaky ReLU), CT normalisation,
+    nnU-Net's default resampling."""
+    patch = [int(p) for p in patch_size]
+    dim, n = len(patch), len(strides)
+    return {
+        "data_identifier": data_identifier, "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": int(batch_size), "patch_size": patch,
+        "median_image_size_in_voxels": list(median_image_size or [2 * p for p in patch]),
+        "spacing": [1.0] * dim if spacing is None else [float(s) for s in spacing],
+        "normalization_schemes": ["CTNormalization"] * num_input_channels,
+        "use_mask_for_norm": [False] * num_input_channels,
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "architecture": {
+            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {
+                "n_stages": n, "features_per_stage": [int(f) for f in features_per_stage],
+                "conv_op": f"torch.nn.Conv{dim}d", "kernel_sizes": [list(k) for k in kernel_sizes],
+                "strides": [list(st) for st in strides], "n_conv_per_stage": [2] * n,
+                "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
+                "norm_op": f"torch.nn.InstanceNorm{dim}d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+                "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+                "nonlin_kwargs": {"inplace": True},
+            },
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+        },
+        "batch_dice": dim == 3 if batch_dice is None else bool(batch_dice),
+    }
+
+
+def plans_dict(configurations: Dict[str, dict], dataset_name: str = "Dataset999_Benchmark",
+               median_spacing: Sequence[float] = (1.0, 1.0, 1.0), median_shape: Sequence[int] = (32, 32, 32),
+               num_input_channels: int = 1, intensity: Optional[Dict[str, float]] = None) -> dict:
+    """A plans dict as nnU-Net's planner writes it around ``configurations`` (name -> :func:`configuration_entry`);
+    ``intensity`` the foreground intensity properties of every channel (CT-like by default; ``{}``: none)."""
+    if intensity is None:
+        intensity = {"max": 1000.0, "mean": 80.0, "median": 80.0, "min": -1000.0, "percentile_00_5": -100.0,
+                     "percentile_99_5": 300.0, "std": 60.0}
+    return {
+        "dataset_name": dataset_name, "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": [float(s) for s in median_spacing],
+        "original_median_shape_after_transp": [int(s) for s in median_shape],
+        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "configurations": dict(configurations), "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel":
+            {str(c): dict(intensity) for c in range(num_input_channels)} if intensity else {},
+    }
+
+
+def dataset_json_for(labels: Optional[Dict[str, int]] = None, num_input_channels: int = 1, num_training: int = 0) -> dict:
+    """An in-memory dataset.json: CT channels, ``labels`` (pancreas-like by default)."""
+    return {"channel_names": {str(c): "CT" for c in range(num_input_channels)}, "labels": dict(labels or DEFAULT_LABELS),
+            "numTraining": num_training, "file_ending": ".nii.gz"}
+
+
 def explicit_plans(patch_size: Sequence[int], batch_size: int = 2, spacing: Optional[Sequence[float]] = None,
                    num_input_channels: int = 1, labels: Optional[Dict[str, int]] = None,
                    configuration: Optional[str] = None) -> Tuple[dict, dict, str]:
@@ -39,50 +103,14 @@ def explicit_plans(patch_size: Sequence[int], batch_size: int = 2, spacing: Opti
     if new_patch != patch:
         raise ValueError(f"patch size {patch} is not divisible by the pooling nnU-Net plans for it; "
                          f"use {new_patch}")
-    n_stages = len(strides)
     max_feat = 512 if dim == 2 else 320
-    conv = "torch.nn.Conv2d" if dim == 2 else "torch.nn.Conv3d"
-    norm = "torch.nn.InstanceNorm2d" if dim == 2 else "torch.nn.InstanceNorm3d"
-    configuration = configuration or ("2d" if dim == 2 else "3d_fullres")
-    labels = dict(labels or DEFAULT_LABELS)
-    cfg = {
-        "data_identifier": f"nnUNetPlans_{configuration}", "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": int(batch_size), "patch_size": patch, "median_image_size_in_voxels": [2 * p for p in patch],
-        "spacing": spacing, "normalization_schemes": ["CTNormalization"] * num_input_channels,
-        "use_mask_for_norm": [False] * num_input_channels,
-        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": {
-            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {
-                "n_stages": n_stages, "features_per_stage": [min(max_feat, 32 * 2 ** i) for i in range(n_stages)],
-                "conv_op": conv, "kernel_sizes": [list(k) for k in kernels], "strides": [list(s) for s in strides],
-                "n_conv_per_stage": [2] * n_stages, "n_conv_per_stage_decoder": [2] * (n_stages - 1),
-                "conv_bias": True, "norm_op": norm, "norm_op_kwargs": {"eps": 1e-5, "affine": True},
-                "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-                "nonlin_kwargs": {"inplace": True},
-            },
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-        },
-        "batch_dice": dim == 3,
-    }
-    plans = {
-        "dataset_name": "Dataset999_Benchmark", "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": spacing if dim == 3 else [1.0, *spacing],
-        "original_median_shape_after_transp": [2 * p for p in patch] if dim == 3 else [16, *[2 * p for p in patch]],
-        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-        "configurations": {configuration: cfg}, "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {
-            str(c): {"max": 1000.0, "mean": 80.0, "median": 80.0, "min": -1000.0, "percentile_00_5": -100.0,
-                     "percentile_99_5": 300.0, "std": 60.0} for c in range(num_input_channels)},
-    }
-    dataset_json = {"channel_names": {str(c): "CT" for c in range(num_input_channels)}, "labels": labels,
-                    "numTraining": 0, "file_ending": ".nii.gz"}
-    return plans, dataset_json, configuration
+    configuration_name = configuration or ("2d" if dim == 2 else "3d_fullres")
+    cfg = configuration_entry(patch, strides, kernels, [min(max_feat, 32 * 2 ** i) for i in range(len(strides))],
+                              batch_size, spacing, num_input_channels, f"nnUNetPlans_{configuration_name}")
+    p = plans_dict({configuration_name: cfg}, median_spacing=spacing if dim == 3 else [1.0, *spacing],
+                   median_shape=[2 * q for q in patch] if dim == 3 else [16, *[2 * q for q in patch]],
+                   num_input_channels=num_input_channels)
+    return p, dataset_json_for(labels, num_input_channels), configuration_name
 
 
 def dataset_plans(dataset: str, configuration: str, plans_identifier: str = "nnUNetPlans") -> Tuple[dict, dict, str]:

@@ -40,38 +40,14 @@ GEOMETRIES = {
 
 def _plans() -> dict:
     """A plans dict as nnU-Net's planner writes it, with small 2d and 3d_fullres configurations."""
-    confs = {}
-    for name, (patch, strides, features) in GEOMETRIES.items():
-        dim, n = len(patch), len(strides)
-        confs[name] = {
-            "data_identifier": f"nnUNetPlans_{name}", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-            "patch_size": list(patch), "median_image_size_in_voxels": list(patch), "spacing": [1.0] * dim,
-            "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
-            "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
-            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-            "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
-                                                   "force_separate_z": None},
-            "architecture": {
-                "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                "arch_kwargs": {
-                    "n_stages": n, "features_per_stage": features, "conv_op": f"torch.nn.modules.conv.Conv{dim}d",
-                    "kernel_sizes": [[3] * dim] * n, "strides": strides, "n_conv_per_stage": [2] * n,
-                    "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
-                    "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dim}d",
-                    "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-                    "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
-                "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
-            "batch_dice": True}
-    return {"dataset_name": "Dataset991_SyntheticPancreas", "plans_name": "nnUNetPlans",
-            "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
-            "original_median_shape_after_transp": [8, 32, 24], "image_reader_writer": "SimpleITKIO",
-            "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "configurations": confs,
-            "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
-            "foreground_intensity_properties_per_channel": {"0": {"max": 200.0, "mean": 100.0, "median": 100.0,
-                                                                  "min": 0.0, "percentile_00_5": 10.0,
-                                                                  "percentile_99_5": 190.0, "std": 20.0}}}
+    from nnunet_ext.plans.synth import configuration_entry, plans_dict
+
+    confs = {name: configuration_entry(patch, strides, [[3] * len(patch)] * len(strides), features, batch_size=2,
+                                       data_identifier=f"nnUNetPlans_{name}", median_image_size=patch, batch_dice=True)
+             for name, (patch, strides, features) in GEOMETRIES.items()}
+    return plans_dict(confs, dataset_name="Dataset991_SyntheticPancreas", median_shape=[8, 32, 24],
+                      intensity={"max": 200.0, "mean": 100.0, "median": 100.0, "min": 0.0, "percentile_00_5": 10.0,
+                                 "percentile_99_5": 190.0, "std": 20.0})
 
 
 def _trainer_class(name: str) -> type:
