@@ -1,63 +1,23 @@
-"""Fast execution paths of the networks of nnunet-ext that compute the same function (issue 15), and the ONE switch
-back to the reference path (a private module: not a family, registers nothing).
+"""Fast execution paths of the convolutions of nnunet-ext's networks that compute the same function (a private
+module: not a family, registers nothing).
 
-Everything here changes how a result is computed, never what: no parameter or buffer is added, renamed or
-reshaped (state_dicts and checkpoints are unchanged), outputs and gradients equal the reference path's within fp32
-rounding (``tests/test_efficiency.py``), and it lives inside the networks' ``forward`` so that it holds in
-``nnUNetv2_train`` and ``nnUNetv2_predict`` alike. Every network returns contiguous tensors, as before.
+Contract: everything here changes how a result is computed, never what. No parameter or buffer is added, renamed
+or reshaped (state_dicts and checkpoints are unchanged); outputs and gradients equal the reference path's within
+fp32 rounding (``tests/test_efficiency.py``); it lives inside the networks' ``forward``, so it holds in
+``nnUNetv2_train`` and ``nnUNetv2_predict`` alike; outputs are contiguous. The switch back to the reference path
+(``nnUNet_ext_reference=1``, :func:`reference_mode`) and the device rule live in ``_fast_mode`` (re-exported here);
+the paths outside the convolutions (ELU, a whole network in channels-last) in ``_fast_act``.
 
-The switch: the reference path (the code as it was before these paths existed) runs when the environment variable
-``nnUNet_ext_reference=1`` is set, or inside ``with reference_mode():`` (tests, ``benchmarks/profile_networks.py
---reference``).
-
-What the fast path does (per operator type, decided from a per-operator probe on the CPU, 1 thread, see
-docs/benchmarks.md "Hardware efficiency"):
-
-* **Depth-wise convolutions in channels-last layout** (:class:`DWConv2d`, :class:`DWConv3d`). PyTorch's CPU
-  kernels for a depth-wise convolution in the contiguous (NCDHW) layout are slow paths (``slow_conv_dilated3d``
-  for a dilated one; a slow backward); in channels_last(_3d) oneDNN runs them: 7x7x7 dilation 3 (DLKUNet's
-  attention) 3.6x faster forward and 3.2x faster forward+backward; 5x5x5 (DMC-Net's lightweight DMSC path) 1.9x
-  faster forward+backward but 0.75x forward only. The layout is switched for the convolution alone (input
-  copied to channels-last, output copied back): dense and 1x1 convolutions gain little or lose in channels-last
-  3D, and InstanceNorm, nnU-Net's norm, is 2-3x slower on a channels-last input, so the rest of the network keeps
-  the contiguous layout. Rule (:func:`channels_last_pays`): with autograd, every 3D depth-wise convolution and
-  the dilated 2D ones; without autograd (inference), the dilated 3D ones only. On the CPU only: on CUDA cuDNN has
-  its own kernels and no measurement supports a change (``nnUNet_ext_channels_last_devices=cpu,cuda`` turns it
-  on there too, for the GPU check of docs/benchmarks.md).
-* **Dilated depth-wise convolutions as undilated ones on the input's phase sub-lattices** (space-to-batch,
-  :func:`dilated_as_phases`; DLKUNet's 7x7(x7) dilation-3 attention): the same sums of the same products, 5-7x
-  faster forward and 1.7-9x faster forward+backward than the dilated kernels (CPU; same device rule).
-* **Dense dilated 3D convolutions on the phase sub-lattices too** (:func:`_dense_phases`, MoNet's RDDC blocks in
-  3D): forward 2.4-10.7x, forward+backward 3.2-6.7x faster than the dilated 3D kernel (CPU; 2D stays as is: the
-  dilated 2D kernel is as fast).
-* **BatchNorm folded into the preceding convolution in eval mode** (:func:`conv_norm`,
-  :func:`conv_transpose_norm`): ``BN(conv(x; W, b)) = conv(x; W * s, (b - mu) * s + beta)`` with
-  ``s = gamma / sqrt(var + eps)``, computed on the fly from the module's own parameters and running statistics
-  (exact up to fp32 rounding; nothing is stored). Training mode (batch statistics) is untouched, and so is a pair
-  that a forward hook watches (the folded pair does not call the modules; the hook still sees its call). Where the
-  block is dynamic_network_architectures' ``ConvDropoutNormReLU`` (DMC-Net, ResDSN) the instances are given the
-  subclass :class:`FoldingConvDropoutNormReLU` (:func:`fold_units`; same modules, same state_dict).
-* **ELU with an output-based backward** (:func:`elu`): ``max(x, exp(min(x, 0)) - 1)`` forward (the formula MoNet's
-  inference path already used) and ``dy/dx = 1 (y > 0) else y + 1`` backward, in place of PyTorch's
-  ``expm1``-based kernel (2-3x slower on CPU); in place (PyTorch's ``elu_``, also an output-based backward) where
-  the input is a fresh temporary nobody else holds (``owned``: MoNet's conv/norm outputs not watched by a hook).
-* **3D convolutions off PyTorch's native CPU kernel** (:func:`conv_forward`, :func:`conv_transpose_forward`,
-  :class:`FastConv3d`, :class:`FastConvTranspose3d`, :func:`fast_convs`): aten sends a batch-1 float32 convolution
-  with one group and a small kernel to its native ``slow_conv3d`` when ``N * C * D * H <= 20480`` (MoNet's 16-channel
-  full-resolution stage at 16x64x64); the spatial axes are permuted (smallest last) so that oneDNN takes it, output
-  permuted back: forward 7.9x, forward+backward 5.8x faster on 1x16x16x64x64.
-* **Depth-wise convolutions with their own backward** (:class:`_DepthwiseSame`): input gradient = the same
-  depth-wise convolution of the output gradient with the flipped kernel (fast forward path), weight gradient = a
-  grouped convolution with input and output gradient in swapped roles (:func:`_dw_weight_grad`); oneDNN's depth-wise
-  backward was 80 % of a DLKUNet-S 3d step.
-* **MoNet 2d in channels-last** (:func:`channels_last_2d`, :func:`contiguous_outputs`): the whole network, input
-  re-strided (a 1-channel tensor counts as both layouts), outputs contiguous.
+The paths, per operator type: depth-wise convolutions in channels-last layout where it pays
+(:func:`channels_last_pays`, :class:`DWConv2d`, :class:`DWConv3d`) and with their own backward
+(:class:`_DepthwiseSame`); dilated convolutions as undilated ones on the input's phase sub-lattices
+(:func:`dilated_as_phases`; depth-wise, and dense 3D ones: :func:`_dense_phases`); 3D convolutions that PyTorch
+would run on its native CPU kernel with permuted axes (:func:`conv_forward`, :func:`fast_convs`); an eval-mode
+BatchNorm folded into the preceding convolution (:func:`conv_norm`, :func:`conv_transpose_norm`,
+:func:`fold_units`). Which path pays where, and by how much: docs/fast_paths.md.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 from typing import Optional, Tuple
 
 import torch
@@ -66,47 +26,19 @@ from torch import nn
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["ENV_REFERENCE", "ENV_CL_DEVICES", "reference", "reference_mode", "channels_last_pays", "DWConv2d",
-           "DWConv3d", "dilated_as_phases", "depthwise_conv_op", "conv_norm", "conv_transpose_norm", "foldable_bn", "run_sequence",
-           "FoldingConvDropoutNormReLU", "fold_units", "elu",
-           "channels_last_2d", "contiguous_outputs", "conv_forward", "conv_transpose_forward", "FastConv3d",
-           "FastConvTranspose3d", "fast_convs"]
+from ._fast_mode import ENV_CL_DEVICES, ENV_REFERENCE, cl_devices, hooked, reference, reference_mode
 
-#: environment variable that selects the reference path everywhere ("1")
-ENV_REFERENCE = "nnUNet_ext_reference"
-#: environment variable: device types on which depth-wise convolutions switch to channels-last (default "cpu")
-ENV_CL_DEVICES = "nnUNet_ext_channels_last_devices"
-
-_state = threading.local()
-
-
-def reference() -> bool:
-    """True where the reference path must run (``nnUNet_ext_reference=1`` or inside :func:`reference_mode`)."""
-    depth = getattr(_state, "depth", 0)
-    if depth:
-        return depth > 0
-    return os.environ.get(ENV_REFERENCE, "0").strip().lower() not in ("", "0", "false", "no")
-
-
-@contextlib.contextmanager
-def reference_mode(enabled: bool = True):
-    """Run the reference path (``enabled=True``) or the fast path (``False``, whatever the environment says) inside
-    the block; nests, per thread."""
-    old = getattr(_state, "depth", 0)
-    _state.depth = (abs(old) + 1) * (1 if enabled else -1)
-    try:
-        yield
-    finally:
-        _state.depth = old
-
-
-def _cl_devices() -> Tuple[str, ...]:
-    return tuple(d.strip() for d in os.environ.get(ENV_CL_DEVICES, "cpu").split(",") if d.strip())
+__all__ = ["ENV_REFERENCE", "ENV_CL_DEVICES", "reference", "reference_mode", "hooked", "channels_last_pays",
+           "DWConv2d", "DWConv3d", "dilated_as_phases", "depthwise_conv_op", "conv_norm", "conv_transpose_norm",
+           "foldable_bn", "run_sequence", "FoldingConvDropoutNormReLU", "fold_units", "conv_forward",
+           "conv_transpose_forward", "FastConv3d", "FastConvTranspose3d", "fast_convs"]
 
 
 def channels_last_pays(conv: nn.Module, x: torch.Tensor) -> bool:
-    """The per-operator rule of the module docstring for a depth-wise convolution ``conv`` on input ``x``."""
-    if reference() or x.ndim not in (4, 5) or x.device.type not in _cl_devices():
+    """Whether a depth-wise convolution ``conv`` on input ``x`` runs in channels-last layout (the layout is switched
+    for the convolution alone): on the fast path and a device of ``cl_devices()``, with autograd every 3D one and the
+    dilated 2D ones, without autograd (inference) the dilated 3D ones only."""
+    if reference() or x.ndim not in (4, 5) or x.device.type not in cl_devices():
         return False
     dilated = any(int(d) > 1 for d in conv.dilation)
     if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
@@ -124,7 +56,7 @@ def _same_stride1(conv) -> bool:
 
 def _phases_apply(conv, x: torch.Tensor) -> bool:
     """A dilated, stride-1, "same"-padded convolution on a device of the fast path: :func:`dilated_as_phases`."""
-    return (not reference() and x.ndim in (4, 5) and x.device.type in _cl_devices()
+    return (not reference() and x.ndim in (4, 5) and x.device.type in cl_devices()
             and any(int(d) > 1 for d in conv.dilation) and _same_stride1(conv))
 
 
@@ -136,10 +68,8 @@ def dilated_as_phases(conv, x: torch.Tensor, weight: torch.Tensor, bias: Optiona
     UNdilated one on the d_0 x d_1 (x d_2) phase sub-lattices of the input stacked in the batch axis
     (space-to-batch): output voxel o = d q + p reads x[d (q + j - k // 2) + p], i.e. tap j of sub-lattice p at q,
     so every output is the same sum of the same products. The input is zero-padded at the end to a multiple of d
-    (zeros where the convolution's own padding has zeros) and the output cropped. PyTorch's CPU kernels for
-    dilated (depth-wise) convolutions are slow paths; on the sub-lattices oneDNN runs the undilated kernel (probe,
-    1x32x16x64x64, 7x7x7 dilation 3: forward 176 -> 26 ms, forward+backward 358 -> 205 ms against the
-    channels-last dilated kernel). Inner layout: channels-last with autograd in 3D, contiguous otherwise."""
+    (zeros where the convolution's own padding has zeros) and the output cropped. Inner layout: channels-last with
+    autograd in 3D, contiguous otherwise."""
     dims, d = x.ndim - 2, [int(v) for v in conv.dilation]
     n = [int(v) for v in x.shape[2:]]
     pad_end = [(-ni) % di for ni, di in zip(n, d)]
@@ -163,7 +93,7 @@ def dilated_as_phases(conv, x: torch.Tensor, weight: torch.Tensor, bias: Optiona
 
 #: aten's ConvParams::use_mkldnn: a float32 CPU convolution with batch 1, one group and a kernel not larger than 3 in
 #: its last two axes runs oneDNN only if N * C * size(2) * size(3) > 20480, else PyTorch's native kernel
-#: (slow_conv3d: 7.9x slower forward, 5.8x forward+backward on 1x16x16x64x64, 16->16, 3x3x3, 1 thread)
+#: (slow_conv3d)
 _NATIVE_LIMIT = 20480
 
 
@@ -253,10 +183,10 @@ def fast_convs(module: nn.Module) -> nn.Module:
 
 def _dw_same(conv, x: torch.Tensor) -> bool:
     """A depth-wise convolution (one filter per channel, C -> C) of stride 1 and "same" zero padding
-    ``d (k - 1) / 2`` with odd kernels, on a device of the fast path: what :class:`_DepthwiseSame` handles (2D and
-    3D; DLKUNet-S train step, 1 thread, interleaved against oneDNN's channels-last backward: 2d 386 -> 264 ms)."""
+    ``d (k - 1) / 2`` with odd kernels, on a device of the fast path and not under autocast: what
+    :class:`_DepthwiseSame` handles (2D and 3D)."""
     c = int(x.shape[1]) if x.ndim in (4, 5) else -1
-    return (not reference() and x.ndim in (4, 5) and x.ndim == conv.weight.ndim and x.device.type in _cl_devices()
+    return (not reference() and x.ndim in (4, 5) and x.ndim == conv.weight.ndim and x.device.type in cl_devices()
             and not torch.is_autocast_enabled(x.device.type)
             and conv.groups == c == conv.out_channels and conv.in_channels == c and _same_stride1(conv))
 
@@ -264,10 +194,7 @@ def _dw_same(conv, x: torch.Tensor) -> bool:
 def _dw_weight_grad(conv, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """``dL/dw[c, k] = sum_n sum_p g[n, c, p] x_pad[n, c, p + d k]`` (x zero-padded by ``d (k - 1) / 2``), per batch
     element as ONE grouped convolution with the roles swapped: input ``x_pad[n]`` (1 x C x padded spatial), weight
-    ``g[n]`` (C x 1 x spatial), groups C, stride d; its output is the ``k``-sized weight gradient; summed over n.
-    oneDNN's own weight-gradient kernel for depth-wise 3D convolutions was most of a DLKUNet-S train step (probe, 1
-    thread, channels-last oneDNN -> this: 1x8x16x64x64 7x7x7 d 3: 72 -> 18 ms; 2x8x16x64x64 5x5x5: 87 -> 16 ms;
-    folding the batch into the channels instead: 328 ms)."""
+    ``g[n]`` (C x 1 x spatial), groups C, stride d; its output is the ``k``-sized weight gradient; summed over n."""
     pad = [v for p in reversed(conv.padding) for v in (int(p), int(p))]
     stride = tuple(int(d) for d in conv.dilation)
     out = None
@@ -356,16 +283,6 @@ def foldable_bn(norm: Optional[nn.Module]) -> bool:
             and norm.running_mean is not None and not reference())
 
 
-def _hooked(*modules: nn.Module) -> bool:
-    """True where a forward or backward hook watches one of ``modules`` (a folded pair would skip its call, and a
-    backward hook makes its output a view that must not be modified in place: run it as is)."""
-    from torch.nn.modules import module as _m
-
-    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks or _m._global_backward_hooks
-                or _m._global_backward_pre_hooks) or any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in modules)
-
-
 def _bn_scale_shift(norm: _BatchNorm):
     s = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:
@@ -377,10 +294,8 @@ def _bn_scale_shift(norm: _BatchNorm):
 
 
 def _dense_phases(conv: nn.Module, x: torch.Tensor) -> bool:
-    """A dense (not depth-wise) dilated 3D convolution on the fast path runs as :func:`dilated_as_phases`: probe
-    (CPU, 1 thread, 3x3x3, 16-32 channels, dilation 2-3; figures in docs/benchmarks.md):
-    forward 2.4-10.7x, forward+backward 3.2-6.7x faster than PyTorch's dilated 3D kernel (MoNet's RDDC blocks in
-    3D). In 2D the dilated kernel is as fast or faster (0.65-0.97x), so 2D stays as is."""
+    """A dense (not depth-wise) dilated 3D convolution on the fast path runs as :func:`dilated_as_phases` (MoNet's
+    RDDC blocks in 3D); 2D ones stay as they are."""
     return (x.ndim == 5 and isinstance(conv, nn.Conv3d) and not isinstance(conv, DWConv3d)
             and conv.groups == 1 and _phases_apply(conv, x))
 
@@ -388,8 +303,8 @@ def _dense_phases(conv: nn.Module, x: torch.Tensor) -> bool:
 def conv_norm(conv: nn.Module, norm: Optional[nn.Module], x: torch.Tensor) -> torch.Tensor:
     """``norm(conv(x))``; a BatchNorm in eval mode is folded into the convolution (``nn.Conv{1,2,3}d``); a dense
     dilated 3D convolution runs on its phase sub-lattices (:func:`_dense_phases`)."""
-    if not foldable_bn(norm) or not hasattr(conv, "_conv_forward") or _hooked(conv, norm):
-        if _dense_phases(conv, x) and not _hooked(conv):
+    if not foldable_bn(norm) or not hasattr(conv, "_conv_forward") or hooked(conv, norm):
+        if _dense_phases(conv, x) and not hooked(conv):
             y = dilated_as_phases(conv, x, conv.weight, conv.bias)
         else:
             y = conv(x)
@@ -411,7 +326,7 @@ def conv_transpose_norm(conv: nn.modules.conv._ConvTransposeNd, norm: Optional[n
                         x: torch.Tensor) -> torch.Tensor:
     """``norm(conv(x))`` for a transposed convolution (no ``output_size``); a BatchNorm in eval mode is folded
     (the transposed weight is ``(C_in, C_out / groups, k...)``: the scale acts on axis 1)."""
-    if not foldable_bn(norm) or conv.groups != 1 or conv.padding_mode != "zeros" or _hooked(conv, norm):
+    if not foldable_bn(norm) or conv.groups != 1 or conv.padding_mode != "zeros" or hooked(conv, norm):
         return norm(conv(x))
     s, shift = _bn_scale_shift(norm)
     w = conv.weight * s.reshape(1, -1, *([1] * (conv.weight.ndim - 2)))
@@ -455,60 +370,3 @@ def fold_units(module: nn.Module) -> nn.Module:
         if type(m) is ConvDropoutNormReLU:
             m.__class__ = FoldingConvDropoutNormReLU
     return module
-
-
-class _ELU(torch.autograd.Function):
-    """ELU (alpha = 1) with the fast forward and a backward from the output: d/dx = 1 if y > 0 else y + 1."""
-
-    @staticmethod
-    def forward(ctx, x):
-        t = torch.clamp(x, max=0).exp_().sub_(1)
-        y = torch.maximum(x, t, out=t)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return g * torch.where(y > 0, torch.ones_like(y), y + 1)
-
-
-def elu(x: torch.Tensor, owned: bool = False) -> torch.Tensor:
-    """ELU (alpha = 1) on the fast path. ``owned=True`` says that ``x`` is a temporary nobody else holds (the fresh
-    output of a convolution or norm that no hook watches): then PyTorch's in-place ELU, whose backward is also
-    computed from the output (1.6 vs 3.0 ms on a 16x256x256 map, 2 threads, against the formula below; a MoNet 2d
-    train step 565 -> 410 ms, 1 thread). Otherwise ``max(x, exp(min(x, 0)) - 1)`` (equal to ``x if x > 0 else
-    exp(x) - 1``), with autograd through the output-based backward of :class:`_ELU`. On the reference path PyTorch's
-    ``F.elu`` with autograd, the formula without."""
-    if reference():
-        return F.elu(x, 1.0) if torch.is_grad_enabled() and x.requires_grad else \
-            torch.maximum(x, torch.clamp(x, max=0).exp_().sub_(1))
-    if owned:
-        return F.elu(x, 1.0, inplace=True)
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _ELU.apply(x)
-    return torch.maximum(x, torch.clamp(x, max=0).exp_().sub_(1))
-
-
-def channels_last_2d(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in channels-last layout where a whole 2D network runs in it on the fast path (MoNet 2d: oneDNN's
-    channels-last kernels for its thin 16-64-channel convolutions; BatchNorm, ELU, dropout, concatenation and
-    the transposed convolutions keep the layout). Only on the devices of ``nnUNet_ext_channels_last_devices``.
-    3D stays contiguous (MoNet 3d: no gain in a probe, train 2388 -> 2496 ms, inference 696 -> 653 ms)."""
-    if reference() or x.ndim != 4 or x.device.type not in _cl_devices():
-        return x
-    y = x.contiguous(memory_format=torch.channels_last)
-    if y is x and x.shape[1] == 1:
-        # one channel (a CT): the contiguous tensor also counts as channels-last, but its channel stride (H W)
-        # makes the convolution choose the contiguous layout again; the same memory with the canonical
-        # channels-last strides (H W C, 1, W C, C) does not
-        n, c, h, w = x.shape
-        y = x.as_strided(x.shape, (h * w * c, 1, w * c, c))
-    return y
-
-
-def contiguous_outputs(out):
-    """A network's output(s) (a tensor or a list of deep-supervision tensors) in the contiguous layout."""
-    if isinstance(out, (list, tuple)):
-        return type(out)(o.contiguous() for o in out)
-    return out.contiguous()

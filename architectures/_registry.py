@@ -144,9 +144,7 @@ def create(name: str, **overrides) -> nn.Module:
 
 def _initialized(spec: ArchSpec, model: nn.Module) -> nn.Module:
     """``model`` with the class's weight initialisation applied, except on the meta device: meta tensors have no
-    values to initialise, and running ``initialize`` on them goes through torch's reference decompositions of
-    ``kaiming_normal_`` (about 70 % of the time of a meta build: 418 s of the planner's 624 s for DMC-Net 3D,
-    DLKUNet-S and MoNet at three budgets each, cProfile under load)."""
+    values to initialise (and ``initialize`` on them would be most of the time of a meta build, docs/fast_paths.md)."""
     if not any(p.is_meta for p in model.parameters()):
         model.apply(spec.cls.initialize)
     return model
@@ -158,10 +156,9 @@ _META_MODELS: Dict[Tuple[str, str], nn.Module] = {}
 def meta_model(name: str, **overrides) -> nn.Module:
     """:func:`create` ``(name, **overrides)`` on the meta device, built once per process and shared.
 
-    Meta tensors have shapes but no storage: the paper configurations (1.3 G parameters over the registry, up to
-    309 M for one DMC-Net row) are built without allocating or initialising their weights (about 20x faster than on
-    the CPU). For counting parameters and inspecting structure only; the shared module must not be modified, and it
-    cannot run on data.
+    Meta tensors have shapes but no storage: the paper configurations are built without allocating or initialising
+    their weights. For counting parameters and inspecting structure only; the shared module must not be modified,
+    and it cannot run on data.
     """
     key = (name, repr(sorted(overrides.items())))
     if key not in _META_MODELS:

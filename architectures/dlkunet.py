@@ -66,7 +66,7 @@ the paper configurations (``create``) use. Figures on pancreas-like plans: ``doc
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Type, Union
+from typing import Optional, Sequence, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +77,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from . import _fast
-from ._common import as_tuple as _tuple, prod as _prod
+from ._common import as_tuple as _tuple, check_stage_list, per_stage, prod as _prod
 from ._registry import register
 from ._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder, max_pool
 
@@ -280,18 +280,9 @@ class DLKUNet(ScaffoldUNet):
         else:  # nnU-Net plans: the plans' widths times the variant's width factor (S 1/4, M 1/2, L 1)
             fs = [features_per_stage] * n_stages if isinstance(features_per_stage, int) else list(features_per_stage)
             features = [max(1, int(round(int(f) * width_factor))) for f in fs]
-        ks = self._per_stage(kernel_sizes, n_stages, dim, "kernel_sizes")
-        st = self._per_stage(strides, n_stages, dim, "strides")
-        if len(features) != n_stages:
-            raise ValueError(f"DLKUNet: features_per_stage has {len(features)} entries for n_stages={n_stages}")
-        for s, k in enumerate(ks):
-            for axis, ki in enumerate(k):
-                if ki < 1 or ki % 2 == 0:
-                    raise ValueError(f"DLKUNet: stage {s} axis {axis}: kernel size {ki} must be odd and >= 1")
-        for s, t in enumerate(st):
-            for axis, ti in enumerate(t):
-                if ti < 1:
-                    raise ValueError(f"DLKUNet: stage {s} axis {axis}: stride {ti} must be >= 1")
+        ks = check_stage_list("kernel_sizes", kernel_sizes, n_stages, dim, owner="DLKUNet", odd=True, axis_sep=" ")
+        st = check_stage_list("strides", strides, n_stages, dim, owner="DLKUNet", axis_sep=" ")
+        per_stage("features_per_stage", features, n_stages, owner="DLKUNet")
         if norm_op is None:
             norm_op = get_matching_batchnorm(conv_op)
         norm_op_kwargs = dict(norm_op_kwargs or {})
@@ -315,19 +306,6 @@ class DLKUNet(ScaffoldUNet):
             make_head=lambda s: conv_op(features[s], num_classes, 1, bias=True))
         _fast.fast_convs(self)  # 3D convolutions off PyTorch's native CPU kernel (same state_dict)
         self.features_per_stage = features
-
-    @staticmethod
-    def _per_stage(v, n: int, dim: int, what: str) -> List[Tuple[int, ...]]:
-        if isinstance(v, int):
-            return [(v,) * dim] * n
-        v = list(v)
-        if len(v) != n:
-            raise ValueError(f"DLKUNet: {what} has {len(v)} entries for n_stages={n}")
-        out = [_tuple(i, dim) for i in v]
-        for s, t in enumerate(out):
-            if len(t) != dim:
-                raise ValueError(f"DLKUNet: stage {s}: {what} {t} does not have {dim} axes (conv_op is {dim}D)")
-        return out
 
     def check_input_size(self, spatial: Sequence[int]) -> None:
         """ValueError naming the stage, axis and size for a patch the network cannot take (a patch below its

@@ -16,7 +16,7 @@ Building blocks
 
   Input and output have the same width ``f`` (the preceding convolution block sets it).
 * **Strided downsampling**: a convolution block with a 4×4 kernel and stride 2 that keeps the width of the
-  stage it leaves (the paper's text says 3×3; its code uses 4×4 — the issue and the code settle it).
+  stage it leaves (the paper's text says 3×3; the authors' code uses 4×4, which we follow).
 * **Upsampling**: 4×4 transposed convolution, stride 2, keeping its input width, → BatchNorm → ELU; then the
   long skip is concatenated in front (``[skip, up]``), a convolution block maps to the stage width, an RDDC follows.
 
@@ -57,8 +57,8 @@ from dynamic_network_architectures.building_blocks.helper import (
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from . import _fast
-from ._common import as_tuple as _tup, prod
+from . import _fast, _fast_act, _fast_mode
+from ._common import as_tuple as _tup, check_stage_list, prod
 from ._registry import register
 from ._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder
 
@@ -71,19 +71,18 @@ PAPER_DILATIONS = (4, 3, 2, 1)
 class ELU(nn.ELU):
     """ELU (α = 1) of the paper's convolution blocks.
 
-    Without autograd (inference) it is evaluated as ``max(x, exp(min(x, 0)) - 1)``, which equals
+    Computed by ``_fast_act.elu``: without autograd (inference) as ``max(x, exp(min(x, 0)) - 1)``, which equals
     ``ELU(x) = x if x > 0 else exp(x) - 1`` exactly (for x > 0 the second term is 0 < x; for x ≤ 0,
-    exp(x) - 1 ≥ x) and is 2-3× faster on CPU than PyTorch's ``expm1``-based kernel (measured on AVX-512,
-    torch 2.x; ELU was a third of MoNet's CPU inference time). With autograd, the same forward and the
-    backward ``1 if y > 0 else y + 1`` (``_fast.elu``; PyTorch's own ELU on the reference path).
+    exp(x) - 1 ≥ x); with autograd the same forward and the backward ``1 if y > 0 else y + 1`` (PyTorch's own
+    ELU on the reference path). Timings: docs/fast_paths.md.
     """
 
     def __init__(self):
         super().__init__(alpha=1.0, inplace=False)
 
     def forward(self, x, owned: bool = False):
-        # owned: x is a fresh temporary nobody else holds -> in place on the fast path (_fast.elu)
-        return _fast.elu(x, owned)
+        # owned: x is a fresh temporary nobody else holds -> in place on the fast path (_fast_act.elu)
+        return _fast_act.elu(x, owned)
 
 
 class ConvBlock(nn.Module):
@@ -106,7 +105,7 @@ class ConvBlock(nn.Module):
 
     def forward(self, x):
         y = _fast.conv_norm(self.conv, self.norm, x)  # BatchNorm folded in eval mode
-        return self.nonlin(y, owned=not _fast._hooked(self.conv, self.norm, self.nonlin))
+        return self.nonlin(y, owned=not _fast_mode.hooked(self.conv, self.norm, self.nonlin))
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
         """numel of the conv output for an input of spatial size ``input_size`` (its output size is returned
@@ -124,7 +123,7 @@ class _UpBlock(nn.Sequential):
     folded into the transposed convolution in eval mode."""
 
     def forward(self, x):
-        return self[2](_fast.conv_transpose_norm(self[0], self[1], x), owned=not _fast._hooked(*self))
+        return self[2](_fast.conv_transpose_norm(self[0], self[1], x), owned=not _fast_mode.hooked(*self))
 
 
 class RDDCBlock(nn.Module):
@@ -221,16 +220,14 @@ class MoNet(ScaffoldUNet):
                              f"{len(kernel_sizes)} kernel sizes and {len(strides)} strides were given")
         if n_stages < 2:
             raise ValueError(f"MoNet: n_stages={n_stages}; at least 2 stages (one downsampling) are needed")
-        kernel_sizes = [list(_tup(k, dim)) for k in kernel_sizes]
-        strides = [list(_tup(s, dim)) for s in strides]
+        kernel_sizes = [list(k) for k in check_stage_list("kernel_sizes", kernel_sizes, n_stages, dim, owner="MoNet",
+                                                          odd=True)]
+        strides = [list(st) for st in check_stage_list("strides", strides, n_stages, dim, owner="MoNet")]
+        if any(a != 1 for a in strides[0]):
+            raise ValueError(f"MoNet: stage 0: strides {strides[0]}; the first stage runs at input resolution "
+                             f"(stride 1 on every axis)")
         for s, (k, st) in enumerate(zip(kernel_sizes, strides)):
-            for axis, ka in enumerate(k):
-                if ka % 2 == 0:
-                    raise ValueError(f"MoNet: stage {s}, axis {axis}: kernel size {ka} must be odd")
-            if s == 0 and any(a != 1 for a in st):
-                raise ValueError(f"MoNet: stage 0: strides {st}; the first stage runs at input resolution "
-                                 f"(stride 1 on every axis)")
-            _sampling_kernel_and_padding(st, k, s)  # validates the strides
+            _sampling_kernel_and_padding(st, k, s)  # validates the strides (even where > 1)
         if n_filters_init is not None:
             cap = max(features_per_stage)
             features_per_stage = [min(n_filters_init * 2 ** s, cap) for s in range(n_stages)]
@@ -273,8 +270,8 @@ class MoNet(ScaffoldUNet):
 
     def forward(self, x: torch.Tensor):
         """Logits (a list, highest resolution first, with deep supervision). On the fast path a 2D network runs in
-        channels-last layout (``_fast.channels_last_2d``); outputs are contiguous either way."""
-        return _fast.contiguous_outputs(super().forward(_fast.channels_last_2d(x)))
+        channels-last layout (``_fast_act.channels_last_2d``); outputs are contiguous either way."""
+        return _fast_act.contiguous_outputs(super().forward(_fast_act.channels_last_2d(x)))
 
     def check_input_size(self, input_size):
         if len(input_size) != convert_conv_op_to_dim(self.encoder.conv_op):

@@ -57,10 +57,8 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
-import torch
-from dynamic_network_architectures.building_blocks.helper import (
-    convert_conv_op_to_dim, get_matching_batchnorm, get_matching_convtransp,
-    maybe_convert_scalar_to_list)
+from dynamic_network_architectures.building_blocks.helper import (convert_conv_op_to_dim, get_matching_batchnorm,
+                                                                  get_matching_convtransp)
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
@@ -68,7 +66,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
 from . import _fast
-from ._common import prod
+from ._common import check_stage_list, per_stage, prod
 from ._registry import register
 from ._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder, max_pool
 
@@ -161,22 +159,16 @@ class ResDSN(ScaffoldUNet):
             raise ValueError(f"ResDSN: n_stages must be >= 2 (one pooling at least), got {n_stages}")
         if ds_source not in ("encoder", "decoder"):
             raise ValueError(f"ResDSN: ds_source must be 'encoder' or 'decoder', got {ds_source!r}")
-        features_per_stage = _per_stage(features_per_stage, n_stages, "features_per_stage")
-        n_conv_per_stage = _per_stage(n_conv_per_stage, n_stages, "n_conv_per_stage")
-        kernel_sizes = [maybe_convert_scalar_to_list(conv_op, k) for k in _per_stage(kernel_sizes, n_stages,
-                                                                                        "kernel_sizes")]
-        strides = [maybe_convert_scalar_to_list(conv_op, s) for s in _per_stage(strides, n_stages, "strides")]
+        features_per_stage = per_stage("features_per_stage", features_per_stage, n_stages, owner="ResDSN")
+        n_conv_per_stage = per_stage("n_conv_per_stage", n_conv_per_stage, n_stages, owner="ResDSN")
+        kernel_sizes = check_stage_list("kernel_sizes", kernel_sizes, n_stages, dim, owner="ResDSN", odd=True,
+                                        axis_sep=" ")
+        strides = check_stage_list("strides", strides, n_stages, dim, owner="ResDSN", axis_sep=" ")
+        for ax, st in enumerate(strides[0]):
+            if st != 1:
+                raise ValueError(f"ResDSN: stage 0 axis {ax}: stride {st} not allowed (stage 0 must not pool: ResDSN "
+                                 f"predicts at input size)")
         for s in range(n_stages):
-            for name, val in (("kernel_sizes", kernel_sizes[s]), ("strides", strides[s])):
-                if len(val) != dim:
-                    raise ValueError(f"ResDSN: {name}[{s}] = {val} has {len(val)} axes, conv_op is {dim}D")
-            for ax, k in enumerate(kernel_sizes[s]):
-                if k % 2 == 0 or k < 1:
-                    raise ValueError(f"ResDSN: stage {s} axis {ax}: kernel size {k} must be odd (same padding)")
-            for ax, st in enumerate(strides[s]):
-                if st < 1 or (s == 0 and st != 1):
-                    raise ValueError(f"ResDSN: stage {s} axis {ax}: stride {st} not allowed "
-                                     f"({'stage 0 must not pool: ResDSN predicts at input size' if s == 0 else 'must be >= 1'})")
             if n_conv_per_stage[s] < 1:
                 raise ValueError(f"ResDSN: stage {s}: n_conv_per_stage must be >= 1, got {n_conv_per_stage[s]}")
         if paper_norm_nonlin:
@@ -225,15 +217,6 @@ class ResDSN(ScaffoldUNet):
     @staticmethod
     def initialize(module):
         InitWeights_He(1e-2)(module)
-
-
-def _per_stage(value, n_stages: int, name: str) -> list:
-    if isinstance(value, (int, np.integer)):
-        return [int(value)] * n_stages
-    value = list(value)
-    if len(value) != n_stages:
-        raise ValueError(f"ResDSN: {name} has {len(value)} entries, n_stages is {n_stages}")
-    return value
 
 
 #: the paper's configuration (resdsn_c2f Sec. 3.4 / 4.1 / Fig. 3): 64^3 CT patches, one channel, pancreas vs

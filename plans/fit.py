@@ -45,13 +45,6 @@ def skip_requested() -> bool:
     return os.environ.get(SKIP_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def trainer_arch(trainer_cls: type, configuration_manager) -> str:
-    """The registry name of the network ``trainer_cls`` builds for a configuration (``arch``, or ``arch_2d`` for
-    2D plans where a trainer sets one, as the DMC-Net trainers do)."""
-    arch_2d = getattr(trainer_cls, "arch_2d", "")
-    return arch_2d if arch_2d and len(configuration_manager.patch_size) == 2 else trainer_cls.arch
-
-
 def estimate_trainer_memory(trainer) -> dict:
     """The planner's model (:func:`training_memory`) for the network ``trainer`` builds on its plans; built on
     the meta device (nothing allocated). Adds ``arch``, ``target_gb``."""
@@ -62,7 +55,7 @@ def estimate_trainer_memory(trainer) -> dict:
     heads = trainer.label_manager.num_segmentation_heads
     with torch.device("meta"):
         net = cls.build_network_architecture(pm, cm, in_ch, heads, trainer.enable_deep_supervision)
-    arch = trainer_arch(cls, cm)
+    arch = cls.arch_for(cm)  # the registry name of the network built
     m = training_memory(arch, cm.network_arch_init_kwargs, cm.patch_size, cm.batch_size, in_ch, heads, net=net)
     m["target_gb"] = float(pm.plans.get("nnunet_ext", {}).get("gpu_memory_target_in_gb", NNUNET_REFERENCE_GB))
     return m

@@ -52,7 +52,7 @@ class nnUNetTrainerExt(HParamsMixin, nnUNetTrainer):
     """nnU-Net's trainer with a registered architecture (``arch``) built from the plans.
 
     Class attributes (set in subclasses, one line each):
-      ``arch``         registry name of the network;
+      ``arch``         registry name of the network (per configuration: override :meth:`arch_for`);
       ``arch_kwargs``  extra constructor kwargs on top of the plans (e.g. a paper switch);
       ``hparams``      attributes of the trainer instance to override after ``nnUNetTrainer.__init__``
                        (``num_epochs``, ``initial_lr``, ``num_iterations_per_epoch``, ...). Merged along the MRO,
@@ -63,11 +63,25 @@ class nnUNetTrainerExt(HParamsMixin, nnUNetTrainer):
     arch_kwargs: Dict[str, Any] = {}
 
     @classmethod
+    def arch_for(cls, configuration_manager: ConfigurationManager) -> str:
+        """Registry name of the network built for ``configuration_manager``: ``arch`` (a family may choose per
+        configuration, e.g. per dimension)."""
+        return cls.arch
+
+    @classmethod
+    def plans_arch_kwargs_for(cls, configuration_manager: ConfigurationManager) -> Dict[str, Any]:
+        """The plans' ``arch_kwargs`` the network is built from: the configuration's own (a family may adapt
+        them, e.g. keep fewer stages)."""
+        return configuration_manager.network_arch_init_kwargs
+
+    @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
-        return create_from_plans(cls.arch, configuration_manager, num_input_channels, num_output_channels,
-                                 enable_deep_supervision, **cls.arch_kwargs)
+        """The network of :meth:`arch_for` built by the registry from :meth:`plans_arch_kwargs_for` and
+        ``arch_kwargs`` (the one definition for every trainer of nnunet-ext)."""
+        return create_from_plans(cls.arch_for(configuration_manager), cls.plans_arch_kwargs_for(configuration_manager),
+                                 num_input_channels, num_output_channels, enable_deep_supervision, **cls.arch_kwargs)
 
     def on_train_start(self):
         # before nnU-Net's on_train_start builds the network on the GPU

@@ -21,10 +21,6 @@ nnU-Net on equal kernels.
 """
 from __future__ import annotations
 
-import torch
-
-from nnunet_ext.architectures import create_from_plans
-
 from .base import nnUNetTrainerExt
 
 
@@ -34,11 +30,9 @@ class _PerDimensionArch(nnUNetTrainerExt):
     arch_2d: str = ""
 
     @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
+    def arch_for(cls, configuration_manager) -> str:
         two_d = len(configuration_manager.patch_size) == 2 and cls.arch_2d
-        return create_from_plans(cls.arch_2d if two_d else cls.arch, configuration_manager, num_input_channels,
-                                 num_output_channels, enable_deep_supervision, **cls.arch_kwargs)
+        return cls.arch_2d if two_d else cls.arch
 
 
 class nnUNetTrainerDMCNet(_PerDimensionArch):

@@ -13,26 +13,14 @@ Both schedules weight nnU-Net's compound loss (eq. 10)::
     alpha = A + (1 - A) * (1 - sigma(x))                                                         (12)
     beta  = 1 + (B - 1) * (1 - sigma(x))                                                         (13)
 
-with ``A = 0.3``, ``B = 0.7``, ``x0 = num_epochs / 2`` (the paper's "0.5 x epoch") and the 1-based epoch ``x``. As
-written, alpha goes from 1 to A and beta from B to 1 (Dice weighted down, CE up over training). **k is not given
-in the paper**; we use ``k = 20 / num_epochs`` (class attribute ``dynloss_k_times_epochs = 20``), i.e. ``k * x0 =
-10``: the schedule starts within ``e^-10`` (5e-5) of ``(1, B)`` and ends within that of ``(A, 1)``, and the
-transition's shape does not depend on the length of training. It equals the authors' public training script's
-``k = 0.1`` at their 200 epochs (``x0 = 100``) and gives ``k = 0.05`` at the paper's 400 epochs.
+with ``A = 0.3``, ``B = 0.7``, ``x0 = num_epochs / 2`` (the paper's "0.5 x epoch") and the 1-based epoch ``x``;
+alpha goes from 1 to A and beta from B to 1. k, which the paper does not give, is ``20 / num_epochs`` (class
+attribute ``dynloss_k_times_epochs = 20``: ``k * x0 = 10`` whatever the length of training).
 
-**Scaled to nnU-Net's total.** nnU-Net's Dice + CE has ``weight_dice = weight_ce = 1``: the two terms sum with
-total weight 2, and nnU-Net's SGD learning rate (1e-2, poly) is tuned for that gradient scale. The paper's weights
-sum to 1 (eq. 11) or to 1.7 -> 1.3 (eqs. 12-13), with Adam, which is invariant to a constant scale of the loss
-(and nearly so to a slowly changing one): under the paper's optimizer only the ratio alpha : beta acts. So the
-trainers apply ``(alpha, beta) * 2 / (alpha + beta)`` every epoch (:func:`scaled_weights`; class attribute
-``loss_weight_total = 2.0``): the paper's ratio at nnU-Net's gradient scale. Phase: (1.2, 0.8) then (1.4, 0.6);
-dynamic: (1.18, 0.82) -> (0.46, 1.54). ``loss_weight_total = None`` applies the paper's raw weights (with SGD
-that is a 2x (phase) or 1.2-1.5x (dynamic) smaller effective learning rate).
-
-**The authors' public training script goes the other way.** Its dynamic weighting (``_adjust_loss_weights_*`` of
-``CeDiceLoss_functionnal``) weights CE by ``0.6 + 0.4 (1 - s)`` (1 -> 0.6) and Dice by ``1 + 0.4 s`` (1 -> 1.4),
-with ``k = 0.1``, ``x0 = 100``: Dice weighted UP and CE DOWN over training, the opposite direction of eqs. 12-13
-(Dice 1 -> 0.3, CE 0.7 -> 1); its weights sum to 2 at every epoch. We implement eqs. 12-13 as printed.
+Both are applied scaled to nnU-Net's Dice + CE total: ``(alpha, beta) * 2 / (alpha + beta)`` every epoch
+(:func:`scaled_weights`; class attribute ``loss_weight_total = 2.0``, ``None`` applies the raw weights), i.e. the
+paper's ratio alpha : beta at nnU-Net's gradient scale. Why k and the scaling, and how the authors' public training
+script differs from eqs. 12-13: docs/dlkunet.md, "Loss schedules".
 
 How it works: the suffix contributes a mixin placed before the trainer in the MRO. It overrides only
 ``_build_loss`` (keeps nnU-Net's loss -- Dice+CE, or Dice+BCE for region-based training -- wrapped in nnU-Net's

@@ -6,7 +6,7 @@
     down-sampling operations", 256×256 → 64×64 bottleneck), so the trainer keeps the plans' first
     ``max_stages = 3`` stages (their strides, kernel sizes, conv op) and drops the deeper ones. The trimming is
     applied to the plans the trainer is given (so nnU-Net's deep-supervision scales, the saved ``plans.json`` and
-    inference agree) and again, idempotently, in :meth:`build_network_architecture`.
+    inference agree) and again, idempotently, when the network is built (:meth:`plans_arch_kwargs_for`).
 ``nnUNetTrainerMoNetFullDepth``
     The same with every stage of the plans (``max_stages = None``).
 ``nnUNetTrainerMoNetPaper``
@@ -24,10 +24,8 @@ from typing import Any, Dict, Optional
 
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-
-from nnunet_ext.architectures import create_from_plans
 
 from .base import nnUNetTrainerExt
 
@@ -79,12 +77,8 @@ class nnUNetTrainerMoNet(nnUNetTrainerExt):
                          device)
 
     @classmethod
-    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                                   num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
-        arch_kwargs = trim_arch_kwargs(configuration_manager.network_arch_init_kwargs, cls.max_stages)
-        return create_from_plans(cls.arch, arch_kwargs, num_input_channels, num_output_channels,
-                                 enable_deep_supervision, **cls.arch_kwargs)
+    def plans_arch_kwargs_for(cls, configuration_manager: ConfigurationManager) -> Dict[str, Any]:
+        return trim_arch_kwargs(configuration_manager.network_arch_init_kwargs, cls.max_stages)
 
 
 class nnUNetTrainerMoNetFullDepth(nnUNetTrainerMoNet):
