@@ -1,6 +1,7 @@
-"""Accuracy statistics of ``nnunet-ext benchmark``: per-case Dice, HD95 and NSD of each row (a trainer's
-cross-validation, or a prediction folder) by :mod:`nnunet_ext.evaluation.metrics`, per class mean ± std under the empty-mask
-conventions of :mod:`nnunet_ext.evaluation.table`, and a paired two-sided Wilcoxon signed-rank test against a reference row.
+"""Accuracy statistics of ``nnunet-ext benchmark``: per-case values of every metric of
+:data:`nnunet_ext.evaluation.table.METRICS` for each row (a trainer's cross-validation, or a prediction folder) by
+:mod:`nnunet_ext.evaluation.summary`, per class mean ± std under the empty-mask conventions of
+:mod:`nnunet_ext.evaluation.table`, and a paired two-sided Wilcoxon signed-rank test against a reference row.
 """
 from __future__ import annotations
 
@@ -10,18 +11,17 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from nnunet_ext.errors import UserError, dataset_name
-from nnunet_ext.evaluation.table import METRICS as METRIC_DEFS, empty_kind_of_counts, summarize
+from nnunet_ext.evaluation.table import METRICS, empty_kind_of_counts, summarize
 
-METRICS = tuple(METRIC_DEFS)
 #: key of the per-case empty-mask kind in per_case_table's entries
 EMPTY_KEY = "empty"
 
 
 def per_case_table(summaries: Sequence[dict]) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """{case: {class: {metric: value, "empty": kind}}} from nnU-Net-layout summaries (folds concatenated); ``kind``
-    (:func:`nnunet_ext.evaluation.table.empty_kind_of_counts` of nnU-Net's ``n_ref`` / ``n_pred``; None where they are not
-    in the summary) says which cases had an empty mask."""
-    from nnunet_ext.evaluation.metrics import case_id
+    """{case: {class: {metric: value, "empty": kind}}} from nnU-Net-layout summaries (folds concatenated), one value
+    per metric of the table; ``kind`` (:func:`nnunet_ext.evaluation.table.empty_kind_of_counts` of nnU-Net's
+    ``n_ref`` / ``n_pred``; None where they are not in the summary) says which cases had an empty mask."""
+    from nnunet_ext.evaluation.summary import case_id
 
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
     for s in summaries:
@@ -109,7 +109,7 @@ def collect_cv(trainers: Sequence[str], dataset: str, configuration: str, plans_
                         f"(looked for <trainer>__{plans_identifier}__{configuration})")
     import warnings
 
-    from nnunet_ext.evaluation import metrics
+    from nnunet_ext.evaluation import summary
 
     per_case, missing = {}, {}
     for tr, mf in folders.items():
@@ -118,7 +118,7 @@ def collect_cv(trainers: Sequence[str], dataset: str, configuration: str, plans_
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    res = metrics.evaluate_trained_model_folds(str(mf), nsd_tolerance_mm=nsd_tolerance_mm,
+                    res = summary.evaluate_trained_model_folds(str(mf), nsd_tolerance_mm=nsd_tolerance_mm,
                                                                num_processes=num_processes, folds=list(folds))
             except UserError as e:  # no fold at all: reported as missing, the other trainers go on
                 reasons = {f: str(e) for f in folds}
@@ -142,11 +142,11 @@ def collect_cv(trainers: Sequence[str], dataset: str, configuration: str, plans_
 
 def collect_pred(preds: Dict[str, str], labels: str, dataset_json_file: str, plans_file: str,
                  nsd_tolerance_mm: float, num_processes: int, log=print):
-    from nnunet_ext.evaluation import metrics
+    from nnunet_ext.evaluation import summary
 
     per_case = {}
     for tr, folder in preds.items():
-        s = metrics.evaluate_folder(labels, folder, dataset_json_file, plans_file, output_file=None,
+        s = summary.evaluate_folder(labels, folder, dataset_json_file, plans_file, output_file=None,
                                     nsd_tolerance_mm=nsd_tolerance_mm, num_processes=num_processes, chill=True)
         per_case[tr] = per_case_table([s])
         log(f"  {tr}: {len(per_case[tr])} cases from {folder}")

@@ -1,6 +1,7 @@
 """Report of ``nnunet-ext benchmark``: the Markdown table (in the spirit of DMC-Net's Table 3), the CSV and JSON
-files, box plots and the one-screen summary. Numbers are shown with the digits of
-:data:`nnunet_ext.evaluation.table.METRICS` and ``n/a`` where nothing is defined."""
+files, box plots and the one-screen summary. Every metric of :data:`nnunet_ext.evaluation.table.METRICS` is reported
+(its label, digits and worst value from the table; the headline metrics also on the screen and as box plots), with
+``n/a`` where nothing is defined."""
 from __future__ import annotations
 
 import csv
@@ -11,8 +12,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nnunet_ext.benchmark.accuracy import METRICS, class_key
-from nnunet_ext.evaluation.table import METRICS as METRIC_DEFS, N_ONE_EMPTY_KEY, NA, fmt_mean, fmt_number as _fmt
+from nnunet_ext.benchmark.accuracy import class_key
+from nnunet_ext.evaluation.table import (METRICS, N_ONE_EMPTY_KEY, NA, fmt_mean, fmt_number as _fmt, headline_metrics,
+                                         worst_values_text)
 
 
 def _p_fmt(p):
@@ -41,7 +43,7 @@ def build_rows(trainers: Sequence[str], figures: Dict[str, dict], stats: Optiona
         classes = sorted({c for t in stats.values() for c in t}, key=class_key)
         for c in classes:
             label = names.get(c, c)
-            header += [f"{label} {METRIC_DEFS[m].label}" for m in METRICS]
+            header += [f"{label} {METRICS[m].label}" for m in METRICS]
         header += ["Missing folds"]
     md_rows, csv_rows = [], []
     for tr in trainers:
@@ -101,7 +103,7 @@ def boxplots(per_case: Dict[str, Dict[str, Dict[str, Dict[str, float]]]], metric
         ax.boxplot(data, showmeans=True)
         ax.set_xticks(range(1, len(trainers) + 1))
         ax.set_xticklabels(trainers, rotation=35, ha="right", fontsize=8)
-        ax.set_title(f"{names.get(c, c)}: {metric}" + (" (mm)" if metric == "HD95" else ""))
+        ax.set_title(f"{names.get(c, c)}: {metric}" + (f" ({METRICS[metric].unit})" if METRICS[metric].unit else ""))
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -128,7 +130,7 @@ def write_outputs(out: Path, trainers: Sequence[str], figures: Dict[str, dict], 
         md += [f"Accuracy: mean ± std over cases; p = paired two-sided Wilcoxon signed-rank test vs "
                f"`{reference}` on the n cases both have (NaN pairs dropped). Empty masks (Metrics Reloaded, "
                f"docs/metrics.md): cases with both masks empty are excluded (NaN); '(k worst)' = k cases with "
-               f"exactly one mask empty, counted at the worst value (Dice 0, NSD 0, HD95 the image diagonal); n/a = "
+               f"exactly one mask empty, counted at the worst value ({worst_values_text()}); n/a = "
                f"nothing defined. NSD tolerance {meta.get('nsd_tolerance_mm')} mm.", ""]
     md += [table, ""]
     notes = [f"- {tr}: {'; '.join(f.get('notes', []))}" for tr, f in figures.items() if f.get("notes")]
@@ -154,7 +156,7 @@ def write_outputs(out: Path, trainers: Sequence[str], figures: Dict[str, dict], 
                     for c in sorted(cases[k], key=class_key):
                         w.writerow([tr, k, names.get(c, c), *[cases[k][c][m] for m in METRICS]])
         written.append(out / "per_case.csv")
-        for m in ("Dice", "HD95"):
+        for m in headline_metrics():
             p = out / f"boxplot_{m.lower()}.png"
             boxplots(per_case, m, p, names)
             written.append(p)
@@ -166,7 +168,7 @@ def write_outputs(out: Path, trainers: Sequence[str], figures: Dict[str, dict], 
 
 
 def summary_text(trainers, figures, stats, missing, reference, names) -> str:
-    """A compact, one-screen summary (Dice/HD95 only, p-values vs the reference)."""
+    """A compact, one-screen summary (the headline metrics of the table, p-values vs the reference)."""
     lines = []
     w = max([len(t) for t in trainers] + [7])
     if figures:
@@ -181,21 +183,25 @@ def summary_text(trainers, figures, stats, missing, reference, names) -> str:
                          f"{_fmt(f.get('infer_s'), 2):>8}")
     if stats:
         classes = sorted({c for t in stats.values() for c in t}, key=class_key)
+        head = headline_metrics()
+        widths = {m: 22 if i == 0 else 20 for i, m in enumerate(head)}  # the first column also names the class
         lines.append("")
-        lines.append(f"{'trainer':<{w}} " + " ".join(f"{names.get(c, c)[:10] + ' Dice':>22} {'HD95':>20}"
-                                                    for c in classes) + "  missing")
+        lines.append(f"{'trainer':<{w}} " + " ".join(
+            " ".join(f"{names.get(c, c)[:10] + ' ' + m if i == 0 else m:>{widths[m]}}" for i, m in enumerate(head))
+            for c in classes) + "  missing")
         for tr in trainers:
             cells = []
             for c in classes:
-                for m, nd in (("Dice", 3), ("HD95", 1)):
+                for m, md in head.items():
                     d = stats.get(tr, {}).get(c, {}).get(m, {})
-                    s = f"{_fmt(d.get('mean'), nd)}±{_fmt(d.get('std'), nd)}"
+                    s = f"{_fmt(d.get('mean'), md.headline_digits)}±{_fmt(d.get('std'), md.headline_digits)}"
                     if d.get(N_ONE_EMPTY_KEY):
                         s += f"({d[N_ONE_EMPTY_KEY]}w)"
                     if "p" in d:
                         s += f" p={_p_fmt(d['p'])}"
-                    cells.append(f"{s:>{22 if m == 'Dice' else 20}}")
+                    cells.append(f"{s:>{widths[m]}}")
             lines.append(f"{tr:<{w}} " + " ".join(cells) + "  " + (",".join(map(str, missing.get(tr, []))) or "-"))
+        rest = ", ".join(m for m in METRICS if m not in head)
         lines.append(f"(p: paired Wilcoxon vs {reference}; (kw): k cases with one mask empty, at the worst value; "
-                     f"NSD and counts in benchmark.md)")
+                     f"{rest + ' and ' if rest else ''}counts in benchmark.md)")
     return "\n".join(lines)

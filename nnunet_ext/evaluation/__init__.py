@@ -1,2 +1,3 @@
-"""Evaluation beside nnU-Net's Dice: the metric table (one definition per metric), surface distances (HD95, NSD),
-per-case and summary files, and the ``evaluate`` sub-command."""
+"""Evaluation beside nnU-Net's Dice: the metric table (:mod:`.table`, one definition per metric and the empty-mask
+rules), surface distances (:mod:`.surface`: HD95, NSD via MONAI), the metrics of one structure and one case
+(:mod:`.case`), folder and trained-model summaries (:mod:`.summary`) and the ``evaluate`` sub-command (:mod:`.cli`)."""
