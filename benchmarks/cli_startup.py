@@ -1,13 +1,14 @@
-"""Start-up time of ``nnunet-ext env`` against stock ``nnUNetv2_train -h``, measured in the same run (issue 14).
+"""Start-up time of ``nnunet-ext env`` against stock ``nnUNetv2_train -h``, measured in the same run.
 
-``nnunet-ext env`` (and ``--version``, ``-h``) must import neither torch nor nnU-Net: the sub-command modules are
-imported only when their sub-command runs (nnunet_ext/cli.py, ``LAZY_COMMANDS``). Goal: env < 0.1x the wall time of
-``nnUNetv2_train -h``. Each command runs ``--repeats`` times as a fresh process (the console scripts of this
-Python's environment); the median wall time and the peak RSS (``ru_maxrss`` of the child) are printed.
+``nnunet-ext env`` (and ``--version``, ``-h``) must import neither torch nor nnU-Net: a sub-command's module is
+imported only when that sub-command runs (the command table ``COMMANDS`` in nnunet_ext/commands.py). Goal: env <
+0.1x the wall time of ``nnUNetv2_train -h`` (docs/benchmarks.md). Each command runs ``--repeats`` times as a fresh
+process (the console scripts of this Python's environment); the median wall time and the peak RSS (``ru_maxrss`` of
+the child) are printed.
 
     python benchmarks/cli_startup.py [--repeats 3]
 
-It is a benchmark, not a test: nothing is asserted. tests/test_cli.py checks the imports themselves.
+It is a benchmark, not a test: nothing is asserted. tests/integration/test_cli.py checks the imports themselves.
 """
 from __future__ import annotations
 

@@ -125,7 +125,7 @@ def plan(dataset: str, arch: Union[str, Sequence[str]], gpu_memory_target_gb: fl
 
 def _stock_plans(dataset_id: int, gpu_memory_target_gb: float) -> dict:
     """Stock nnU-Net's plans at the same target, in memory only: ``plain_unet`` at kappa = 1 is nnU-Net's
-    ExperimentPlanner (same patch, batch and topology; tests/test_planner.py checks it), on the meta device."""
+    ExperimentPlanner (same patch, batch and topology; tests/unit/test_planner.py checks it), on the meta device."""
     from nnunet_ext.plans.planner import ArchitecturePlanner
 
     planner = ArchitecturePlanner(dataset_id, gpu_memory_target_gb, arch="plain_unet")
@@ -190,10 +190,9 @@ def cmd_plan(args) -> int:
     return 0
 
 
-def register_cli(subparsers) -> None:
+def register_cli(subparsers, name: str, help: str) -> None:
     s = subparsers.add_parser(
-        "plan", help="nnU-Net planning (+ preprocessing where needed) sized to a GPU-memory target for one or "
-                     "more architectures",
+        name, help=help,
         description="Runs nnU-Net's ExperimentPlanner with the memory estimate of a registered architecture "
                     "(kappa x its compute_conv_feature_map_size, kappa from plans/memory_calibration.json) and "
                     "writes nnUNetPlans_<ARCH> naming that architecture, so that 'nnUNetv2_train D CONFIG FOLD -p "

@@ -30,7 +30,7 @@ two convs per stage, instance norm, leaky ReLU):
                  ``--volume-shape`` (tile step 0.5, Gaussian weighting, mirroring as nnU-Net unless
                  ``--no-mirroring``), after one warm-up call on a patch-sized volume.
 
-**Accuracy** (when ``--cv`` or ``--pred`` is given): per-case Dice, HD95 and NSD (:mod:`nnunet_ext.evaluation.metrics`) of each
+**Accuracy** (when ``--cv`` or ``--pred`` is given): per-case Dice, HD95 and NSD (:mod:`nnunet_ext.evaluation.summary`) of each
 trainer's 5-fold cross-validation (``fold_X/validation`` in ``nnUNet_results``) or of given prediction folders
 (``--pred NAME=FOLDER ... --labels FOLDER``); per class mean ± std under the empty-mask conventions of
 :mod:`nnunet_ext.evaluation.table` (both masks empty: excluded; exactly one empty: the worst value, counted beside the
@@ -42,7 +42,7 @@ Outputs: ``benchmark.md`` (a table in the spirit of DMC-Net's Table 3), ``benchm
 ``per_case.csv``, ``benchmark.json`` (everything), ``boxplot_dice.png`` and ``boxplot_hd95.png``.
 
 This module is the command line; the work is done by one module per job: :mod:`nnunet_ext.plans.synth` (plans),
-:mod:`nnunet_ext.benchmark.trainers` (trainer lookup), :mod:`nnunet_ext.benchmark.profile` (model figures, subprocess
+:mod:`nnunet_ext.lookup` (trainer lookup), :mod:`nnunet_ext.benchmark.profile` (model figures, subprocess
 isolation), :mod:`nnunet_ext.benchmark.accuracy` (accuracy statistics), :mod:`nnunet_ext.benchmark.report` (tables, plots).
 Their public functions are re-exported here.
 """
@@ -62,7 +62,7 @@ from nnunet_ext.architectures import forward_flops  # noqa: F401
 from nnunet_ext.benchmark.profile import measure_trainer, run_model_figures  # noqa: F401
 from nnunet_ext.benchmark.report import (boxplots, build_rows, class_names, markdown_table, summary_text,  # noqa: F401
                                      write_outputs)
-from nnunet_ext.benchmark.trainers import STOCK_TRAINER, build_network, default_trainers, find_trainer_class  # noqa: F401
+from nnunet_ext.lookup import STOCK_TRAINER, build_network, default_trainers, find_trainer_class  # noqa: F401
 from nnunet_ext.errors import UserError, dataset_name
 
 __all__ = ["METRICS", "DEFAULT_LABELS", "STOCK_TRAINER", "accuracy_stats", "boxplots", "build_network", "build_rows",
@@ -72,9 +72,9 @@ __all__ = ["METRICS", "DEFAULT_LABELS", "STOCK_TRAINER", "accuracy_stats", "boxp
            "cmd_benchmark"]
 
 
-def register_cli(subparsers) -> None:
+def register_cli(subparsers, name: str, help: str) -> None:
     s = subparsers.add_parser(
-        "benchmark", help="model figures (params, FLOPs, step time, memory, inference) and accuracy vs stock nnU-Net",
+        name, help=help,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Benchmark trainers against stock nnU-Net. Two parts, written together into --out DIR "
                     "(benchmark.md, benchmark.csv, benchmark.json; with accuracy also per_case.csv, "
@@ -146,7 +146,7 @@ def cmd_benchmark(args) -> int:
     out = Path(args.out)
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     # ------------------------------------------------------------------ validate everything before any work
-    from nnunet_ext.checks.inputs import check_output_path
+    from nnunet_ext.checks import check_output_path
     check_output_path(args.out, "--out folder")
     want_models = not args.skip_models
     want_acc = bool(args.cv or args.pred)
@@ -196,7 +196,7 @@ def cmd_benchmark(args) -> int:
                 raise UserError(f"--pred needs {flag} (missing {f})" if f else f"--pred needs {flag} or -d")
         if dataset_json is None:
             dataset_json = json.loads(Path(dj).read_text())
-        from nnunet_ext.checks.inputs import check_evaluation_folders  # every --pred file checked before any work
+        from nnunet_ext.checks import check_evaluation_folders  # every --pred file checked before any work
         check_evaluation_folders(args.labels, preds.values(), dataset_json.get("file_ending"))
 
     if args.pred and not args.trainers:

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from nnunet_ext.architectures import forward_flops
-from nnunet_ext.benchmark.trainers import build_network, find_trainer_class, quiet
+from nnunet_ext.lookup import build_network, find_trainer_class, quiet
 
 
 def proc_status_kib(key: str) -> Optional[int]:

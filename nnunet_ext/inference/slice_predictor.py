@@ -2,12 +2,11 @@
 sliding window of our own for **2d configurations**: several slices per forward pass, and no Gaussian weighting
 when the patch covers the whole slice.
 
-Why. nnU-Net's ``predict_sliding_window_return_logits`` runs a 2d model one tile (= one slice at most) per forward
-and, per tile, multiplies the logits by a Gaussian (fp16) and adds logits and Gaussian into fp16 accumulators, then
-divides. For a network as small as MoNet (Knolle, Kaissis et al. 2021, Sec. 2: 403 k parameters, CPU inference as
-the selling point) a batch of one slice leaves a GPU mostly idle. On a CPU the forward pass itself is ≥ 99 % of the
-time under load (``benchmarks/monet_cpu_speed.py`` prints the share; docs/monet.md): there this path gains only
-nnU-Net's per-tile passes, and a 256² slice goes one per forward (batching did not run faster per slice).
+nnU-Net's ``predict_sliding_window_return_logits`` runs a 2d model one tile (= one slice at most) per forward and,
+per tile, multiplies the logits by a Gaussian (fp16) and adds logits and Gaussian into fp16 accumulators, then
+divides. For a network as small as MoNet (Knolle, Kaissis et al. 2021, Sec. 2: 403 k parameters) a batch of one
+slice leaves a GPU mostly idle; on a CPU this path gains only nnU-Net's per-tile passes (measurements and the CPU
+default: docs/monet.md).
 
 What is the same as nnU-Net (:class:`nnunetv2.inference.predict_from_raw_data.nnUNetPredictor`, subclassed, not
 forked): loading of the model folder and folds, preprocessing, padding to the patch (``pad_nd_image``), tile positions
@@ -21,13 +20,12 @@ and scaling), the ensemble over folds, resampling and export. What differs:
   covers the slice, the usual 2d plan) nnU-Net's result is ``(g·l)/g = l`` up to fp16 rounding, so the weighting
   is skipped and the logits are stored directly.
 
-Predictions equal nnU-Net's up to fp16 rounding of the accumulators (tests/test_slice_predictor.py compares logits
+Predictions equal nnU-Net's up to fp16 rounding of the accumulators (tests/unit/test_slice_predictor.py compares logits
 and the exported segmentations). 3d configurations are left to nnU-Net's own sliding window.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import List, Optional
 
 import torch
@@ -40,8 +38,6 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 DEFAULT_BATCH_MB = {"cpu": 64, "cuda": 2048, "mps": 1024}
 #: at most this many slices per forward
 MAX_SLICES_PER_FORWARD = 64
-HELP = ("nnUNetv2_predict (same flags and outputs) with 2d configurations predicted several slices per forward "
-        "and without per-tile Gaussian weighting when the patch covers the slice")
 
 
 class SlicePredictor(nnUNetPredictor):
@@ -164,7 +160,7 @@ def _split_own_args(argv: List[str]):
 def cmd_predict_slices(args) -> int:
     from nnunet_ext.lookup import pass_through
     from nnunet_ext.errors import UserError
-    from nnunet_ext.checks.inputs import check_predict_args
+    from nnunet_ext.checks import check_predict_args
 
     own, rest = _split_own_args(args.args)
     if own.batch_mb is not None and not own.batch_mb > 0:
@@ -172,8 +168,9 @@ def cmd_predict_slices(args) -> int:
     if own.slices_per_forward is not None and own.slices_per_forward < 1:
         raise UserError(f"-slices_per_forward {own.slices_per_forward}: must be >= 1")
     if any(a in ("-h", "--help") for a in rest):
-        print(f"nnunet-ext predict-slices: {HELP}.\nOwn flags: -batch_mb MB (memory budget of one forward; default "
-              f"{DEFAULT_BATCH_MB}), -slices_per_forward N (fixed instead). Every other flag is nnUNetv2_predict's:\n")
+        print(f"nnunet-ext predict-slices: {args.help_line}.\nOwn flags: -batch_mb MB (memory budget of one forward; "
+              f"default {DEFAULT_BATCH_MB}), -slices_per_forward N (fixed instead). Every other flag is "
+              f"nnUNetv2_predict's:\n")
     check_predict_args(rest)
 
     import nnunetv2.inference.predict_from_raw_data as P
@@ -193,16 +190,10 @@ def cmd_predict_slices(args) -> int:
         P.nnUNetPredictor = original
 
 
-def register_cli(subparsers) -> None:
+def register_cli(subparsers, name: str, help: str) -> None:
     # prefix_chars="+": this parser knows no "-" flag, so every argument (nnU-Net's -i, -o, ...) lands in ``args``
-    s = subparsers.add_parser("predict-slices", help=HELP, add_help=False, prefix_chars="+",
+    s = subparsers.add_parser(name, help=help, add_help=False, prefix_chars="+",
                               description="Runs nnUNetv2_predict with SlicePredictor. All flags are nnUNetv2_predict's "
                                           "plus -batch_mb / -slices_per_forward; see 'nnunet-ext predict-slices -h'.")
     s.add_argument("args", nargs=argparse.REMAINDER)
-    s.set_defaults(func=cmd_predict_slices)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from nnunet_ext.cli import main
-
-    sys.exit(main(["predict-slices", *sys.argv[1:]]))
+    s.set_defaults(func=cmd_predict_slices, help_line=help)
