@@ -4,8 +4,8 @@ A run over many cases must not accumulate memory (predictions, logits, preproces
 alive, caches keyed by shape). This benchmark runs ``predict-c2f`` in ONE process over ``--cases`` synthetic cases
 and prints the current RSS (``VmRSS``) and the peak so far (``VmHWM``, what a job scheduler kills on) after every
 ``--every`` cases. The run is the CLI's own code path (``nnunet_ext.cli.main(["predict-c2f", ...])``) in this
-process; the only addition is a wrapper around :func:`nnunet_ext.c2f.pipeline.predict_case` that reads ``/proc/self/status``
-after each case (Linux).
+process; the only addition is a wrapper around :func:`nnunet_ext.c2f.pipeline.predict_case` that reads
+``/proc/self/status`` after each case (Linux).
 
 Two modes:
 
@@ -14,7 +14,7 @@ Two modes:
   (``nnUNetTrainerPlainUNet`` and its ``_fine`` version, fold 0; reused when present), then the measurement in a
   fresh python process;
 * measure (``--input``): the measurement alone, with the nnU-Net folders of the environment (used by
-  ``tests/test_long_runs.py``).
+  ``tests/integration/test_long_runs.py``).
 
 Example (what docs/workflows.md reports)::
 

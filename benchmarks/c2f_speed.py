@@ -1,4 +1,4 @@
-"""Coarse-to-fine benchmark (issue 6; resdsn_c2f Table 5): per-case time and Dice of
+"""Coarse-to-fine benchmark (resdsn_c2f Table 5): per-case time and Dice of
 
 * **C2F**: coarse model over the whole volume at ``--coarse-step``, fine model over the coarse box + margin at
   ``--fine-step`` (``nnunet-ext predict-c2f``'s code path, :func:`nnunet_ext.c2f.pipeline.predict_case`);
@@ -12,7 +12,7 @@ a volume spans many tiles as a CT scan does, trains the coarse trainer and its `
 schedule, and times the three inference modes case by case (each predictor warmed up on the first case first).
 All post-processing (small components < ``--min-component-fraction``) is applied to every mode alike.
 
-Example (CPU, what docs/c2f.md reports; 28 minutes on 2 cores)::
+Example (CPU, what docs/c2f.md reports)::
 
     OMP_NUM_THREADS=2 python benchmarks/c2f_speed.py --workdir /tmp/c2f_bench --size-scale 2 --patch-size 16 48 48 \\
         --trainer nnUNetTrainerResDSN --epochs 20 --iters 25 --device cpu --disable-tta --oracle-box
@@ -147,13 +147,15 @@ def main(argv=None) -> int:
 
     import SimpleITK as sitk
 
+    from nnunet_ext.boxes import bbox_with_margin_mm
     from nnunet_ext.c2f import pipeline as c2f
+    from nnunet_ext.c2f.models import load_predictor, resolve_model, torch_device
 
-    coarse = c2f.resolve_model("coarse", args.dataset_id, f"{coarse_tr}:{config}", ["0"], "checkpoint_final.pth")
-    fine = c2f.resolve_model("fine", args.dataset_id, f"{fine_tr}:{config}", ["0"], "checkpoint_final.pth")
-    dev = c2f._device(args.device)
-    coarse_p = c2f.load_predictor(coarse, args.coarse_step, dev, not args.disable_tta)
-    fine_p = c2f.load_predictor(fine, args.fine_step, dev, not args.disable_tta)
+    coarse = resolve_model("coarse", args.dataset_id, f"{coarse_tr}:{config}", ["0"], "checkpoint_final.pth")
+    fine = resolve_model("fine", args.dataset_id, f"{fine_tr}:{config}", ["0"], "checkpoint_final.pth")
+    dev = torch_device(args.device)
+    coarse_p = load_predictor(coarse, args.coarse_step, dev, not args.disable_tta)
+    fine_p = load_predictor(fine, args.fine_step, dev, not args.disable_tta)
     from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
 
     reader = recursive_find_reader_writer_by_name(coarse.plans["image_reader_writer"])()
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
         if args.oracle_box:
             def oracle_fn():
                 image, props = reader.read_images(files)
-                box = c2f.bbox_with_margin_mm(ref > 0, args.margin_mm, props["spacing"])
+                box = bbox_with_margin_mm(ref > 0, args.margin_mm, props["spacing"])
                 pre = c2f.preprocess(fine_p, image, props["spacing"])
                 seg = c2f.run_fine_in_box(fine_p, pre, box, ref.shape)
                 return c2f.remove_small_components(seg, args.min_component_fraction)

@@ -96,9 +96,9 @@ def cmd_make_coarse_config(args) -> int:
     return 0
 
 
-def register_cli(subparsers) -> None:
+def register_cli(subparsers, name: str, help: str) -> None:
     s = subparsers.add_parser(
-        "make-coarse-config", help="add the R-times downsampled coarse configuration (two-stage U-Net) to the plans",
+        name, help=help,
         description="Adds a configuration inheriting from 3d_fullres (nnU-Net's inherits_from) with R times its "
                     "spacing and a patch size/topology planned for it. Then preprocess and train it as usual.")
     s.add_argument("-d", required=True, help="dataset name or id")

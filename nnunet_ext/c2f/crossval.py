@@ -1,12 +1,10 @@
 """Cross-validation of a coarse-to-fine pair (``nnunet-ext crossval-c2f``): for every fold k, coarse fold k and fine
 fold k predict fold k's validation cases (``splits_final.json``; raw images from ``nnUNet_raw``) with the C2F or
-two-stage pipeline of :mod:`nnunet_ext.c2f.pipeline`. The results folder has nnU-Net's layout of a trained model
-(``plans.json``, ``dataset.json``, ``fold_k/validation/CASE.nii.gz`` + ``summary.json`` with Dice, HD95 and NSD from
-:mod:`nnunet_ext.evaluation.metrics`), so the pair can be scored beside trainers:
+two-stage pipeline of :mod:`nnunet_ext.c2f.pipeline` (the ``_fine`` trainers skip nnU-Net's own final validation:
+``trainers/c2f.py``). The results folder has nnU-Net's layout of a trained model (``plans.json``, ``dataset.json``,
+``fold_k/validation/CASE.nii.gz`` + ``summary.json`` with Dice, HD95 and NSD from
+:mod:`nnunet_ext.evaluation.summary`), so the pair can be scored beside trainers:
 ``nnunet-ext benchmark --cv -tr nnUNetTrainer C2F=RESULTS_FOLDER ...``.
-
-Why: nnU-Net's own final validation of a ``_fine`` trainer would predict whole volumes with the fine model alone,
-which is not the method (``trainers/c2f.py`` skips it); this scores what ``predict-c2f`` does.
 """
 from __future__ import annotations
 
@@ -14,20 +12,23 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from nnunet_ext.c2f import pipeline as c2f
+from nnunet_ext.c2f.cli import add_pair_arguments
+from nnunet_ext.c2f.models import ModelRef, check_compatible, load_predictor, resolve_model, torch_device
+from nnunet_ext.c2f.modes import DEFAULT_FINE_MARGIN_MM, DEFAULT_MODE, TWO_STAGE_MARGINS_VOX, C2FMode, get_mode
+from nnunet_ext.c2f.pipeline import check_options, list_cases, pair_record, run_cases
 from nnunet_ext.errors import UserError, dataset_name as _dataset_name
 
 PAIR_FILE = "crossval_c2f.json"
 
 
-def default_results_folder(dataset: str, coarse: "c2f.ModelRef", fine: "c2f.ModelRef", mode: str) -> Path:
-    """``nnUNet_results/DatasetXXX/C2F__<coarse trainer>__<coarse config>__<fine trainer>__<fine config>[__plans]``
-    (``TwoStage__...`` for ``--mode two-stage``)."""
-    name = "__".join(["C2F" if mode == "c2f" else "TwoStage", coarse.trainer, coarse.configuration, fine.trainer,
+def default_results_folder(dataset: str, coarse: ModelRef, fine: ModelRef, mode: Union[str, C2FMode]) -> Path:
+    """``nnUNet_results/DatasetXXX/<prefix>__<coarse trainer>__<coarse config>__<fine trainer>__<fine config>
+    [__plans]``, ``<prefix>`` the mode's ``folder_prefix`` (``C2F``, ``TwoStage``)."""
+    name = "__".join([get_mode(mode).folder_prefix, coarse.trainer, coarse.configuration, fine.trainer,
                       fine.configuration])
     if coarse.plans_name != "nnUNetPlans" or fine.plans_name != "nnUNetPlans":
         name += f"__{coarse.plans_name}" + (f"__{fine.plans_name}" if fine.plans_name != coarse.plans_name else "")
@@ -67,51 +68,52 @@ def load_splits(dataset: str, folds: Optional[Sequence[str]]) -> Dict[int, List[
     return out
 
 
-def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: str = "c2f", output=None,
-                 fallback: str = "coarse", margin_mm: float = c2f.DEFAULT_FINE_MARGIN_MM, coarse_step: float = 0.9,
-                 fine_step: float = 0.5, min_component_fraction: float = 0.2, device: str = "auto",
-                 checkpoint: str = "checkpoint_final.pth", disable_mirroring: bool = False,
-                 ts_margins=(c2f.TWO_STAGE_COARSE_MARGIN_VOX, c2f.TWO_STAGE_FINE_MARGIN_VOX),
-                 continue_prediction: bool = False, nsd_tolerance_mm: float = 2.0, num_processes: int = 1) -> Path:
+def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Union[str, C2FMode] = DEFAULT_MODE,
+                 output=None, fallback: str = "coarse", margin_mm: float = DEFAULT_FINE_MARGIN_MM,
+                 coarse_step: float = 0.9, fine_step: float = 0.5, min_component_fraction: float = 0.2,
+                 device: str = "auto", checkpoint: str = "checkpoint_final.pth", disable_mirroring: bool = False,
+                 ts_margins=TWO_STAGE_MARGINS_VOX, continue_prediction: bool = False,
+                 nsd_tolerance_mm: float = 2.0, num_processes: int = 1) -> Path:
     """Validate everything (models of every fold, splits, raw images, ground truth), then predict and score fold by
     fold. Returns the results folder. Bad input raises ``UserError`` before anything is written."""
     from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
 
-    from nnunet_ext.evaluation import metrics
+    from nnunet_ext.evaluation import summary as evaluation_summary
 
-    c2f.check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback)
+    check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback)
+    mode = get_mode(mode)
     ds = _dataset_name(dataset)
     split = load_splits(ds, folds)
     refs = {}
     for f in split:
-        coarse = c2f.resolve_model("coarse", ds, coarse_spec, [str(f)], checkpoint)
-        fine = c2f.resolve_model("fine", ds, fine_spec, [str(f)], checkpoint)
-        c2f.check_compatible(coarse, fine)
+        coarse = resolve_model("coarse", ds, coarse_spec, [str(f)], checkpoint)
+        fine = resolve_model("fine", ds, fine_spec, [str(f)], checkpoint)
+        check_compatible(coarse, fine)
         refs[f] = (coarse, fine)
     coarse, fine = refs[next(iter(split))]
     dj = fine.dataset_json
     fe = dj["file_ending"]
     raw_images = _env_folder("nnUNet_raw") / ds / "imagesTr"
     gt = _env_folder("nnUNet_preprocessed") / ds / "gt_segmentations"
-    all_cases = c2f.list_cases(raw_images, fe, len(dj.get("channel_names", dj.get("modality", {}))))
+    all_cases = list_cases(raw_images, fe, len(dj.get("channel_names", dj.get("modality", {}))))
     for f, val in split.items():
         for case in val:
             if case not in all_cases:
                 raise UserError(f"fold {f}: validation case {case} has no image in {raw_images}")
             if not (gt / f"{case}{fe}").is_file():
                 raise UserError(f"fold {f}: no ground truth {gt / (case + fe)} (run nnUNetv2_preprocess)")
-    from nnunet_ext.checks.inputs import check_case_files, check_output_path, model_ndim  # files read whole, finite
+    from nnunet_ext.checks import check_case_files, check_output_path, model_ndim  # files read whole, finite
     ndim = model_ndim(fine.plans, fine.configuration)
     for c in dict.fromkeys(c for val in split.values() for c in val):
         check_case_files(all_cases[c], ndim, fine.configuration, len(dj.get("channel_names", dj.get("modality", {}))))
     out = Path(output) if output is not None else default_results_folder(ds, coarse, fine, mode)
     check_output_path(out, "output folder")
-    dev = c2f._device(device)
+    dev = torch_device(device)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "plans.json").write_text(json.dumps(fine.plans, indent=2))
     (out / "dataset.json").write_text(json.dumps(dj, indent=2))
-    pair = {"what": "coarse-to-fine pair scored by nnunet-ext crossval-c2f", "mode": mode, "dataset": ds,
+    pair = {"what": "coarse-to-fine pair scored by nnunet-ext crossval-c2f", "mode": mode.name, "dataset": ds,
             "coarse": coarse_spec, "fine": fine_spec, "folds": list(split), "fallback": fallback,
             "coarse_step": coarse_step, "fine_step": fine_step, "checkpoint": checkpoint,
             "mirroring": not disable_mirroring}
@@ -121,18 +123,19 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: st
     for f, val in split.items():
         coarse, fine = refs[f]
         t0 = time.perf_counter()
-        coarse_p = c2f.load_predictor(coarse, coarse_step, dev, not disable_mirroring)
-        fine_p = c2f.load_predictor(fine, fine_step, dev, not disable_mirroring)
+        coarse_p = load_predictor(coarse, coarse_step, dev, not disable_mirroring)
+        fine_p = load_predictor(fine, fine_step, dev, not disable_mirroring)
         val_dir = out / f"fold_{f}" / "validation"
         print(f"fold {f}: {len(val)} validation cases -> {val_dir}")
-        record = c2f.pair_record(coarse, fine, dev, mode, coarse_step, fine_step, margin_mm, ts_margins,
+        record = pair_record(coarse, fine, dev, mode, coarse_step, fine_step, margin_mm, ts_margins,
                                  min_component_fraction, fallback)
-        c2f.run_cases({c: all_cases[c] for c in val}, val_dir, coarse_p, fine_p, reader, fe, record, mode,
+        run_cases({c: all_cases[c] for c in val}, val_dir, coarse_p, fine_p, reader, fe, record, mode,
                       margin_mm, min_component_fraction, ts_margins, fallback, continue_prediction)
         secs += [r["total_s"] for c, r in record["cases"].items() if c in val]
-        summary = metrics.evaluate_folder(gt, val_dir, out / "dataset.json", out / "plans.json",
-                                          output_file=val_dir / "summary.json", nsd_tolerance_mm=nsd_tolerance_mm,
-                                          num_processes=num_processes, chill=True)
+        summary = evaluation_summary.evaluate_folder(gt, val_dir, out / "dataset.json", out / "plans.json",
+                                                     output_file=val_dir / "summary.json",
+                                                     nsd_tolerance_mm=nsd_tolerance_mm,
+                                                     num_processes=num_processes, chill=True)
         fg = summary.get("foreground_mean", {})
         print(f"fold {f}: mean foreground Dice {fg.get('Dice', float('nan')):.4f} "
               f"({time.perf_counter() - t0:.0f} s)")
@@ -152,10 +155,9 @@ def cmd_crossval_c2f(args) -> int:
     return 0
 
 
-def register_cli(subparsers) -> None:
+def register_cli(subparsers, name: str, help: str) -> None:
     s = subparsers.add_parser(
-        "crossval-c2f", help="score a coarse-to-fine pair in nnU-Net's cross-validation (fold k + fold k on fold "
-                             "k's validation cases)",
+        name, help=help,
         description="For every fold k: coarse fold k and fine fold k predict fold k's validation cases "
                     "(splits_final.json, images from nnUNet_raw) with predict-c2f's pipeline; predictions and a "
                     "summary.json (Dice, HD95, NSD) go to fold_k/validation of a results folder in nnU-Net's layout, "
@@ -164,7 +166,7 @@ def register_cli(subparsers) -> None:
                    help="folds (default: every fold of splits_final.json)")
     s.add_argument("-o", default=None, help="results folder (default: nnUNet_results/DatasetXXX/"
                                             "C2F__<coarse trainer>__<config>__<fine trainer>__<config>)")
-    c2f.add_pair_arguments(s)
+    add_pair_arguments(s)
     s.add_argument("--nsd-tolerance-mm", type=float, default=2.0, help="NSD tolerance (default 2 mm)")
     s.add_argument("-np", type=int, default=1, help="processes for the evaluation (default 1)")
     s.set_defaults(func=cmd_crossval_c2f)
