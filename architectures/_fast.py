@@ -3,7 +3,7 @@ module: not a family, registers nothing).
 
 Contract: everything here changes how a result is computed, never what. No parameter or buffer is added, renamed
 or reshaped (state_dicts and checkpoints are unchanged); outputs and gradients equal the reference path's within
-fp32 rounding (``tests/test_efficiency.py``); it lives inside the networks' ``forward``, so it holds in
+fp32 rounding (``tests/unit/test_efficiency.py``); it lives inside the networks' ``forward``, so it holds in
 ``nnUNetv2_train`` and ``nnUNetv2_predict`` alike; outputs are contiguous. The switch back to the reference path
 (``nnUNet_ext_reference=1``, :func:`reference_mode`) and the device rule live in ``_fast_mode`` (re-exported here);
 the paths outside the convolutions (ELU, a whole network in channels-last) in ``_fast_act``.

@@ -1,6 +1,6 @@
-"""The bad-input survey of issue 13 (docs/bad_inputs.md): every bad argument of ``tests/test_inputs.py`` and each
+"""The bad-input survey of issue 13 (docs/bad_inputs.md): every bad argument of ``tests/unit/test_inputs.py`` and each
 broken input file (truncated, NaN/Inf, extra channel, 4D, 2D for a 3D model, not an image; predictions off their
-reference's grid) against our commands, in this process, on the tiny fake nnU-Net world of ``tests/test_inputs.py``
+reference's grid) against our commands, in this process, on the tiny fake nnU-Net world of ``tests/unit/test_inputs.py``
 (a fake trained-model folder: every check happens before a network is loaded). Prints a markdown table: whether the
 outcome is right (exit status 2, exactly one line on stderr, no file written or changed), the command, the status
 and the line. ``--subprocess`` also runs a sample of one command per sub-command as a shell user does (the line
@@ -26,13 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import test_inputs as T  # noqa: E402  (the fake world and the bad arguments of the tests)
-
-
-class _Env:
-    def setenv(self, k, v):
-        os.environ[k] = v
+from nnunet_ext.benchmark import bad_inputs as T  # the fake world and the bad arguments of tests/unit/test_inputs.py
 
 
 def main() -> int:
@@ -51,10 +45,10 @@ def main() -> int:
     def fresh():
         shutil.rmtree(base, ignore_errors=True)
         base.mkdir(parents=True)
-        return T.world.__wrapped__(base, _Env())
+        return T.make_world(base, os.environ.__setitem__)
 
     w = fresh()
-    abbrev = {"C2F": T._bad_cases(w)[0][0][:13], "EV": ["evaluate", w.gt, w.pred, "-djfile", w.dj, "-pfile", w.pj],
+    abbrev = {"C2F": T.bad_cases(w)[0][0][:13], "EV": ["evaluate", w.gt, w.pred, "-djfile", w.dj, "-pfile", w.pj],
               "BM": ["benchmark", "--skip-models", "--pred", f"nnUNetTrainer={w.pred}", "--labels", w.gt, "-djfile",
                      w.dj, "-pfile", w.pj, "--reference", "nnUNetTrainer", "--out", w.tmp / "bm_out"],
               "PR": ["predict", "-i", w.inp, "-o", w.tmp / "pred_out", "-d", T.DS, "-c", "3d_fullres", "-f", "0",
@@ -84,7 +78,7 @@ def main() -> int:
         msg = " / ".join(lines).replace(str(base) + "/", "").replace("|", "/")
         rows.append(f"| {'yes' if ok else '**NO**'} | {label} | `{text(argv)}` | {rc} | {msg} |")
 
-    for argv, _ in T._bad_cases(w):
+    for argv, _ in T.bad_cases(w):
         run(argv, "argument")
 
     def nan(w):
@@ -160,7 +154,7 @@ def cost(workdir: Path) -> int:
 
     import SimpleITK as sitk
 
-    from nnunet_ext.checks import inputs
+    from nnunet_ext import checks as inputs
 
     workdir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

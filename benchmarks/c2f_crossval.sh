@@ -76,7 +76,7 @@ open('$FO/fold_$f/validation/fine_only_times.json', 'w'), indent=2)"
   fi
 done
 
-# 4. the same scoring for every row (nnunet_ext/evaluation/metrics.py), paired Wilcoxon vs stock; seconds per case
+# 4. the same scoring for every row (nnunet_ext/evaluation/summary.py), paired Wilcoxon vs stock; seconds per case
 nnunet-ext benchmark --skip-models --cv -d 996 -c $C --folds $FOLDS --reference nnUNetTrainer_$S --out $W/bench \
     -tr nnUNetTrainer_$S nnUNetTrainerResDSN_$S C2F=$C2F FineOnly=$FO
 python $HERE/c2f_cv_times.py --c2f $C2F --validation Coarse=$D/nnUNetTrainerResDSN_${S}__nnUNetPlans__$C \

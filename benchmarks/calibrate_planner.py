@@ -19,49 +19,16 @@ patch/batch with the estimated memory. To check the estimate against a GPU, trai
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+from nnunet_ext.benchmark.calibration import measure_all, same
+
 #: MSD Task07 (pancreas) as nnU-Net plans it: median shape after resampling, spacing, cases
 PANCREAS = {"spacing": (2.5, 0.8, 0.8), "median_shape": (96, 512, 512), "num_training": 282}
-
-
-def measure_all() -> dict:
-    from nnunet_ext.architectures import list_architectures
-    from nnunet_ext.plans import planner as P
-
-    table = {"method": P.MEASUREMENT_METHOD,
-             "description": "kappa = activation bytes per feature-map element of the architecture / PlainConvUNet's; "
-                            "bytes autograd saves for backward in one training forward pass (deep supervision on, "
-                            "fp32, batch 1) plus the outputs, counted on the meta device at nnU-Net's pancreas-like "
-                            "topology (reference_plans). A GPU calibration (method cuda-peak) is to replace it.",
-             "reference_plans": {f"{d}d": {k: list(v) if isinstance(v, tuple) else v for k, v in r.items()}
-                                 for d, r in P.REFERENCE_PLANS.items()},
-             "measured": datetime.date.today().isoformat(),
-             "command": "python benchmarks/calibrate_planner.py",
-             "architectures": {}}
-    for arch in list_architectures():
-        table["architectures"][arch] = {f"{d}d": P.measure_memory_factor(arch, d) for d in (2, 3)}
-    return table
-
-
-def _meta_kappa(entry: dict):
-    return entry.get("meta_kappa", entry.get("kappa"))
-
-
-def _same(a: dict, b: dict, rtol: float = 1e-3) -> list:
-    diffs = []
-    for arch in sorted(set(a["architectures"]) | set(b["architectures"])):
-        for dim in ("2d", "3d"):
-            # the meta-device value (an entry that memory_check.py recalibrated keeps it as meta_kappa)
-            x, y = (_meta_kappa(t["architectures"].get(arch, {}).get(dim, {})) for t in (a, b))
-            if x is None or y is None or abs(x - y) > rtol * max(abs(x), abs(y)):
-                diffs.append(f"{arch} {dim}: table {x}, measured {y}")
-    return diffs
 
 
 def planning_dataset() -> int:
@@ -128,7 +95,7 @@ def main(argv=None) -> int:
         return 0
     fresh = measure_all()
     if args.check:
-        diffs = _same(P.load_calibration(), fresh)
+        diffs = same(P.load_calibration(), fresh)
         print("\n".join(diffs) if diffs else f"{P.CALIBRATION_FILE.name} is current")
         return 1 if diffs else 0
     tmp = P.CALIBRATION_FILE.with_suffix(".json.tmp")

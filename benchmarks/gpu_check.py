@@ -33,10 +33,9 @@ STOCK = "stock nnU-Net"
 
 
 def unique_archs(archs):
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import memory_check
+    from nnunet_ext.benchmark.memory_check import same_network_groups
 
-    return [g[0] for g in memory_check.same_network_groups(archs)]
+    return [g[0] for g in same_network_groups(archs)]
 
 
 def _plans_for(conf: dict, configuration: str) -> tuple:

@@ -48,7 +48,7 @@ from nnunet_ext.architectures import _fast
 from nnunet_ext.plans.synth import explicit_plans
 from nnunet_ext.architectures import forward_flops
 from nnunet_ext.benchmark.profile import generic_step_fn, random_targets
-from nnunet_ext.benchmark.trainers import STOCK_TRAINER, build_network, find_trainer_class, quiet
+from nnunet_ext.lookup import STOCK_TRAINER, build_network, find_trainer_class, quiet
 
 #: the default trainer of every family (DMC-Net, ResDSN, DLKUNet, MoNet, two-stage U-Net) and stock nnU-Net
 DEFAULT_ARCHS = [STOCK_TRAINER, "nnUNetTrainerDMCNet", "nnUNetTrainerResDSN", "nnUNetTrainerDLKUNetS",

@@ -1,4 +1,4 @@
-"""Time of HD95 + NSD (:func:`nnunet_ext.evaluation.metrics.surface_metrics`, one MONAI pass) per structure in a CT-sized
+"""Time of HD95 + NSD (:func:`nnunet_ext.evaluation.case.surface_metrics`, one MONAI pass) per structure in a CT-sized
 volume of 512 x 512 x 200 voxels (issue 14; goal <= 2 s per structure on the CPU with 2 threads).
 
 Three synthetic structures at spacing 2.5 x 0.8 x 0.8 mm (z, y, x), each against a prediction shifted by 2 voxels
@@ -9,7 +9,7 @@ the union through acvl_utils, the crop).
 
     OMP_NUM_THREADS=2 python benchmarks/surface_metrics_speed.py --threads 2 [--repeats 3]
 
-It is a benchmark, not a test: nothing is asserted (tests/test_metrics.py checks the values).
+It is a benchmark, not a test: nothing is asserted (tests/unit/test_metrics.py checks the values).
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from nnunet_ext.evaluation.metrics import crop_to_union, surface_metrics
+    from nnunet_ext.evaluation.case import surface_metrics
+    from nnunet_ext.evaluation.surface import crop_to_union
 
     structures = {"tumour (sphere r 15 mm)": ellipsoid((15, 15, 15), (100, 300, 200)),
                   "pancreas (30 x 25 x 60 mm)": ellipsoid((30, 25, 60), (90, 260, 280)),

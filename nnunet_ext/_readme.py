@@ -1,5 +1,5 @@
 """Keeps the README's lists of trainers and architectures true: ``python -m nnunet_ext._readme`` rewrites the blocks
-between the ``<!-- trainers -->`` / ``<!-- archs -->`` markers; tests/test_readme.py fails when they are stale."""
+between the ``<!-- trainers -->`` / ``<!-- archs -->`` markers; tests/unit/test_readme.py fails when they are stale."""
 from __future__ import annotations
 
 import re

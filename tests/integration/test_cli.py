@@ -1,11 +1,10 @@
 """The command line: listings on stdout only, one-line errors with a non-zero exit and nothing written."""
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import n_trainable
+from tests.helpers import n_trainable
 from nnunet_ext import architectures as A
 from nnunet_ext import trainers
 
@@ -66,7 +65,7 @@ def test_env_version_help_import_neither_torch_nor_nnunet(argv):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"
     if argv == ["-h"]:  # every sub-command is listed, the lazy ones with their help line
-        from nnunet_ext.cli import LAZY_COMMANDS
+        from nnunet_ext.commands import COMMANDS as LAZY_COMMANDS
 
         for name in ["env", "trainers", "archs", "train", "predict", *LAZY_COMMANDS]:
             assert f"    {name}" in proc.stdout, name
@@ -74,7 +73,8 @@ def test_env_version_help_import_neither_torch_nor_nnunet(argv):
 
 def test_lazy_help_lines_equal_the_registered_ones():
     """The help line `nnunet-ext -h` shows for a lazy sub-command is the one its module registers."""
-    from nnunet_ext.cli import LAZY_COMMANDS, build_parser
+    from nnunet_ext.cli import build_parser
+    from nnunet_ext.commands import COMMANDS as LAZY_COMMANDS
 
     parser = build_parser("*")
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -1,13 +1,14 @@
-"""End to end with the stock nnU-Net console scripts themselves (elsewhere conftest.run calls their entry-point
+"""End to end with the stock nnU-Net console scripts themselves (elsewhere tests.helpers.run calls their entry-point
 functions): plan_and_preprocess (fixture), nnUNetv2_train with one of our short-schedule trainers on the CPU,
 nnUNetv2_predict, nnUNetv2_evaluate_folder."""
 import json
 
-from background import job
-from conftest import PLAIN_3D, assert_predictions_match_inputs, predict, run
+import pytest
+
+from tests.helpers import PLAIN_3D, assert_predictions_match_inputs, predict, run, shared
 
 
-@job("nnunet_dataset", "plain_unet_3d", cost=20)
+@shared("nnunet_dataset", "plain_unet_3d")
 def stock_e2e_run(ds, fold_dir, tmp):
     """``nnUNetv2_predict`` of the test images with conftest's ``plain_unet_3d`` model (trained by the stock
     ``nnUNetv2_train``), then ``nnUNetv2_evaluate_folder``. Without test-time mirroring: nnU-Net's mirrored sliding
@@ -18,6 +19,7 @@ def stock_e2e_run(ds, fold_dir, tmp):
     return out
 
 
+@pytest.mark.xdist_group("c2f_pair")
 def test_stock_commands_train_predict_evaluate(nnunet_dataset, plain_unet_3d, stock_e2e_run):
     ds, fold_dir, out = nnunet_dataset, plain_unet_3d, stock_e2e_run
     assert (fold_dir / "checkpoint_final.pth").is_file()

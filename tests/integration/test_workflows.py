@@ -1,14 +1,15 @@
 """nnU-Net's own workflows with one of our trainers, on the tiny dataset of the session fixture (6 training cases, so
 five folds), CPU, 2 epochs of 2 iterations, a checkpoint every epoch (``_save1``):
 
-* 5-fold cross-validation of ``nnUNetTrainerMoNet`` and of stock ``nnUNetTrainer`` on the same schedule, with the
-  validation probabilities (``--npz``), without test-time mirroring (``_nomirror``: nothing here depends on it;
-  test_end_to_end and test_monet validate with it); folds in one python process calling nnU-Net's ``run_training``
-  (the import cost is paid once, and its export and evaluation pools fork from it instead of spawning two fresh
-  interpreters per fold), except one fold of ours, which is trained by the stock ``nnUNetv2_train``, killed
-  (SIGKILL) in its second epoch and resumed with ``--c``;
+* cross-validation of ``nnUNetTrainerMoNet`` with the validation probabilities (``--npz``), without test-time
+  mirroring (``_nomirror``: nothing here depends on it; test_end_to_end and test_monet validate with it); folds in one
+  python process calling nnU-Net's ``run_training`` (the import cost is paid once, and its export and evaluation
+  pools fork from it instead of spawning two fresh interpreters per fold), except one fold of ours, which is trained
+  by the stock ``nnUNetv2_train``, killed (SIGKILL) in its second epoch and resumed with ``--c``. By default two folds
+  of ours (one the killed one); ``-m slow``: all five, and the five of stock ``nnUNetTrainer`` on the same schedule;
 * ``nnUNetv2_train --val`` on a finished fold of ours;
-* ``nnUNetv2_find_best_configuration`` with both trainers named (``-tr``), then the inference it prescribes:
+* ``nnUNetv2_ensemble`` of the ``nnUNetv2_predict --save_probabilities`` of two folds of ours; ``-m slow``:
+  ``nnUNetv2_find_best_configuration`` with both trainers named (``-tr``), then the inference it prescribes:
   ``nnUNetv2_predict --save_probabilities`` of both models (fold 0), ``nnUNetv2_ensemble``,
   ``nnUNetv2_apply_postprocessing`` with the chosen ``postprocessing.pkl``.
 
@@ -24,9 +25,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
-from background import job
-from conftest import assert_predictions_match_inputs, run, small_plans
+from tests.helpers import assert_predictions_match_inputs, run, shared, small_plans
+
+pytestmark = pytest.mark.xdist_group("preprocessed")  # writes plans into the dataset's preprocessed folder
 
 OURS = "nnUNetTrainerMoNet_nomirror_2epochs_2iters_save1"
 STOCK = "nnUNetTrainer_nomirror_2epochs_2iters_save1"
@@ -103,18 +106,27 @@ def _train_killed_then_resumed(ds, trainer, fold, tmp):
                            fold_dir=fold_dir)
 
 
-@job("nnunet_dataset", cost=51)
+@shared("nnunet_dataset")
 def cv(ds, tmp):
-    """Five folds of ours and of stock nnU-Net (one fold of ours killed and resumed)."""
+    """Fold VAL_FOLD of ours (nnU-Net's run_training) and fold KILLED_FOLD of ours killed and resumed: the default
+    run's cross-validation (the other folds, and stock nnU-Net's: :func:`cv_all_folds`)."""
     patch = json.loads(ds.plans_file.read_text())["configurations"][CONF]["patch_size"]
     small_plans(ds, PLANS, patch=tuple(patch), configuration=CONF)
-    specs = [f"{OURS}:{f}" for f in FOLDS if f != KILLED_FOLD] + [f"{STOCK}:{f}" for f in FOLDS]
-    run([sys.executable, "-c", _FOLDS_DRIVER, str(ds.dataset_id), *specs], ds.env, timeout=3600)
+    run([sys.executable, "-c", _FOLDS_DRIVER, str(ds.dataset_id), f"{OURS}:{VAL_FOLD}"], ds.env, timeout=3600)
     resume = _train_killed_then_resumed(ds, OURS, KILLED_FOLD, tmp)
+    return SimpleNamespace(ds=ds, resume=resume)
+
+
+@shared("cv")
+def cv_all_folds(cv, tmp):
+    """The other folds of ours and the five folds of stock nnU-Net (one process): five folds of each (``-m slow``)."""
+    ds = cv.ds
+    specs = [f"{OURS}:{f}" for f in FOLDS if f not in (VAL_FOLD, KILLED_FOLD)] + [f"{STOCK}:{f}" for f in FOLDS]
+    run([sys.executable, "-c", _FOLDS_DRIVER, str(ds.dataset_id), *specs], ds.env, timeout=3600)
     for tr in (OURS, STOCK):
         for f in FOLDS:
             assert (_model_dir(ds, tr) / f"fold_{f}" / "checkpoint_final.pth").is_file()
-    return SimpleNamespace(ds=ds, resume=resume)
+    return cv
 
 
 def test_resume_with_c_loses_at_most_one_checkpoint_interval(cv):
@@ -132,7 +144,7 @@ def test_resume_with_c_loses_at_most_one_checkpoint_interval(cv):
     assert (r.fold_dir / "validation" / "summary.json").is_file()
 
 
-@job("cv", cost=14)
+@shared("cv")
 def val_run(cv, tmp):
     """``nnUNetv2_train --val --npz`` on fold VAL_FOLD of ours, after removing its validation summary and npz files:
     (summary before, npz files before, summary after)."""
@@ -159,7 +171,40 @@ def test_val_on_a_finished_fold_of_ours(val_run):
     assert sorted((fold_dir / "validation").glob("*.npz")) == npz
 
 
-@job("cv", "val_run", cost=60)
+@shared("cv", "val_run")
+def ensemble_run(cv, val, tmp):
+    """``nnUNetv2_predict --save_probabilities`` of the test images with folds VAL_FOLD and KILLED_FOLD of ours, then
+    ``nnUNetv2_ensemble`` of the two: the default run's ensembling (after val_run, which validates fold VAL_FOLD
+    again; :func:`best_run` ensembles two trainers, ``-m slow``)."""
+    ds = cv.ds
+    preds = []
+    for fold in (VAL_FOLD, KILLED_FOLD):
+        out = tmp / f"pred_fold{fold}"
+        run(["nnUNetv2_predict", "-i", str(ds.images_ts), "-o", str(out), "-d", str(ds.dataset_id), "-c", CONF,
+             "-tr", OURS, "-p", PLANS, "-f", str(fold), "-device", "cpu", "-npp", "1", "-nps", "1",
+             "--save_probabilities", "--disable_tta"], ds.env)
+        preds.append(out)
+    ens = tmp / "ensemble"
+    run(["nnUNetv2_ensemble", "-i", *map(str, preds), "-o", str(ens), "-np", "1"], ds.env)
+    return SimpleNamespace(preds=preds, ens=ens)
+
+
+def test_ensemble_of_two_folds_is_the_argmax_of_their_mean(cv, ensemble_run):
+    import SimpleITK as sitk
+
+    ds, preds, ens = cv.ds, ensemble_run.preds, ensemble_run.ens
+    for out in preds:
+        assert_predictions_match_inputs(out, ds.images_ts)
+    assert_predictions_match_inputs(ens, ds.images_ts)
+    for img in sorted(ds.images_ts.glob("*_0000.nii.gz")):
+        case = img.name[: -len("_0000.nii.gz")]
+        probs = [np.load(p / f"{case}.npz")["probabilities"].astype(np.float32) for p in preds]
+        expected = np.argmax((probs[0] + probs[1]) / 2, axis=0)
+        got = sitk.GetArrayFromImage(sitk.ReadImage(str(ens / f"{case}.nii.gz")))
+        assert np.mean(got == expected) > 0.999, case
+
+
+@shared("cv_all_folds", "val_run")
 def best_run(cv, val, tmp):
     """``nnUNetv2_find_best_configuration`` with both trainers (after val_run: both read fold VAL_FOLD's validation
     folder), then the inference it prescribes for an ensemble, for both models whatever it chose (one fold each:
@@ -186,6 +231,7 @@ def best_run(cv, val, tmp):
     return SimpleNamespace(info=info, preds=preds, ens=ens, pp=pp)
 
 
+@pytest.mark.slow  # five folds of two trainers; test_ensemble_of_two_folds_is_the_argmax_of_their_mean by default
 def test_find_best_configuration_ensemble_and_postprocessing(cv, best_run):
     ds = cv.ds
     info, preds, ens, pp = best_run.info, best_run.preds, best_run.ens, best_run.pp

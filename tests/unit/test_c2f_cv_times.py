@@ -1,16 +1,13 @@
-"""benchmarks/c2f_cv_times.py: seconds per case of the C2F cross-validation from the files the runs leave."""
+"""nnunet_ext/benchmark/c2f_cv_times.py (the command benchmarks/c2f_cv_times.py): seconds per case of the C2F
+cross-validation from the files the runs leave."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "c2f_cv_times", Path(__file__).resolve().parent.parent / "benchmarks" / "c2f_cv_times.py")
-cvt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cvt)
+from nnunet_ext.benchmark import c2f_cv_times as cvt
 
 LOG = """2026-11-30 16:14:22.809000: This split has 8 training and 2 validation cases.
 2026-11-30 16:14:22.810137: predicting Case_000

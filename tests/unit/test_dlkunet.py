@@ -1,6 +1,7 @@
 """DLKUNet (seed paper dlkunet.txt): Table 1 parameters and FLOPs, the blocks' geometry in 2D/3D, the loss schedules of
-Sec. 4.4 (eqs. 10-13) with nnU-Net's deep supervision, the lookup of trainers built by name, and a tiny end-to-end
-``nnUNetv2_train`` + ``nnUNetv2_predict`` in 2d. (The registry-wide contract test covers dlkunet_s/m/l on plans.)"""
+Sec. 4.4 (eqs. 10-13) with nnU-Net's deep supervision, the lookup of trainers built by name (the tiny end-to-end
+``nnUNetv2_train`` + ``nnUNetv2_predict`` in 2d: tests/integration/test_dlkunet.py; the registry-wide contract test
+covers dlkunet_s/m/l on plans)."""
 import math
 import re
 
@@ -11,8 +12,6 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.utils.flop_counter import FlopCounterMode
 
-from background import job
-from conftest import assert_predictions_match_inputs, predict, shared_small_plans, train
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.dlkunet import DFB, TABLE1_PAPER, DLKUNet, LargeKernelAttention
 from nnunet_ext.trainers import get_trainer
@@ -382,22 +381,3 @@ def test_schedule_suffix_on_any_trainer():
     # nnU-Net's own lookup finds such a name as this very class: test_discovery's stock-lookup sample
     with pytest.raises(AttributeError):
         get_trainer("nnUNetTrainerDLKUNetS_phaseloss_dynloss")
-
-
-# --------------------------------------------------------------------------------------------- end to end
-@job("nnunet_dataset", cost=47)
-def dlkunet_e2e_run(ds, tmp):
-    """Stock nnUNetv2_train + nnUNetv2_predict (CPU, 1 epoch of 4 iterations) with DLKUNet-S and the dynamic loss.
-    _nomirror: the final validation without test-time mirroring; the prediction with --disable_tta (nnU-Net's, not
-    ours): 4x fewer forward passes of a network whose depth-wise and dilated convolutions are slow on a CPU."""
-    trainer, plans = "nnUNetTrainerDLKUNetS_dynloss_nomirror_1epoch_4iters", shared_small_plans(ds, "2d")
-    fold_dir = train(ds, trainer, "2d", plans=plans)
-    return fold_dir, predict(ds, trainer, "2d", tmp / "pred", extra=["--disable_tta"], plans=plans)
-
-
-def test_train_predict_2d_dlkunet_s_dynloss(nnunet_dataset, dlkunet_e2e_run):
-    fold_dir, out = dlkunet_e2e_run
-    log = "\n".join(p.read_text() for p in fold_dir.glob("training_log_*.txt"))
-    a, b = scaled_weights(dynamic_weights(0, 1))
-    assert f"loss schedule dynloss: alpha (Dice) = {a:.4f}, beta (CE) = {b:.4f}" in log
-    assert_predictions_match_inputs(out, nnunet_dataset.images_ts)

@@ -1,7 +1,8 @@
 """DMC-Net family (architectures/dmc_net.py, trainers/dmc_net.py): Table 4's parameter counts, the modules'
-equations and the DMRC pooling rule, bad input, the trainers (found by nnU-Net's lookup, built per dimension), and
-an end-to-end run of the stock nnUNetv2_train / nnUNetv2_predict in 2d and 3d_fullres. The registry-wide contract
-(shapes, deep supervision, gradients, feature-map size, plans round trip) is tests/test_registry.py's."""
+equations and the DMRC pooling rule, bad input, the trainers (found by nnU-Net's lookup, built per dimension); the
+end-to-end run of the stock nnUNetv2_train / nnUNetv2_predict in 2d and 3d_fullres is tests/integration/test_dmc_net.py.
+The registry-wide contract (shapes, deep supervision, gradients, feature-map size, plans round trip) is
+tests/unit/test_registry.py's."""
 from types import SimpleNamespace
 
 import pytest
@@ -9,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from background import job
-from conftest import assert_predictions_match_inputs, n_trainable, predict, shared_small_plans, train
+from tests.helpers import n_trainable
 from nnunet_ext import architectures as A
-from nnunet_ext.architectures.dmc_net import DMRC, DMSC, TABLE4, DMCNet, count_flops
+from nnunet_ext.architectures.dmc_net import DMRC, DMSC, TABLE4, DMCNet
+from nnunet_ext.benchmark.dmc_flops import count_flops
 
 # Table 4 (TCIA-Pancreas): the paper's trainable parameters (M); 2x2 AvgPool rows have the 4x4 rows' count
 TABLE4_ROWS = ["dmc_unet_2d", "dmc_dmrcnet_2d", "dmc_dmscnet_5x5_2d", "dmc_dmscnet_5x5dw_2d", "dmc_dmscnet_7x7_2d",
@@ -254,43 +255,6 @@ def test_trainers_build_per_dimension_from_plans():
     assert any(isinstance(m, nn.BatchNorm2d) for m in paper.modules())
     dmrc = T.nnUNetTrainerDMRCNet.build_network_architecture(None, cm(2, [[1, 1], [2, 2]], [4, 8]), 1, 3, True)
     assert isinstance(dmrc.encoder.stages[0][1].units[0], DMRC)
-
-
-# the dataset's own plans are too heavy for DMC-Net on 2 CPU cores (3d_fullres: patch 24x80x80, 320 features, over
-# 10 minutes per epoch; 2d: 5 stages up to 512 features, ~5x stock's FLOPs), so both run on a copy of the plans with
-# a small patch and narrow features (same spacing, same preprocessed data: small_plans)
-def _dmc_train_predict(ds, tmp, configuration):
-    """Stock nnUNetv2_train (1 epoch of 4 iterations, CPU) then stock nnUNetv2_predict (without test-time mirroring,
-    to keep the CPU run short) with nnUNetTrainerDMCNet."""
-    trainer = "nnUNetTrainerDMCNet_nomirror_1epoch_4iters"  # the final validation without mirroring too
-    plans = shared_small_plans(ds, configuration)
-    out = train(ds, trainer, configuration, plans=plans)
-    pred = predict(ds, trainer, configuration, tmp / "pred", extra=["--disable_tta"], plans=plans)
-    return out, pred
-
-
-@job("nnunet_dataset", cost=46)
-def dmc_e2e_2d(ds, tmp):
-    return _dmc_train_predict(ds, tmp, "2d")
-
-
-@job("nnunet_dataset", cost=62)
-def dmc_e2e_3d(ds, tmp):
-    return _dmc_train_predict(ds, tmp, "3d_fullres")
-
-
-def _check_dmc_end_to_end(ds, run):
-    out, pred = run
-    assert any(out.glob("training_log*.txt")) and (out / "validation" / "summary.json").is_file()
-    assert_predictions_match_inputs(pred, ds.images_ts)  # predictions match the inputs' geometry and labels
-
-
-def test_end_to_end_train_and_predict_2d(nnunet_dataset, dmc_e2e_2d):
-    _check_dmc_end_to_end(nnunet_dataset, dmc_e2e_2d)
-
-
-def test_end_to_end_train_and_predict_3d_fullres(nnunet_dataset, dmc_e2e_3d):
-    _check_dmc_end_to_end(nnunet_dataset, dmc_e2e_3d)
 
 
 def _cm(dim, strides, features, kernels=None):

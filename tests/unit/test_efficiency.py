@@ -10,7 +10,7 @@ from torch import nn
 
 from nnunet_ext.architectures import _fast, create_from_plans
 from nnunet_ext.plans.synth import explicit_plans
-from nnunet_ext.benchmark.trainers import build_network
+from nnunet_ext.lookup import build_network
 from nnunet_ext.trainers import get_trainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 

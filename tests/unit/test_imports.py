@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS = {"nnunet_ext": "nnunet_ext", "architectures": "nnunet_ext.architectures",
                 "trainers": "nnunet_ext.trainers", "plans": "nnunet_ext.plans"}
 FILES = sorted(p for d in (*PACKAGE_DIRS, "benchmarks") for p in (REPO / d).rglob("*.py"))

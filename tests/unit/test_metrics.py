@@ -1,4 +1,4 @@
-"""Surface metrics (HD95, NSD) and ``nnunet-ext evaluate`` (nnunet_ext.evaluation.metrics).
+"""Surface metrics (HD95, NSD) and ``nnunet-ext evaluate`` (nnunet_ext.evaluation).
 
 Analytic cases (boxes shifted by k voxels, concentric spheres) under anisotropic spacing, the empty-mask conventions,
 agreement with an independent distance-transform reference written here (scipy's EDT on the surfaces) and with
@@ -17,8 +17,9 @@ import pytest
 from scipy import ndimage
 
 from nnunet_ext.evaluation.table import METRICS, fmt_mean, image_diagonal_mm
-from nnunet_ext.evaluation.metrics import (FoldResults, compute_metrics_on_folder_with_surface,
-                                evaluate_folder, evaluate_trained_model_folds, surface_metrics)
+from nnunet_ext.evaluation.case import surface_metrics
+from nnunet_ext.evaluation.summary import (FoldResults, compute_metrics_on_folder_with_surface, evaluate_folder,
+                                          evaluate_trained_model_folds)
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from nnunet_ext import _readme
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEST_COMMAND = 'python -m pip install -e ".[test]" && python -m pytest -q'
 
 

@@ -12,7 +12,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from conftest import n_trainable
+from tests.helpers import n_trainable
 from nnunet_ext import architectures as A
 
 NUM_CLASSES = 3  # differs from every feature width below, so segmentation heads can be told apart

@@ -1,20 +1,18 @@
 """ResDSN (resdsn_c2f Sec. 3.4, Table 1) and the two-stage 3D U-Net: structure and parameter count of the paper
 configuration, the Table 1 connection pattern of every variant, the deconvolution size rule, the paper's
-deep-supervision weighting, and a short end-to-end run with the stock nnU-Net commands.
+deep-supervision weighting (the short end-to-end run with the stock nnU-Net commands:
+tests/integration/test_resdsn.py).
 
 The registry contract (shapes at every deep-supervision scale, gradients, state_dict, feature-map size) is covered
-by tests/test_registry.py for every registered variant."""
+by tests/unit/test_registry.py for every registered variant."""
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from background import job
-from conftest import assert_predictions_match_inputs, predict, shared_small_plans, train
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.resdsn import XI_1, XI_2, ResDSN, deconv_kernel_and_padding
 
@@ -220,22 +218,3 @@ def test_resdsn_trainers_weight_decay_and_names():
         wd = cls.merged_hparams().get("weight_decay")
         assert wd == (5e-4 if "DSN" in name else None)
     assert T.get_trainer("nnUNetTrainerResDSN_1epoch_4iters").merged_hparams()["weight_decay"] == 5e-4
-
-
-# --------------------------------------------------------------------------------------------------- end to end
-@job("nnunet_dataset", cost=47)
-def resdsn_e2e_run(ds, tmp):
-    """Stock ``nnUNetv2_train`` then ``nnUNetv2_predict`` with ResDSN, 3d_fullres on the shared small plans (conftest's
-    SMALL_3D: ResDSN adapts to the plans' stages). _nomirror: no test-time mirroring in the final validation and the
-    prediction (nnU-Net's, network-independent; test_end_to_end keeps it): 8x fewer 3D forward passes."""
-    trainer, plans = "nnUNetTrainerResDSN_nomirror_1epoch_4iters", shared_small_plans(ds, "3d_fullres")
-    fold_dir = train(ds, trainer, "3d_fullres", plans=plans)
-    return fold_dir, predict(ds, trainer, "3d_fullres", tmp / "pred", plans=plans)
-
-
-def test_end_to_end_resdsn_3d_fullres(nnunet_dataset, resdsn_e2e_run):
-    fold_dir, out = resdsn_e2e_run
-    ckpt = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert any(k.startswith("decoder.transpconvs.") for k in ckpt["network_weights"])  # it trained a ResDSN
-    assert ckpt["inference_allowed_mirroring_axes"] is None  # _nomirror reached nnU-Net's predictor
-    assert_predictions_match_inputs(out, nnunet_dataset.images_ts)

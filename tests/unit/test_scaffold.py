@@ -3,9 +3,9 @@
 Checkpoint compatibility and behaviour against the code before the scaffold (commit cbe8e66): the digests of the
 state_dict keys/shapes and output statistics in tests/data/scaffold_golden.json were written by
 ``benchmarks/scaffold_equivalence.py golden`` from a record saved on that commit (the script's ``compare`` does the
-full check: every entry, three geometries, old state_dict loaded into the new model, train and eval mode).
+full check: every entry, three geometries, old state_dict loaded into the new model, train and eval mode; its code is
+nnunet_ext/benchmark/scaffold_equivalence.py).
 """
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,12 +15,10 @@ from torch import nn
 
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures._scaffold import ScaffoldUNet, UNetDecoder, UNetEncoder, max_pool
+from nnunet_ext.benchmark import scaffold_equivalence as EQ
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = json.loads((ROOT / "tests" / "data" / "scaffold_golden.json").read_text())
-_spec = importlib.util.spec_from_file_location("scaffold_equivalence", ROOT / "benchmarks" / "scaffold_equivalence.py")
-EQ = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(EQ)
 GEO = {g[0]: g for g in EQ.GEOMETRIES}
 SCAFFOLD_NAMES = [n for n in A.list_architectures() if issubclass(A.get_spec(n).cls, ScaffoldUNet)]
 
@@ -33,11 +31,11 @@ def test_every_u_net_family_is_on_the_scaffold():
 @pytest.mark.parametrize("name", SCAFFOLD_NAMES)
 def test_keys_and_outputs_as_before_the_scaffold(name):
     """Same state_dict keys/shapes (old checkpoints load) and the same outputs from the same seed (2D plans)."""
-    net, x = EQ._tiny(name, GEO["2d"])
+    net, x = EQ.tiny(name, GEO["2d"])
     assert EQ.keys_digest([(k, v.shape) for k, v in net.state_dict().items()]) == GOLDEN[name]["tiny"]["2d"]["keys"]
     net.eval()
     with torch.no_grad():
-        got = EQ.output_stats(EQ._outs(net(x)))
+        got = EQ.output_stats(EQ.outputs(net(x)))
     want = GOLDEN[name]["tiny"]["2d"]["eval"]
     assert [g[0] for g in got] == [w[0] for w in want]
     for g, w in zip(got, want):
@@ -48,7 +46,7 @@ def test_keys_and_outputs_as_before_the_scaffold(name):
 @pytest.mark.parametrize("name", ["dmcnet_2d", "dmcnet_3d", "dlkunet_s", "monet", "resdsn_full"])
 def test_feature_map_sizes_are_int_under_one_name(name):
     """Every sub-block reports its feature maps as compute_conv_feature_map_size, a Python int."""
-    net, x = EQ._tiny(name, GEO["3d_aniso"])
+    net, x = EQ.tiny(name, GEO["3d_aniso"])
     ours = [m for m in net.modules() if m is not net and type(m).__module__.startswith("nnunet_ext")
             and not isinstance(m, (UNetEncoder, UNetDecoder))]
     assert not [type(m).__name__ for m in ours if hasattr(m, "conv_feature_map_size")]
