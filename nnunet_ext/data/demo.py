@@ -2,7 +2,7 @@
 
 Into a work folder: make the synthetic pancreas dataset, ``nnUNetv2_plan_and_preprocess``, train a short schedule of
 one of our trainers and of stock ``nnUNetTrainer`` on the same plans and split (fold 0), predict the test cases with
-``nnUNetv2_predict``, evaluate both (nnU-Net's Dice, HD95 and NSD by :mod:`nnunet_ext.evaluation.metrics`), and
+``nnUNetv2_predict``, evaluate both (nnU-Net's Dice, HD95 and NSD by :mod:`nnunet_ext.evaluation.summary`), and
 print a side-by-side table. A second run reuses every step whose output is there and deletes nothing.
 """
 from __future__ import annotations
@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Dict, List
 
 #: our trainer and configuration of the demo: on CUDA DMC-Net in 3d_fullres; on the CPU MoNet in 2d (the papers'
-#: network built for CPU inference: 20 epochs of 25 iterations take about 1 minute on 2 cores, where one 2d
-#: epoch of DMC-Net takes 20 s and one 3d_fullres epoch over 10 minutes, too slow to learn anything in the demo)
+#: network built for CPU inference; docs/workflows.md has the reasons and the timings)
 DEFAULT_TRAINER = {"cuda": ("nnUNetTrainerDMCNet", "3d_fullres"), "cpu": ("nnUNetTrainerMoNet", "2d")}
 FALLBACK_TRAINER = "nnUNetTrainerPlainUNet"
 STOCK = "nnUNetTrainer"
+
+
+def schedule_suffix(epochs: int, iters: int, mirror: bool) -> str:
+    """The trainer-name suffix of the demo's schedule (trainers/_naming.py), e.g. ``_nomirror_10epochs_25iters``."""
+    return f"{'' if mirror else '_nomirror'}_{epochs}epoch{'s' if epochs != 1 else ''}_{iters}iters"
 
 
 def _exe(name: str) -> str:
@@ -30,12 +34,19 @@ def _exe(name: str) -> str:
 
 
 class _Step:
+    """Numbered progress lines; ``times()`` gives the wall seconds each step took (until the next one began)."""
+
     def __init__(self, total: int):
-        self.i, self.total = 0, total
+        self.i, self.total, self.starts = 0, total, []
 
     def __call__(self, msg: str) -> None:
         self.i += 1
+        self.starts.append(time.perf_counter())
         print(f"[{self.i}/{self.total}] {msg}", flush=True)
+
+    def times(self) -> List[float]:
+        ends = self.starts[1:] + [time.perf_counter()]
+        return [e - s for s, e in zip(self.starts, ends)]
 
 
 def _run_logged(cmd: List[str], env: dict, log: Path, echo=lambda line: False) -> float:
@@ -60,24 +71,24 @@ def _run_logged(cmd: List[str], env: dict, log: Path, echo=lambda line: False) -
 
 def _count_params(trainer_name: str, plans_file: Path, dataset_json: Path, configuration: str) -> int:
     from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     pm = PlansManager(load_json(str(plans_file)))
     cm = pm.get_configuration(configuration)
     dj = load_json(str(dataset_json))
-    cls = recursive_find_trainer_class_by_name(trainer_name)
-    net = cls.build_network_architecture(pm, cm, determine_num_input_channels(pm, cm, dj),
-                                         pm.get_label_manager(dj).num_segmentation_heads, True)
+    from nnunet_ext.lookup import build_network, find_trainer_class
+
+    net = build_network(find_trainer_class(trainer_name), pm, cm, determine_num_input_channels(pm, cm, dj),
+                        pm.get_label_manager(dj).num_segmentation_heads, True)
     from nnunet_ext.architectures import count_parameters
 
     return count_parameters(net)
 
 
 def _evaluate(labels: Path, pred: Path, dataset_json: Path, plans_file: Path) -> Dict[str, Dict[str, float]]:
-    """Per-class means of nnunet_ext.evaluation.metrics (nnU-Net's Dice, HD95, NSD; conventions of nnunet_ext.evaluation.table)."""
-    from nnunet_ext.evaluation.metrics import evaluate_folder
+    """Per-class means of nnunet_ext.evaluation.summary (nnU-Net's Dice, HD95, NSD; conventions of nnunet_ext.evaluation.table)."""
+    from nnunet_ext.evaluation.summary import evaluate_folder
 
     summary = evaluate_folder(str(labels), str(pred), str(dataset_json), str(plans_file),
                               output_file=str(pred / "summary_surface.json"), num_processes=1)
@@ -85,7 +96,9 @@ def _evaluate(labels: Path, pred: Path, dataset_json: Path, plans_file: Path) ->
 
 
 def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters: int, cases: int,
-             test_cases: int, size_scale: float, device: str, dataset_id: int = 991, seed: int = 0) -> dict:
+             test_cases: int, size_scale: float, device: str, dataset_id: int = 991, seed: int = 0,
+             pancreas_scale: float = 1.0, tumour_scale: float = 1.0, tumour_fraction: float = 0.5,
+             mirror: bool = True) -> dict:
     from nnunet_ext.lookup import ext_trainer_path_value
     from nnunet_ext.errors import UserError
     from nnunet_ext.data.synthetic import make_dataset
@@ -109,6 +122,9 @@ def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters
                nnUNet_compile="f", PYTHONWARNINGS="ignore")
     if device == "cpu":
         env.setdefault("nnUNet_n_proc_DA", "0")
+    # nnU-Net's worker pools (dataset check, export and scoring of the final validation) are one process here:
+    # a pool of the default 8 spawned workers imports torch 8 times over for a handful of small cases
+    env["nnUNet_def_n_proc"] = "1"
     step = _Step(7)
     t_all = time.perf_counter()
 
@@ -119,7 +135,8 @@ def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters
     else:
         step(f"dataset: writing synthetic pancreas CT ({cases} training + {test_cases} test cases) into {raw}")
         folder = make_dataset(raw, dataset_id=dataset_id, num_cases=cases, num_test_cases=test_cases,
-                              size_scale=size_scale, seed=seed)
+                              size_scale=size_scale, seed=seed, pancreas_scale=pancreas_scale,
+                              tumour_scale=tumour_scale, tumour_fraction=tumour_fraction)
     dataset_json = folder / "dataset.json"
     plans_file = pre / folder.name / "nnUNetPlans.json"
     data_done = (pre / folder.name / f"nnUNetPlans_{configuration}").is_dir() and plans_file.is_file()
@@ -131,7 +148,7 @@ def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters
         _run_logged([_exe("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", configuration, "-np", "1", "-npfp", "1",
                      "--verify_dataset_integrity"], {**env, "nnUNet_n_proc_DA": "1"}, logs / "plan_and_preprocess.log")
 
-    schedule = f"_{epochs}epoch{'s' if epochs != 1 else ''}_{iters}iters"
+    schedule = schedule_suffix(epochs, iters, mirror)
     rows = []
     for k, base in enumerate((trainer, STOCK)):
         name = base + schedule
@@ -151,8 +168,10 @@ def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters
         cases_ts = sorted((folder / "imagesTs").glob("*_0000.nii.gz"))
         have = pred.is_dir() and all((pred / c.name.replace("_0000.nii.gz", ".nii.gz")).is_file() for c in cases_ts)
         if have and (pred / "nnunet_ext_demo_timing.json").is_file():
+            step(f"predict and evaluate {name}: reusing {pred}")
             predict_s = json.loads((pred / "nnunet_ext_demo_timing.json").read_text())["predict_s"]
         else:
+            step(f"predict {len(cases_ts)} test cases (nnUNetv2_predict -tr {name}) and evaluate")
             predict_s = _run_logged([_exe("nnUNetv2_predict"), "-i", str(folder / "imagesTs"), "-o", str(pred),
                                      "-d", str(dataset_id), "-c", configuration, "-tr", name, "-f", "0",
                                      "-device", device, "-npp", "1", "-nps", "1"], env, logs / f"predict_{name}.log")
@@ -170,10 +189,12 @@ def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters
     table = format_table(rows, json.loads(dataset_json.read_text())["labels"])
     print(table)
     result = {"configuration": configuration, "device": device, "rows": rows,
-              "total_s": time.perf_counter() - t_all}
+              "total_s": time.perf_counter() - t_all, "step_s": step.times()}
     (workdir / "demo_results.json").write_text(json.dumps(result, indent=2))
     (workdir / "demo_results.md").write_text(table + "\n")
-    print(f"\nwritten: {workdir / 'demo_results.md'} and demo_results.json; logs in {logs}")
+    print("\nstep times (s): " + ", ".join(f"[{i}] {t:.0f}" for i, t in enumerate(result["step_s"], 1))
+          + f"; total {result['total_s']:.0f}")
+    print(f"written: {workdir / 'demo_results.md'} and demo_results.json; logs in {logs}")
     return result
 
 
@@ -206,6 +227,7 @@ def cmd_demo(args) -> int:
 
     from nnunet_ext import trainers
     from nnunet_ext.errors import UserError
+    from nnunet_ext.lookup import unknown_trainer_message
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     default_trainer, default_configuration = DEFAULT_TRAINER["cuda" if device == "cuda" else "cpu"]
@@ -213,20 +235,20 @@ def cmd_demo(args) -> int:
     if trainer is None:
         trainer = default_trainer if default_trainer in trainers.exported_trainers() else FALLBACK_TRAINER
     if trainer not in trainers.exported_trainers():
-        raise UserError(f"unknown trainer {trainer!r}; trainers of nnunet-ext: "
-                        f"{', '.join(trainers.exported_trainers())}")
+        raise UserError(unknown_trainer_message(trainer, ours_only=True))
     for flag, v in (("--epochs", args.epochs), ("--iters", args.iters)):
         if v < 1:
             raise UserError(f"{flag} must be >= 1, got {v}")
     configuration = args.configuration or default_configuration
     run_demo(Path(args.workdir), trainer, configuration, args.epochs, args.iters, args.cases,
-             args.test_cases, args.size_scale, device)
+             args.test_cases, args.size_scale, device, pancreas_scale=args.pancreas_scale,
+             tumour_scale=args.tumour_scale, tumour_fraction=args.tumour_fraction, mirror=args.mirror)
     return 0
 
 
-def register_cli(sub) -> None:
-    s = sub.add_parser(
-        "demo", help="the main job on the embedded synthetic dataset: ours vs stock nnU-Net, end to end",
+def register_cli(subparsers, name: str, help: str) -> None:
+    s = subparsers.add_parser(
+        name, help=help,
         description="Makes the synthetic pancreas CT dataset, runs nnUNetv2_plan_and_preprocess, trains a short "
                     "schedule of one of our trainers and of stock nnUNetTrainer on the same plans and split (fold 0), "
                     "predicts the test cases with nnUNetv2_predict, evaluates both and prints a side-by-side table. "
@@ -239,11 +261,21 @@ def register_cli(sub) -> None:
                         f"{DEFAULT_TRAINER['cuda'][0]} on CUDA, {DEFAULT_TRAINER['cpu'][0]} on the CPU)")
     s.add_argument("-c", "--configuration", default=None,
                    help="[OPTIONAL] nnU-Net configuration (default 3d_fullres on CUDA, 2d on the CPU)")
-    s.add_argument("--epochs", type=int, default=20, help="[OPTIONAL] epochs of the short schedule")
+    s.add_argument("--epochs", type=int, default=16, help="[OPTIONAL] epochs of the short schedule")
     s.add_argument("--iters", type=int, default=25, help="[OPTIONAL] training iterations per epoch")
+    s.add_argument("--mirror", action="store_true",
+                   help="[OPTIONAL] with nnU-Net's mirroring in training, validation and prediction (default: "
+                        "without, trainer suffix _nomirror: 4x (2d) or 8x (3d) fewer forward passes at inference)")
     s.add_argument("--cases", type=int, default=8, help="[OPTIONAL] synthetic training cases")
     s.add_argument("--test-cases", type=int, default=4, help="[OPTIONAL] synthetic test cases")
-    s.add_argument("--size-scale", type=float, default=1.0, help="[OPTIONAL] size of the synthetic volumes")
+    s.add_argument("--size-scale", type=float, default=0.75,
+                   help="[OPTIONAL] size of the synthetic volumes (make-dataset: 1, about 24 x 64 x 64 voxels)")
+    s.add_argument("--pancreas-scale", type=float, default=2.0,
+                   help="[OPTIONAL] thickness of the synthetic pancreas, and so size of its tumour (make-dataset: 1)")
+    s.add_argument("--tumour-scale", type=float, default=2.0,
+                   help="[OPTIONAL] radii of the synthetic tumour, within the pancreas (make-dataset: 1)")
+    s.add_argument("--tumour-fraction", type=float, default=1.0,
+                   help="[OPTIONAL] chance that a synthetic case has a tumour (one training case is kept without)")
     s.add_argument("-device", "--device", choices=["cuda", "cpu", "mps"], default=None,
                    help="[OPTIONAL] default: cuda if available, else cpu")
     s.set_defaults(func=cmd_demo)

@@ -292,3 +292,51 @@ def test_argparse_front_end(tmp_path):
             list(defaults.spacing), defaults.overwrite) == (991, NAME, 8, 2, 0, 1.0, [2.5, 0.8, 0.8], False)
     with pytest.raises(SystemExit):
         parser.parse_args([])  # -o is required
+
+
+# ------------------------------------------------------------------------------------------------ demo's options
+def test_tumour_fraction_pancreas_and_tumour_scale(dataset, train_cases, tmp_path):
+    folder = make_dataset(tmp_path, num_cases=4, num_test_cases=2, tumour_fraction=1.0, pancreas_scale=2.0,
+                          tumour_scale=2.0)
+    cases = _cases(folder) + _cases(folder, "Ts")
+    assert [bool((lab == 2).any()) for _, lab in cases] == [True, True, True, False, True, True], \
+        "a tumour in every case but one training case"
+    for (im, lab), (im0, lab0) in zip(cases[:4], train_cases):
+        assert im.shape == im0.shape, "same seed: same case sizes, only the anatomy differs"
+        assert (lab > 0).sum() > 2.5 * (lab0 > 0).sum(), "a thicker pancreas"
+        tumour = lab == 2
+        if tumour.any():
+            assert tumour.sum() > 150, "a larger tumour"
+            # inside the (thicker) pancreas: near its label and within its extent
+            assert binary_dilation(lab == 1, iterations=10)[tumour].all()
+            for t, p in zip(np.nonzero(tumour), np.nonzero(lab == 1)):
+                assert p.min() <= t.min() and t.max() <= p.max()
+    generator = json.loads((folder / "dataset.json").read_text())["generator"]
+    assert (generator["tumour_fraction"], generator["pancreas_scale"], generator["tumour_scale"]) == (1.0, 2.0, 2.0)
+    default = json.loads((dataset / "dataset.json").read_text())["generator"]
+    assert set(default) == {"seed", "size_scale", "spacing_zyx"}, "a default dataset.json is as it was"
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"tumour_fraction": 1.5}, "tumour_fraction"),
+    ({"tumour_fraction": -0.1}, "tumour_fraction"),
+    ({"tumour_fraction": "x"}, "tumour_fraction"),
+    ({"pancreas_scale": 0}, "pancreas_scale"),
+    ({"pancreas_scale": float("inf")}, "pancreas_scale"),
+    ({"tumour_scale": -1}, "tumour_scale"),
+])
+def test_validation_of_the_demo_options(tmp_path, kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        make_dataset(tmp_path / "raw", **kwargs)
+    assert not (tmp_path / "raw").exists(), "nothing written on bad input"
+
+
+def test_argparse_demo_options(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_make_dataset_arguments(parser)
+    defaults = parser.parse_args(["-o", "x"])
+    assert (defaults.tumour_fraction, defaults.pancreas_scale, defaults.tumour_scale) == (0.5, 1.0, 1.0)
+    args = parser.parse_args(["-o", str(tmp_path), "--cases", "2", "--test-cases", "0", "--tumour-fraction", "1",
+                              "--pancreas-scale", "1.5", "--tumour-scale", "1.2"])
+    generator = json.loads((make_dataset_from_args(args) / "dataset.json").read_text())["generator"]
+    assert (generator["tumour_fraction"], generator["pancreas_scale"], generator["tumour_scale"]) == (1.0, 1.5, 1.2)
