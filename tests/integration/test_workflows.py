@@ -189,19 +189,25 @@ def ensemble_run(cv, val, tmp):
     return SimpleNamespace(preds=preds, ens=ens)
 
 
-def test_ensemble_of_two_folds_is_the_argmax_of_their_mean(cv, ensemble_run):
+def _check_ensemble(images_ts: Path, preds, ens: Path) -> dict:
+    """Every prediction and the ensemble match the inputs, and the ensemble is the argmax of the mean of the two
+    models' probabilities; returns {case: ensemble segmentation}."""
     import SimpleITK as sitk
 
-    ds, preds, ens = cv.ds, ensemble_run.preds, ensemble_run.ens
-    for out in preds:
-        assert_predictions_match_inputs(out, ds.images_ts)
-    assert_predictions_match_inputs(ens, ds.images_ts)
-    for img in sorted(ds.images_ts.glob("*_0000.nii.gz")):
+    for out in [*preds, ens]:
+        assert_predictions_match_inputs(out, images_ts)
+    segs = {}
+    for img in sorted(images_ts.glob("*_0000.nii.gz")):
         case = img.name[: -len("_0000.nii.gz")]
         probs = [np.load(p / f"{case}.npz")["probabilities"].astype(np.float32) for p in preds]
         expected = np.argmax((probs[0] + probs[1]) / 2, axis=0)
-        got = sitk.GetArrayFromImage(sitk.ReadImage(str(ens / f"{case}.nii.gz")))
+        got = segs[case] = sitk.GetArrayFromImage(sitk.ReadImage(str(ens / f"{case}.nii.gz")))
         assert np.mean(got == expected) > 0.999, case
+    return segs
+
+
+def test_ensemble_of_two_folds_is_the_argmax_of_their_mean(cv, ensemble_run):
+    _check_ensemble(cv.ds.images_ts, ensemble_run.preds, ensemble_run.ens)
 
 
 @shared("cv_all_folds", "val_run")
@@ -247,20 +253,10 @@ def test_find_best_configuration_ensemble_and_postprocessing(cv, best_run):
     pp_pkl = Path(best["postprocessing_file"])
     assert pp_pkl.is_file()
 
-    for out in preds:
-        assert_predictions_match_inputs(out, ds.images_ts)
-    assert_predictions_match_inputs(ens, ds.images_ts)
-    assert_predictions_match_inputs(pp, ds.images_ts)
-
     import SimpleITK as sitk
 
-    for img in sorted(ds.images_ts.glob("*_0000.nii.gz")):
-        case = img.name[: -len("_0000.nii.gz")]
-        # the ensemble is the argmax of the mean of the two models' probabilities
-        probs = [np.load(p / f"{case}.npz")["probabilities"].astype(np.float32) for p in preds]
-        expected = np.argmax((probs[0] + probs[1]) / 2, axis=0)
-        got = sitk.GetArrayFromImage(sitk.ReadImage(str(ens / f"{case}.nii.gz")))
-        assert np.mean(got == expected) > 0.999, case
+    assert_predictions_match_inputs(pp, ds.images_ts)
+    for case, got in _check_ensemble(ds.images_ts, preds, ens).items():
         # postprocessing only removes components: its foreground lies inside the ensemble's
         post = sitk.GetArrayFromImage(sitk.ReadImage(str(pp / f"{case}.nii.gz")))
         assert not np.any((post > 0) & (got == 0))
