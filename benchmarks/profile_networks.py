@@ -7,7 +7,7 @@ nnU-Net plans (``nnunet_ext.plans.synth.explicit_plans``: stock nnU-Net's topolo
   DC_and_CE in DeepSupervisionWrapper, SGD momentum 0.99 nesterov, gradient clipping 12; fp32 on the CPU):
   ``nnunet_ext.benchmark.profile.generic_step_fn``; batch = the plans' batch size;
 * **inference forward**: eval mode, ``torch.no_grad()``, one patch (nnU-Net's sliding window runs batch 1);
-* **GFLOP/s**: forward FLOPs (``nnunet_ext.benchmark.profile.forward_flops``, the one FLOP counter of nnunet-ext;
+* **GFLOP/s**: forward FLOPs (``nnunet_ext.architectures.forward_flops``, the one FLOP counter of nnunet-ext;
   1 multiply-add = 2 FLOPs) per second; for the train step the forward FLOPs of the batch divided by the step
   time (the issue's definition: "forward GFLOPs per second of a training step"); ``x stock`` = that rate over
   stock nnU-Net's (``nnUNetTrainer``, PlainConvUNet) in the same run;

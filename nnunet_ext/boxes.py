@@ -6,7 +6,7 @@ shape; ``bounding_box_to_slice``). The tight box of a mask is computed here rath
 ``get_bbox_from_mask`` (a Python loop over slices, 3D only) or ``get_bbox_from_mask_npwhere`` (lists every voxel):
 0.73 s and 0.37 s on a 512 x 512 x 200 volume against 0.003 s here (benchmarks/surface_metrics_speed.py,
 docs/metrics.md). Used by the fine-stage training crops (trainers/c2f.py), ``nnunet-ext predict-c2f``
-(nnunet_ext/c2f/pipeline.py, c2f_stages.py) and the surface metrics' crop (nnunet_ext/evaluation/surface.py).
+(nnunet_ext/c2f/pipeline.py, nnunet_ext/c2f/stages.py) and the surface metrics' crop (nnunet_ext/evaluation/surface.py).
 
 Rules (resdsn_c2f Sec. 3.2 / 4.2, two_stage_unet Sec. 2.2: a box of the foreground "enlarged by adding margins"):
 - a margin in mm becomes, per axis, the smallest whole number of voxels that covers it (:func:`margin_in_voxels`);

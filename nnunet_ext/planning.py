@@ -11,13 +11,12 @@ plans' preprocessed data, as nnU-Net's ResEnc presets do). Then, e.g.::
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from nnunet_ext.errors import UserError, dataset_name
+from nnunet_ext.lookup import quiet
 
 DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
 
@@ -58,12 +57,6 @@ def resolve_archs(archs: Union[str, Sequence[str]]) -> List[str]:
     return out
 
 
-@contextlib.contextmanager
-def _quiet():
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
 def plan(dataset: str, arch: Union[str, Sequence[str]], gpu_memory_target_gb: float = 8.0,
          configurations: Sequence[str] = DEFAULT_CONFIGURATIONS, num_processes: int = 1,
          plans_name: Optional[str] = None, preprocess: bool = True) -> Dict[str, dict]:
@@ -91,7 +84,7 @@ def plan(dataset: str, arch: Union[str, Sequence[str]], gpu_memory_target_gb: fl
             planners[a] = ArchitecturePlanner(did, gpu_memory_target_gb, plans_name=plans_name or plans_name_for(a),
                                               arch=a)
             planners[a].write_plans = False
-            with _quiet():
+            with quiet():
                 all_plans[a] = planners[a].plan_experiment()
         except PlanningError as e:
             raise UserError(str(e)) from None
@@ -99,7 +92,7 @@ def plan(dataset: str, arch: Union[str, Sequence[str]], gpu_memory_target_gb: fl
 
     for a in archs:  # all planned: write them
         planners[a].write_plans = True
-        with _quiet():
+        with quiet():
             planners[a].save_plans(all_plans[a])
     todo = [c for c in configurations if any(c in p["configurations"] for p in all_plans.values())]
     skipped = [c for c in configurations if c not in todo]
@@ -130,7 +123,7 @@ def _stock_plans(dataset_id: int, gpu_memory_target_gb: float) -> dict:
 
     planner = ArchitecturePlanner(dataset_id, gpu_memory_target_gb, arch="plain_unet")
     planner.write_plans = False
-    with _quiet():
+    with quiet():
         return planner.plan_experiment()
 
 

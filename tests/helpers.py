@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import threading
@@ -44,17 +45,23 @@ def build_once(key: str, root: Path, build: Callable[[Path], object]):
     with FileLock(str(root / f"{key}.lock")):
         if not result.exists():
             folder = root / key
+            shutil.rmtree(folder, ignore_errors=True)  # left by a builder that was killed mid-build
             folder.mkdir()
             try:
                 value = build(folder)
+                _write(result, ("ok", value))  # inside the try: a value that does not pickle is recorded too
             except KeyboardInterrupt:
+                raise
+            except pytest.skip.Exception as e:
+                _write(result, ("skip", str(e)))
                 raise
             except BaseException as e:  # pytest.fail raises a BaseException
                 _write(result, ("error", f"{type(e).__name__}: {e}"))
                 raise
-            _write(result, ("ok", value))
             return value
     status, value = pickle.loads(result.read_bytes())
+    if status == "skip":
+        pytest.skip(value)
     if status == "error":
         pytest.fail(f"{key} failed in another test worker: {value}", pytrace=False)
     return value

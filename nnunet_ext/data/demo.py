@@ -113,6 +113,18 @@ def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters
         raise UserError(f"work folder {workdir} is not writable ({e.strerror or e})") from None
 
     raw, pre, res = workdir / "nnUNet_raw", workdir / "nnUNet_preprocessed", workdir / "nnUNet_results"
+    # a dataset already there is reused only if it was made with these options (checked before anything is written)
+    options = dict(cases=cases, test_cases=test_cases, size_scale=size_scale, seed=seed,
+                   pancreas_scale=pancreas_scale, tumour_scale=tumour_scale, tumour_fraction=tumour_fraction)
+    record = workdir / "demo_dataset_options.json"
+    existing = sorted(raw.glob(f"Dataset{dataset_id:03d}_*"))
+    if existing:
+        made_with = json.loads(record.read_text()) if record.is_file() else None
+        if made_with != options:
+            what = ("no record of the options it was made with" if made_with is None else "other options: " +
+                    ", ".join(f"{k}={made_with.get(k)!r}" for k in options if made_with.get(k) != options[k]))
+            raise UserError(f"work folder {workdir} holds {existing[0].name} made with {what}; use a new --workdir "
+                            f"(or the same options)")
     logs = workdir / "logs"
     for p in (raw, pre, res, logs):
         p.mkdir(exist_ok=True)
@@ -128,7 +140,6 @@ def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters
     step = _Step(7)
     t_all = time.perf_counter()
 
-    existing = sorted(raw.glob(f"Dataset{dataset_id:03d}_*"))
     if existing:
         folder = existing[0]
         step(f"dataset: reusing {folder}")
@@ -137,6 +148,7 @@ def run_demo(workdir: Path, trainer: str, configuration: str, epochs: int, iters
         folder = make_dataset(raw, dataset_id=dataset_id, num_cases=cases, num_test_cases=test_cases,
                               size_scale=size_scale, seed=seed, pancreas_scale=pancreas_scale,
                               tumour_scale=tumour_scale, tumour_fraction=tumour_fraction)
+        record.write_text(json.dumps(options, indent=2))
     dataset_json = folder / "dataset.json"
     plans_file = pre / folder.name / "nnUNetPlans.json"
     data_done = (pre / folder.name / f"nnUNetPlans_{configuration}").is_dir() and plans_file.is_file()

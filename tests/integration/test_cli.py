@@ -58,27 +58,27 @@ def test_unknown_architecture_message_lists_registry():
 
 @pytest.mark.parametrize("argv", [["env"], ["--version"], ["-h"]])
 def test_env_version_help_import_neither_torch_nor_nnunet(argv):
-    """The sub-command modules are imported only when their sub-command runs (cli.LAZY_COMMANDS)."""
+    """The sub-command modules are imported only when their sub-command runs (the command table, nnunet_ext.commands.COMMANDS)."""
     code = ("import sys\nfrom nnunet_ext.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print('HEAVY', sorted(m for m in ('torch', 'nnunetv2', 'monai', 'SimpleITK') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"
     if argv == ["-h"]:  # every sub-command is listed, the lazy ones with their help line
-        from nnunet_ext.commands import COMMANDS as LAZY_COMMANDS
+        from nnunet_ext.commands import COMMANDS
 
-        for name in ["env", "trainers", "archs", "train", "predict", *LAZY_COMMANDS]:
+        for name in COMMANDS:
             assert f"    {name}" in proc.stdout, name
 
 
 def test_lazy_help_lines_equal_the_registered_ones():
-    """The help line `nnunet-ext -h` shows for a lazy sub-command is the one its module registers."""
+    """Each sub-command's module registers the help line of the command table (the one `nnunet-ext -h` shows)."""
     from nnunet_ext.cli import build_parser
-    from nnunet_ext.commands import COMMANDS as LAZY_COMMANDS
+    from nnunet_ext.commands import COMMANDS
 
     parser = build_parser("*")
     sub = next(a for a in parser._actions if a.dest == "command")
     registered = {c.dest: c.help for c in sub._choices_actions}
-    for name, (_, help_) in LAZY_COMMANDS.items():
+    for name, (_, help_) in COMMANDS.items():
         assert registered[name] == help_, name
         assert sub.choices[name].description  # the real parser, not the placeholder

@@ -40,3 +40,27 @@ def test_readme_prediction_folders_are_the_default_schedule():
 def test_schedule_suffix():
     assert schedule_suffix(10, 25, False) == "_nomirror_10epochs_25iters"
     assert schedule_suffix(1, 5, True) == "_1epoch_5iters"
+
+
+def test_a_work_folder_made_with_other_dataset_options_is_refused(tmp_path, capsys):
+    """A second run reuses the dataset only if it was made with the same options: one line, exit 2, nothing new."""
+    import json
+
+    from nnunet_ext.cli import main
+
+    work = tmp_path / "demo"
+    (work / "nnUNet_raw" / "Dataset991_SyntheticPancreas").mkdir(parents=True)
+    before = sorted(p.relative_to(work) for p in work.rglob("*"))
+    assert main(["demo", "--workdir", str(work), "-device", "cpu"]) == 2  # an older demo's folder: no record
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no record of the options" in err and str(work) in err
+    assert sorted(p.relative_to(work) for p in work.rglob("*")) == before
+
+    opts = dict(cases=8, test_cases=4, size_scale=1.0, seed=0, pancreas_scale=2.0, tumour_scale=2.0,
+                tumour_fraction=1.0)
+    (work / "demo_dataset_options.json").write_text(json.dumps(opts))
+    before = sorted(p.relative_to(work) for p in work.rglob("*"))
+    assert main(["demo", "--workdir", str(work), "-device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "size_scale=1.0" in err and "pancreas_scale" not in err
+    assert sorted(p.relative_to(work) for p in work.rglob("*")) == before

@@ -1,4 +1,4 @@
-"""Bad input is a one-line error, exit status 2, nothing written (issue 13, Build 1-2): nnunet_ext/checks/inputs.py and the
+"""Bad input is a one-line error, exit status 2, nothing written (issue 13, Build 1-2): nnunet_ext/checks/ and the
 calls to it in predict-c2f, evaluate, benchmark, check-inputs and the train/predict pass-throughs.
 
 Tiny synthetic NIfTI files written here: a truncated .nii.gz (bytes cut off: SimpleITK zero-fills it silently), NaN
