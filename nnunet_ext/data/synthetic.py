@@ -73,12 +73,7 @@ def _validate(dataset_id, name, num_cases, num_test_cases, seed, size_scale, spa
     seed = _as_int(seed, "seed")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    try:
-        size_scale = float(size_scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"size_scale must be a number > 0, got {size_scale!r}") from None
-    if not (math.isfinite(size_scale) and size_scale > 0):
-        raise ValueError(f"size_scale must be a number > 0, got {size_scale!r}")
+    size_scale = _positive(size_scale, "size_scale")
     try:
         spacing = tuple(float(s) for s in spacing)
     except (TypeError, ValueError):
