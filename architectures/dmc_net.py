@@ -86,7 +86,8 @@ class DMRC(nn.Module):
     "3D implementation details"); a sequence gives the pool per axis. Pooling rule: along an axis of size n_a the
     pool is p_a = min(P_a, n_a) (kernel = stride = p_a) in ceil mode (the last cell averages the remaining
     n_a mod p_a voxels, no padding enters the mean; the paper's pooling wherever p_a divides n_a); F2 is upsampled
-    by repeating each cell p_a times and cropping to n_a. Parameter-free. Rationale: docs/dmc_net.md.
+    by repeating each cell p_a times and cropping to n_a (``upsample="repeat"``), or by the paper's nearest
+    interpolation to n_a (``"nearest"``; the same where p_a divides n_a). Parameter-free. Rationale: docs/dmc_net.md.
 
     ``conv_kernel``: the kernel of the "3x3" convolutions (F1, F2, F'), per axis; default 3 on every axis (the
     paper); nnU-Net's plans' kernel of the stage (e.g. 1 x 3 x 3) with ``DMCNet(use_plans_kernel_sizes=True)``.
@@ -97,18 +98,18 @@ class DMRC(nn.Module):
                  norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
                  dropout_op: Optional[Type[_DropoutNd]] = None, dropout_op_kwargs: Optional[dict] = None,
                  nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
-                 nonlin_first: bool = False, conv_kernel: Union[int, Sequence[int]] = 3):
+                 nonlin_first: bool = False, conv_kernel: Union[int, Sequence[int]] = 3, upsample: str = "repeat"):
         super().__init__()
-        self.dim = convert_conv_op_to_dim(conv_op)
+        if upsample not in ("repeat", "nearest"):
+            raise ValueError(f"DMRC upsample {upsample!r} is not 'repeat' or 'nearest'")
+        self.dim, self.upsample = convert_conv_op_to_dim(conv_op), upsample
         self.pool_size = self.pool_tuple(pool_size, self.dim)
-        ck = _as_tuple(conv_kernel, self.dim)
-        self.output_channels = output_channels
-        common = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
-                  nonlin_first)
-        self.conv_f1 = _unit(conv_op, input_channels, output_channels, ck, *common)
+        ck, self.output_channels = _as_tuple(conv_kernel, self.dim), output_channels
+        ops = (conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, nonlin_first)
+        self.conv_f1 = _unit(conv_op, input_channels, output_channels, ck, *ops)
         self.conv_f2 = conv_op(input_channels, output_channels, ck, padding=tuple(k // 2 for k in ck), bias=True)
         self.conv_f3 = conv_op(input_channels, output_channels, 1, bias=True)
-        self.conv_f_prime = _unit(conv_op, output_channels, output_channels, ck, *common)
+        self.conv_f_prime = _unit(conv_op, output_channels, output_channels, ck, *ops)
         self.conv_g = conv_op(output_channels, output_channels, 1, bias=True)
 
     @staticmethod
@@ -139,7 +140,9 @@ class DMRC(nn.Module):
         pool = self.effective_pool(spatial)
         pooled = _AVG_POOL[self.dim](x, pool, pool, ceil_mode=True) if any(p > 1 for p in pool) else x
         f2 = self.conv_f2(pooled)
-        if any(p > 1 for p in pool):   # each voxel takes its cell's value: x p_a, then crop the ceil-mode overhang
+        if any(p > 1 for p in pool) and self.upsample == "nearest":                      # the paper's up()
+            f2 = F.interpolate(f2, size=spatial, mode="nearest")
+        elif any(p > 1 for p in pool):   # each voxel takes its cell's value: x p_a, then crop the ceil-mode overhang
             for axis, p in enumerate(pool):
                 if p > 1:
                     f2 = f2.repeat_interleave(p, dim=2 + axis)
@@ -228,13 +231,11 @@ class DMCBlock(nn.Module):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"block {block!r} is not one of {BLOCKS}")
-        self.block = block
-        ck = conv_kernel
+        self.block, ck = block, conv_kernel
         ops = dict(conv_bias=conv_bias, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, dropout_op=dropout_op,
                    dropout_op_kwargs=dropout_op_kwargs, nonlin=nonlin, nonlin_kwargs=nonlin_kwargs,
                    nonlin_first=nonlin_first)
-        unit_args = tuple(ops.values())
-        c = output_channels
+        unit_args, c = tuple(ops.values()), output_channels
         dmsc = lambda cin: DMSC(conv_op, cin, c, dmsc_kernel_size, dmsc_depthwise, **ops, conv_kernel=ck)  # noqa: E731
         dmrc = lambda cin: DMRC(conv_op, cin, c, dmrc_pool_size, **ops, conv_kernel=ck)  # noqa: E731
         conv = lambda cin: _unit(conv_op, cin, c, ck, *unit_args)  # noqa: E731

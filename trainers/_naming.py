@@ -18,11 +18,18 @@ regular expression. It contributes ``hparams`` (attributes set on the trainer in
 ``nomirror``                 nnU-Net's ``nnUNetTrainerNoMirroring``: no mirroring augmentation, no test-time mirroring
                              in the final validation and in prediction (smoke tests: 4x / 8x fewer forward passes)
 
+Families register their own suffixes next to their trainers (e.g. ``planskernels`` in :mod:`.dmc_net`, ``fine``
+in :mod:`.c2f`); a suffix's ``arch_kwargs`` class attribute is merged onto the base's. A trainer name retired in
+favour of a suffix stays a trainer through :func:`register_alias`: the old name is a subclass of the suffixed class
+under the old name, so model folders and checkpoints (nnU-Net stores ``trainer_name``) trained under it keep
+loading, and schedules apply to it (``<OldName>_5epochs``).
+
 Stock ``nnUNetTrainer`` is a base too (``nnUNetTrainer_5epochs_20iters``), so that a short comparison against
 stock nnU-Net uses the very same schedule (nnU-Net's own ``nnUNetTrainer_5epochs`` is found first where it exists).
 """
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
@@ -101,9 +108,28 @@ register_suffix("nomirror", r"nomirror", _no_mirroring,
                 "nnU-Net's nnUNetTrainerNoMirroring: no mirroring in training, validation or prediction")
 
 
+#: retired trainer name -> the suffixed name it stands for (:func:`register_alias`)
+_ALIASES: Dict[str, str] = {}
+
+
+def register_alias(old: str, canonical: str) -> None:
+    """Keep the retired trainer name ``old`` as a subclass of the trainer named ``canonical`` (a suffixed name)."""
+    if _ALIASES.get(old, canonical) != canonical:
+        raise ValueError(f"trainer alias {old!r} is registered already (for {_ALIASES[old]!r})")
+    _ALIASES[old] = canonical
+
+
+def _trainer(name: str) -> type:
+    """The trainer class of :mod:`nnunet_ext.trainers` for ``name`` (built by name and cached there)."""
+    return importlib.import_module(__name__.rsplit(".", 1)[0]).get_trainer(name)
+
+
 def parse(name: str, bases: Dict[str, type]) -> Optional[Tuple[type, List[Tuple[Suffix, "re.Match[str]"]]]]:
-    """Split ``name`` into an exported base trainer and a list of matched suffixes; None if it is not such a name."""
-    for base_name in sorted(bases, key=len, reverse=True):
+    """Split ``name`` into an exported base trainer and a list of matched suffixes; None if it is not such a name.
+    A retired name (:func:`register_alias`) is its suffixed trainer with no further suffix, and a base itself."""
+    if name in _ALIASES:
+        return _trainer(_ALIASES[name]), []
+    for base_name in sorted({**bases, **_ALIASES}, key=len, reverse=True):
         if not name.startswith(base_name + "_"):
             continue
         tokens = name[len(base_name) + 1:].split("_")
@@ -121,7 +147,7 @@ def parse(name: str, bases: Dict[str, type]) -> Optional[Tuple[type, List[Tuple[
             kinds = [s.name for s, _ in matched]
             if len(set(kinds)) != len(kinds):
                 return None  # e.g. _5epochs_10epochs: ambiguous, not a name we build
-            return bases[base_name], matched
+            return (bases[base_name] if base_name in bases else _trainer(base_name)), matched
     return None
 
 
@@ -140,7 +166,10 @@ def derive(name: str, base: type, matched: Iterable[Tuple[Suffix, "re.Match[str]
 
     if not issubclass(base, HParamsMixin):  # stock nnUNetTrainer: the mixin applies the hparams
         mixins += (HParamsMixin,)
-    ns = {"__module__": module, "__qualname__": name, "hparams": hparams,
-          "__doc__": f"{base.__name__} with " + ", ".join(m.group(0) for _, m in matched) + " (built by name)."}
+    if "arch_kwargs" in attrs:  # a suffix adds constructor kwargs to the base's (e.g. a paper trainer's batch_norm)
+        attrs["arch_kwargs"] = {**getattr(base, "arch_kwargs", {}), **attrs["arch_kwargs"]}
+    doc = (f"{base.__name__} with " + ", ".join(m.group(0) for _, m in matched) + " (built by name)." if matched
+           else f"{base.__name__} under its former name {name} (its model folders and checkpoints keep loading).")
+    ns = {"__module__": module, "__qualname__": name, "hparams": hparams, "__doc__": doc}
     ns.update(attrs)
     return type(name, mixins + (base,), ns)

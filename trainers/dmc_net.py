@@ -9,18 +9,25 @@ Nesterov 0.99, poly LR, Dice + CE, deep supervision, 1000 epochs). ``nnUNetTrain
 recipe (Sec. 3.2: initial LR 1e-3, Nesterov momentum 0.99, poly, CE + Dice, 1000 epochs) and the paper's
 BatchNorm. Short schedules work by name, e.g. ``nnUNetTrainerDMCNet_1epoch_4iters``.
 
-Every network of Table 4 (the ablation, Sec. 3.4) has a trainer; the 2D row goes with 2d plans and the 3D row with
-3d plans, as the paper pairs them (a 5 x 5 DMSC in 2D is a 5 x 5 x 5 one in 3D; 4 x 4 DMRC pooling is 1 x 4 x 4):
+Every block type of Table 4 (the ablation, Sec. 3.4) has a trainer, built at the plans' depth, widths and norm (not
+the paper's network: docs/dmc_net.md); the 2D row goes with 2d plans and the 3D row with 3d plans, as the paper pairs
+them (a 5 x 5 DMSC in 2D is a 5 x 5 x 5 one in 3D; 4 x 4 DMRC pooling is 1 x 4 x 4):
 ``nnUNetTrainerDMCUNet`` (the U-Net baseline), ``nnUNetTrainerDMSCNet{5x5,5x5DW,7x7,7x7DW}``,
 ``nnUNetTrainerDMRCNet`` (4 x 4) and ``nnUNetTrainerDMRCNetPool2`` (2 x 2). ``nnUNetTrainerDMSCNet`` is the
 paper's own pairing (5 x 5 conv in 2D, 5 x 5 x 5 DWConv in 3D, Sec. 3.5).
 
-``...PlansKernels``: the same networks with the plans' kernel sizes (``use_plans_kernel_sizes=True``: 1 x 3 x 3 in
-the anisotropic stages of CT plans, DMSC's k on the in-plane axes only there), for a comparison with stock
-nnU-Net on equal kernels.
+The suffix ``_planskernels`` (on every trainer whose networks are :class:`DMCNet`, e.g.
+``nnUNetTrainerDMCNet_planskernels``): the same networks with the plans' kernel sizes
+(``use_plans_kernel_sizes=True``: 1 x 3 x 3 in the anisotropic stages of CT plans, DMSC's k on the in-plane axes
+only there), for a comparison with stock nnU-Net on equal kernels. ``nnUNetTrainer{DMCNet,DMSCNet,DMRCNet,DMCUNet}
+PlansKernels`` are those suffixed trainers under their former names.
 """
 from __future__ import annotations
 
+from nnunet_ext.architectures import get_spec
+from nnunet_ext.architectures.dmc_net import DMCNet
+
+from ._naming import register_alias, register_suffix
 from .base import nnUNetTrainerExt
 
 
@@ -88,21 +95,22 @@ class nnUNetTrainerDMRCNetPool2(_PerDimensionArch):
 
 
 # ---------------------------------------------------------------------------- the plans' kernel sizes
-class nnUNetTrainerDMCNetPlansKernels(nnUNetTrainerDMCNet):
-    """DMC-Net with the plans' kernel sizes (1x3x3 in anisotropic stages)."""
-    arch_kwargs = {"use_plans_kernel_sizes": True}
+def is_dmc_net_trainer(base: type) -> bool:
+    """Whether every network ``base`` builds (``arch``, and ``arch_2d`` where set) is a :class:`DMCNet`."""
+    archs = [a for a in (getattr(base, "arch", ""), getattr(base, "arch_2d", "")) if a]
+    try:
+        return bool(archs) and all(issubclass(get_spec(a).cls, DMCNet) for a in archs)
+    except KeyError:  # an unregistered arch: no DMC-Net
+        return False
 
 
-class nnUNetTrainerDMSCNetPlansKernels(nnUNetTrainerDMSCNet):
-    """DMSC-Net (the paper's pairing) with the plans' kernel sizes."""
-    arch_kwargs = {"use_plans_kernel_sizes": True}
+def _plans_kernels(m):
+    return {}, {"arch_kwargs": {"use_plans_kernel_sizes": True}}, ()
 
 
-class nnUNetTrainerDMRCNetPlansKernels(nnUNetTrainerDMRCNet):
-    """DMRC-Net (4x4) with the plans' kernel sizes."""
-    arch_kwargs = {"use_plans_kernel_sizes": True}
+register_suffix("planskernels", r"planskernels", _plans_kernels,
+                "DMC-Net family: the plans' kernel sizes (use_plans_kernel_sizes=True)", applies_to=is_dmc_net_trainer)
 
-
-class nnUNetTrainerDMCUNetPlansKernels(nnUNetTrainerDMCUNet):
-    """The U-Net baseline with the plans' kernel sizes (stock nnU-Net's kernels, the paper's blocks)."""
-    arch_kwargs = {"use_plans_kernel_sizes": True}
+#: the trainers the suffix replaced, kept by name (their model folders and checkpoints)
+for _old in ("DMCNet", "DMSCNet", "DMRCNet", "DMCUNet"):
+    register_alias(f"nnUNetTrainer{_old}PlansKernels", f"nnUNetTrainer{_old}_planskernels")

@@ -13,6 +13,7 @@ from torch import nn
 from tests.helpers import n_trainable
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.dmc_net import DMRC, DMSC, TABLE4, DMCNet
+from nnunet_ext.benchmark.bad_inputs import DS, make_world, tree
 from nnunet_ext.benchmark.dmc_flops import count_flops
 
 # Table 4 (TCIA-Pancreas): the paper's trainable parameters (M); 2x2 AvgPool rows have the 4x4 rows' count
@@ -221,8 +222,10 @@ ABLATION_TRAINERS = {
     "nnUNetTrainerDMSCNet7x7DW": ("dmc_dmscnet_7x7dw_3d", "dmc_dmscnet_7x7dw_2d"),
     "nnUNetTrainerDMRCNetPool2": ("dmc_dmrcnet_pool2_3d", "dmc_dmrcnet_pool2_2d"),
 }
+#: the former ``...PlansKernels`` trainers: names kept as the ``_planskernels`` suffix on their base
 PLANS_KERNEL_TRAINERS = ["nnUNetTrainerDMCNetPlansKernels", "nnUNetTrainerDMSCNetPlansKernels",
                          "nnUNetTrainerDMRCNetPlansKernels", "nnUNetTrainerDMCUNetPlansKernels"]
+PLANS_KERNEL_SUFFIXED = [n.replace("PlansKernels", "_planskernels") for n in PLANS_KERNEL_TRAINERS]
 
 
 def test_trainers_found_by_nnunet_lookup(monkeypatch):
@@ -233,6 +236,8 @@ def test_trainers_found_by_nnunet_lookup(monkeypatch):
     monkeypatch.setenv("nnUNet_extTrainer", nnunet_ext.EXT_TRAINER_DIR)
     names = DMC_TRAINERS + list(ABLATION_TRAINERS) + PLANS_KERNEL_TRAINERS + ["nnUNetTrainerDMCNet_1epoch_4iters",
                                                                               "nnUNetTrainerDMCUNet_1epoch_4iters"]
+    names += PLANS_KERNEL_SUFFIXED + ["nnUNetTrainerDMSCNet7x7_planskernels_1epoch",
+                                      "nnUNetTrainerDMCNetPlansKernels_1epoch_4iters"]
     assert [recursive_find_trainer_class_by_name(n) for n in names] == [getattr(T, n) for n in names]
     assert T.nnUNetTrainerDMCNetPaper.merged_hparams()["initial_lr"] == 1e-3
 
@@ -281,7 +286,7 @@ def test_ablation_trainers_build_the_table4_network_per_dimension(trainer):
         assert [tuple(o.shape[2:]) for o in net(torch.randn(*x))][0] == x[2:]
 
 
-@pytest.mark.parametrize("trainer", PLANS_KERNEL_TRAINERS)
+@pytest.mark.parametrize("trainer", PLANS_KERNEL_TRAINERS + PLANS_KERNEL_SUFFIXED)
 def test_plans_kernel_trainers_take_the_plans_kernels(trainer):
     from nnunet_ext import trainers as T
 
@@ -293,3 +298,103 @@ def test_plans_kernel_trainers_take_the_plans_kernels(trainer):
     assert [tuple(o.shape[2:]) for o in net(torch.randn(1, 1, 4, 16, 16))][0] == (4, 16, 16)
     net2 = getattr(T, trainer).build_network_architecture(None, _cm(2, [[1, 1], [2, 2]], [4, 8]), 1, 3, False)
     assert net2(torch.randn(1, 1, 8, 8)).shape == (1, 3, 8, 8)
+
+
+# ----------------------------------------------------------------------------------------------- the _planskernels suffix
+def _dmc_family():
+    from nnunet_ext import trainers as T
+    from nnunet_ext.trainers import dmc_net
+
+    return {n: c for n, c in T.exported_trainers().items() if c.__module__ == dmc_net.__name__}
+
+
+def test_planskernels_suffix_on_every_dmc_trainer():
+    """Every trainer of the DMC-Net family takes ``_planskernels``: its own network and constructor kwargs (e.g. the
+    paper trainer's BatchNorm) plus the plans' kernels, the same state_dict as the explicit construction."""
+    from nnunet_ext import trainers as T
+
+    family = _dmc_family()
+    assert set(DMC_TRAINERS) | set(ABLATION_TRAINERS) <= set(family)
+    for name, base in family.items():
+        cls = T.get_trainer(f"{name}_planskernels")
+        assert issubclass(cls, base) and cls.arch_kwargs == {**base.arch_kwargs, "use_plans_kernel_sizes": True}
+        for dim, strides, kernels in ((3, [[1, 1, 1], [1, 2, 2]], [[1, 3, 3], [3, 3, 3]]), (2, [[1, 1], [2, 2]], None)):
+            cm = _cm(dim, strides, [4, 8], kernels=kernels or [[3, 1], [3, 3]])
+            torch.manual_seed(0)
+            net = cls.build_network_architecture(None, cm, 1, 3, True)
+            torch.manual_seed(0)
+            ref = A.create_from_plans(base.arch_for(cm), cm.network_arch_init_kwargs, 1, 3, True,
+                                      **base.arch_kwargs, use_plans_kernel_sizes=True)
+            assert str(net) == str(ref), name
+            for (k, v), (k2, v2) in zip(net.state_dict().items(), ref.state_dict().items()):
+                assert k == k2 and torch.equal(v, v2), (name, k)
+            first = {c.kernel_size for c in net.encoder.stages[0].modules() if isinstance(c, (nn.Conv2d, nn.Conv3d))}
+            assert ((1, 3, 3) if dim == 3 else (3, 1)) in first, (name, first)
+
+
+@pytest.mark.parametrize("old", PLANS_KERNEL_TRAINERS)
+def test_former_plans_kernel_trainers_are_the_suffixed_ones_and_load_their_checkpoints(old, monkeypatch):
+    """A former name is the suffixed trainer under the old name (nnU-Net's lookup finds it from a checkpoint's
+    ``trainer_name``), and the network of a checkpoint trained under it (its base's network with
+    ``use_plans_kernel_sizes=True``) loads strictly."""
+    import nnunet_ext
+    from nnunet_ext import trainers as T
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    monkeypatch.setenv("nnUNet_extTrainer", nnunet_ext.EXT_TRAINER_DIR)
+    cls = recursive_find_trainer_class_by_name(old)
+    suffixed = T.get_trainer(old.replace("PlansKernels", "_planskernels"))
+    assert cls.__name__ == old and issubclass(cls, suffixed) and cls.arch_kwargs == suffixed.arch_kwargs
+    base = getattr(T, old.replace("PlansKernels", ""))
+    cm = _cm(3, [[1, 1, 1], [1, 2, 2], [2, 2, 2]], [4, 8, 8], kernels=[[1, 3, 3], [1, 3, 3], [3, 3, 3]])
+    former = A.create_from_plans(base.arch_for(cm), cm.network_arch_init_kwargs, 1, 3, True, use_plans_kernel_sizes=True)
+    cls.build_network_architecture(None, cm, 1, 3, True).load_state_dict(former.state_dict(), strict=True)
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    return make_world(tmp_path, monkeypatch.setenv)
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerMoNet_planskernels", "nnUNetTrainer_planskernels",
+                                  "nnUNetTrainerPlainUNet_planskernels_1epoch"])
+def test_planskernels_outside_the_dmc_family_is_refused(name, world, capsys):
+    """No such trainer: ``nnunet-ext train`` gives one line, exit 2, nothing written; stock nnU-Net's lookup
+    (what nnUNetv2_train does first) raises its own 'Could not find requested nnunet trainer'."""
+    import traceback
+
+    from nnunet_ext import trainers as T
+    from nnunet_ext.cli import main
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    with pytest.raises(AttributeError, match="suffix 'planskernels' does not apply to nnUNetTrainer"):
+        T.get_trainer(name)
+    before = tree(world.tmp)
+    capsys.readouterr()
+    rc = main(["train", DS, "3d_fullres", "0", "-tr", name, "-device", "cpu"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(err) == 1 and f"{name!r} not found" in err[0], err
+    assert tree(world.tmp) == before
+    with pytest.raises(RuntimeError, match=f"Could not find requested nnunet trainer {name}") as e:
+        recursive_find_trainer_class_by_name(name)
+    frames = [f.filename for f in traceback.extract_tb(e.value.__traceback__)]
+    assert not [f for f in frames if "nnunet_ext" in f or "/trainers/" in f], frames
+
+
+# ----------------------------------------------------------------------------------------------- up(): nearest
+def test_dmrc_nearest_upsampling_agrees_with_repeat_where_the_pool_divides():
+    """The paper's up() (nearest interpolation, ``upsample="nearest"``) and the default repeat-and-crop give the
+    same output where the pool divides the map (also 7 with pool 4: cells 0-3, 4-6 either way) and differ where it
+    does not (14 with pool 4: nearest maps row 7 to cell 2, repeat to cell 1)."""
+    torch.manual_seed(0)
+    rep = DMRC(nn.Conv3d, 2, 3, pool_size=4).eval()
+    near = DMRC(nn.Conv3d, 2, 3, pool_size=4, upsample="nearest").eval()
+    near.load_state_dict(rep.state_dict())
+    with torch.no_grad():
+        for size in ((4, 16, 16), (3, 8, 12), (2, 7, 7)):
+            x = torch.randn(1, 2, *size)
+            assert torch.equal(rep(x), near(x)), size
+        x = torch.randn(1, 2, 3, 14, 14)
+        assert not torch.allclose(rep(x), near(x))
+    with pytest.raises(ValueError, match="upsample 'bilinear'"):
+        DMRC(nn.Conv2d, 2, 3, upsample="bilinear")
