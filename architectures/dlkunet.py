@@ -23,46 +23,27 @@ convolution and normalisation are derived from it, so the same code builds the 2
     Sec. 3.1: encoder of EBlocks separated by max-pooling (2x2, stride 2), decoder of DFBs, a 1x1 reprojection layer
     to the classes.
 
-Design decisions where the paper is ambiguous (each checked against Table 1's parameter counts, see
-``docs/dlkunet.md``):
+Where the paper is ambiguous the reading that reproduces Table 1's parameter counts is taken (the choices and
+their evidence: ``docs/dlkunet.md``): the DFB's transposed convolution has kernel = stride = the pooling stride; eq. 3's
+PointwiseConv and eq. 4's ChannelConv_1x1 are one 1x1 convolution (``separate_channel_conv`` for two); a ReLU after
+the second BN (``relu_after_norm2``, Sec. 3.2's text; ``False`` = eq. 2); no residual around the Hadamard product
+(``attention_residual``, eq. 4).
 
-* **Transposed convolution of the DFB.** Sec. 3.1 says "a transposed convolution with 3x3 kernel size, stride as 1,
-  and padding as 1 to double the resolution"; with stride 1 and padding 1 a 3x3 transposed convolution keeps the
-  size (``(n-1)*1 - 2 + 3 = n``), it cannot double it. We use a transposed convolution with **kernel = stride = the
-  pooling stride** (2x2, stride 2 in the paper configuration; nnU-Net's own choice on anisotropic plans), mapping
-  ``C_{s+1} -> C_s``. It doubles the size exactly, and it is the only one of the candidate readings that reproduces
-  Table 1 within 0.3 % (a 3x3 stride-2 transposed convolution has 9/4 times those weights: +0.46 M on
-  DLKUNet-S, +41 %).
-* **"PointwiseConv" (eq. 3) and "ChannelConv_1x1" (eq. 4) are one 1x1 convolution.** Sec. 3.2 describes the same
-  1x1 convolution after the large kernel twice ("processed through pointwise convolution", "combined with the
-  output from the 1x1 channel convolution"). A second, separate 1x1 convolution per attention part would add
-  C^2 weights per block (DLKUNet-S 1.37 M instead of 1.13 M, outside Table 1); it is available as
-  ``separate_channel_conv=True`` for the literal reading.
-* **ReLU after the second BN: yes** (``relu_after_norm2=True``). The sources disagree: eq. 2 has no ReLU; the text
-  of Sec. 3.2 ("batch normalization and ReLU activation for the initial iteration ... only ReLU activation for the
-  next subsequent iteration") and the authors' public code (``bn2`` then ``relu`` in ``DoubleConv``) have one. Two
-  sources against one, and the code is the authors' implementation; ``relu_after_norm2=False`` is eq. 2.
-* **No residual around the attention's Hadamard product** (``attention_residual=False``): eq. 4 has none and the
-  authors' code returns ``u * attn``; Sec. 3.2's "the residual connection maintains the integrity of information"
-  is the only hint of one, available as ``attention_residual=True``. Both switches are parameter-free: Table 1's
-  counts and the state_dict keys are the same either way (a checkpoint trained with the old defaults, residual
-  on / no second ReLU, loads but computes differently unless built with ``attention_residual=True,
-  relu_after_norm2=False``).
+Registered variants (``create(name)`` = Table 1's configuration: 224x224, 1 channel, 9 classes):
 
-nnU-Net adaptation (``create_from_plans``): stages, pooling strides (anisotropic ones included), conv op (2D/3D),
-the per-stage depthwise kernel sizes and the norm op come from the plans. The large-kernel attention keeps the
-paper's kernels (5 and 7 dilated 3) on every axis where the plans' kernel is > 1 and uses 1 on axes where nnU-Net
-plans a kernel of 1 (anisotropic data), so 3D kernels are 5x5x5 and 7x7x7 (dilation 3).
+``dlkunet_s`` / ``dlkunet_m`` / ``dlkunet_l``
+    the paper's rule (Sec. 3.4, Table 1): 3 / 4 / 5 encoder stages, C = 96 doubling per stage. On nnU-Net plans
+    (``create_from_plans``) the plans' first 3 / 4 / 5 stages (their strides, depthwise kernels, conv op and norm);
+    plans with fewer stages are a ``ValueError``.
+``dlkunet_l_5dw`` / ``dlkunet_l_7dw`` / ``dlkunet_l_lka1`` / ``dlkunet_l_lka2``
+    Table 5: DLKUNet-L with 5x5 / 7x7 depthwise kernels in the convolution part, or the attention's kernels
+    (depthwise, dilated) = (3x3, 7x7) / (5x5, 5x5) instead of (5x5, 7x7).
+``dlkunet_s_nnunetwidth`` / ``..._m_...`` / ``..._l_...``
+    nnunet-ext's adaptation (not the paper's rule): every stage of the plans, the plans' widths x 1/4, 1/2, 1 (the
+    ratio of Table 1's widest stages 384 : 768 : 1536).
 
-**S/M/L on plans (rule)**: the plans' depth and strides (nnU-Net's deep-supervision scales come from them, so the
-network must have the plans' number of stages), and the plans' ``features_per_stage`` times a width factor per
-variant, S 1/4, M 1/2, L 1: the ratio of Table 1's widest stages 384 : 768 : 1536 (``WIDTH_FACTOR``). Each step
-doubles every stage's width, so parameters and FLOPs grow 2.6-3.2x per step on nnU-Net plans (the paper's own
-rule, C = 96 at full resolution for all three and only the deep stages capped differently, gives 1.3 / 1.4 / 1.4x
-stock FLOPs for S / M / L on pancreas plans: the full-resolution stage dominates and S ~ M ~ L). The paper's
-depth (3/4/5 stages) is not used on plans: a 3-stage network on 6-stage plans would return 2 instead of 5
-deep-supervision outputs. ``base_features`` (with ``max_features``) switches to the paper's rule, which is what
-the paper configurations (``create``) use. Figures on pancreas-like plans: ``docs/dlkunet.md``.
+On plans the large-kernel attention keeps its kernels on axes where the plans' kernel is > 1 and uses 1 where it
+is 1 (anisotropic stages), so 3D kernels are 5x5x5 and 7x7x7 (dilation 3).
 """
 from __future__ import annotations
 
@@ -108,7 +89,7 @@ class ConvPart(nn.Module):
         self.dw1 = dw_op(in_channels, in_channels, k, padding=pad, groups=in_channels, bias=conv_bias)
         self.pw1 = conv_op(in_channels, out_channels, 1, bias=conv_bias)
         self.norm1 = norm_op(out_channels, **norm_op_kwargs)
-        self.sigma1 = nn.ReLU(inplace=True)
+        self.sigma1 = nn.ReLU()  # run in place unless a hook watches (see forward)
         self.dw2 = dw_op(out_channels, out_channels, k, padding=pad, groups=out_channels, bias=conv_bias)
         self.pw2 = conv_op(out_channels, out_channels, 1, bias=conv_bias)
         self.norm2 = norm_op(out_channels, **norm_op_kwargs)
@@ -116,9 +97,14 @@ class ConvPart(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = self.sigma1(_fast.conv_norm(self.pw1, self.norm1, self.dw1(z)))  # eq. 1 (BN folded in eval mode)
+        # ReLUs in place on the fresh norm outputs, unless a hook watches the modules whose output they would
+        # overwrite (a forward hook would see it mutated, a full backward hook makes it a view that must not be)
+        z = _fast.conv_norm(self.pw1, self.norm1, self.dw1(z))  # eq. 1 (BN folded in eval mode)
+        z = self.sigma1(z) if _fast.hooked(self.pw1, self.norm1, self.sigma1) else torch.relu_(z)
         z = _fast.conv_norm(self.pw2, self.norm2, self.dw2(z))  # eq. 2
-        return torch.relu_(z) if self.relu_after_norm2 else z  # text / authors' code (see the class docstring)
+        if not self.relu_after_norm2:
+            return z
+        return torch.relu(z) if _fast.hooked(self.pw2, self.norm2) else torch.relu_(z)  # text / authors' code
 
     def compute_conv_feature_map_size(self, spatial: Sequence[int]) -> int:
         n = _prod(spatial)
@@ -249,7 +235,11 @@ class DLKUNet(ScaffoldUNet):
       ``min(C * 2**s, max_features)`` channels (the paper's rule, Table 1: C = 96, widest stage S 384 / M 768 /
       L 1536) and ``features_per_stage``/``width_factor`` are not used;
       width_factor: otherwise stage ``s`` has ``round(features_per_stage[s] * width_factor)`` channels (the
-      variants on nnU-Net plans: S 1/4, M 1/2, L 1, see the module docstring);
+      ``dlkunet_*_nnunetwidth`` variants: S 1/4, M 1/2, L 1);
+      depth: the paper's number of encoder stages (S 3, M 4, L 5): the first ``depth`` stages of
+      ``kernel_sizes``/``strides``/``features_per_stage`` are kept; ``ValueError`` if ``n_stages < depth``;
+      dw_kernel: the convolution part's depthwise kernel (Table 5's 5DW / 7DW) on every axis where
+      ``kernel_sizes`` has a kernel > 1 (default: ``kernel_sizes``);
       lk_kernel (5), dilated_kernel (7), dilation (3): the attention part's kernels (Table 5);
       separate_channel_conv: a second 1x1 conv in eq. 4 (literal reading; not the Table 1 network);
       attention_residual: ``Z (x) A + Z`` instead of eq. 4's ``Z (x) A`` (default off, parameter-free);
@@ -267,9 +257,17 @@ class DLKUNet(ScaffoldUNet):
                  base_features: Optional[int] = None, max_features: Optional[int] = None,
                  width_factor: float = 1.0, lk_kernel: int = 5, dilated_kernel: int = 7, dilation: int = 3,
                  separate_channel_conv: bool = False, attention_residual: bool = False,
-                 relu_after_norm2: bool = True):
+                 relu_after_norm2: bool = True, depth: Optional[int] = None, dw_kernel: Optional[int] = None):
         super().__init__()
         dim = convert_conv_op_to_dim(conv_op)
+        if depth is not None:  # the paper's depth: the first `depth` stages of the plans
+            if n_stages < depth:
+                raise ValueError(f"DLKUNet: the paper's depth {depth} (S 3, M 4, L 5 encoder stages, Table 1) needs "
+                                 f"plans with at least {depth} stages, these have {n_stages}")
+            n_stages = int(depth)
+            features_per_stage, kernel_sizes, strides = (
+                list(v)[:n_stages] if isinstance(v, (list, tuple)) else v
+                for v in (features_per_stage, kernel_sizes, strides))
         if n_stages < 2:
             raise ValueError(f"DLKUNet: n_stages must be >= 2 (one EBlock and one DFB at least), got {n_stages}")
         if not width_factor > 0:
@@ -283,6 +281,8 @@ class DLKUNet(ScaffoldUNet):
         ks = check_stage_list("kernel_sizes", kernel_sizes, n_stages, dim, owner="DLKUNet", odd=True, axis_sep=" ")
         st = check_stage_list("strides", strides, n_stages, dim, owner="DLKUNet", axis_sep=" ")
         per_stage("features_per_stage", features, n_stages, owner="DLKUNet")
+        # the convolution part's depthwise kernels: the plans' (or dw_kernel on the axes the plans convolve)
+        cks = ks if dw_kernel is None else [tuple(int(dw_kernel) if ki > 1 else 1 for ki in k) for k in ks]
         if norm_op is None:
             norm_op = get_matching_batchnorm(conv_op)
         norm_op_kwargs = dict(norm_op_kwargs or {})
@@ -295,13 +295,13 @@ class DLKUNet(ScaffoldUNet):
         self.encoder = UNetEncoder(
             input_channels, features, st, conv_op=conv_op, kernel_sizes=ks, check_size=_check_poolable,
             make_down=lambda s, cin, stride: max_pool(conv_op, stride),
-            make_block=lambda s, cin, c: EBlock(conv_op, cin, c, ks[s], conv_bias, norm_op, norm_op_kwargs,
+            make_block=lambda s, cin, c: EBlock(conv_op, cin, c, cks[s], conv_bias, norm_op, norm_op_kwargs,
                                                 **attention_kwargs[s]))
         # decoder: one DFB per skip below the bottleneck (deepest first), each with a 1x1 head; the head at full
         # resolution is the paper's reprojection layer, the others nnU-Net's deep-supervision heads
         self.decoder = UNetDecoder(
             self.encoder, num_classes, deep_supervision,
-            make_stage=lambda s: DFB(conv_op, features[s + 1], features[s], st[s + 1], ks[s], conv_bias, norm_op,
+            make_stage=lambda s: DFB(conv_op, features[s + 1], features[s], st[s + 1], cks[s], conv_bias, norm_op,
                                      norm_op_kwargs, **attention_kwargs[s]),
             make_head=lambda s: conv_op(features[s], num_classes, 1, bias=True))
         _fast.fast_convs(self)  # 3D convolutions off PyTorch's native CPU kernel (same state_dict)
@@ -321,9 +321,7 @@ class DLKUNet(ScaffoldUNet):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Registered variants: default construction = the paper configuration (Table 1; Synapse: 224x224, 1 channel,
-# 9 classes, C = 96, the paper's depth); create_from_plans = nnU-Net plans (their depth and strides) with the
-# plans' widths times the variant's width factor.
+# Registered variants: default construction = Table 1's configuration (Synapse: 224x224, 1 channel, 9 classes).
 _PAPER_COMMON = dict(input_channels=1, num_classes=9, conv_op="torch.nn.Conv2d", conv_bias=True,
                      norm_op="torch.nn.BatchNorm2d", norm_op_kwargs={"eps": 1e-5, "momentum": 0.1, "affine": True},
                      deep_supervision=False)
@@ -332,22 +330,43 @@ _PAPER_COMMON = dict(input_channels=1, num_classes=9, conv_op="torch.nn.Conv2d",
 TABLE1 = {"s": (3, 384), "m": (4, 768), "l": (5, 1536)}
 #: Table 1 as printed: params (M), FLOPs (G) at 224x224
 TABLE1_PAPER = {"s": (1.13, 15.95), "m": (4.49, 22.84), "l": (17.70, 29.64)}
-#: variant -> width factor on nnU-Net plans: the widest stages of Table 1 (384 : 768 : 1536) relative to L's
+#: the paper's width rule: C = 96 at full resolution, doubling per stage (Sec. 3.4)
+PAPER_C = 96
+#: nnunet-ext's width rule on plans (``dlkunet_*_nnunetwidth``): the widest stages of Table 1 relative to L's
 WIDTH_FACTOR = {v: cap / TABLE1["l"][1] for v, (_, cap) in TABLE1.items()}
+#: Table 5 (DLKUNet-L): name -> (the convolution part's depthwise kernel, attention's depthwise, dilated kernel)
+TABLE5 = {"5dw": (5, 5, 7), "7dw": (7, 5, 7), "lka1": (3, 3, 7), "lka2": (3, 5, 5)}
+#: the registry-wide contract test's small plans have 3-4 stages and widths 8-32: the blocks at the plans' depth
+_TEST_KWARGS = dict(depth=None, base_features=4)
 
+
+def _paper_config(n: int, cap: int) -> dict:
+    return dict(_PAPER_COMMON, n_stages=n, base_features=PAPER_C, max_features=cap,
+                features_per_stage=[min(PAPER_C * 2 ** s, cap) for s in range(n)],
+                kernel_sizes=[[3, 3]] * n, strides=[[1, 1]] + [[2, 2]] * (n - 1))
 
 
 def _register_variants() -> None:
-    """DLKUNet-S/M/L: Table 1 as default construction, the width factor on nnU-Net plans."""
+    """DLKUNet-S/M/L by the paper's rule, Table 5's variants of L, and S/M/L at the plans' depth and widths."""
     for v, (n, cap) in TABLE1.items():
         register(f"dlkunet_{v}", DLKUNet, family="dlkunet",
-                 description=f"DLKUNet-{v.upper()}: EBlocks/DFBs with large-kernel attention; paper C=96, {n} stages "
-                             f"(Table 1: {TABLE1_PAPER[v][0]} M params); on plans {WIDTH_FACTOR[v]:g} x the plans' "
-                             f"widths",
-                 variant_kwargs=dict(width_factor=WIDTH_FACTOR[v]),
-                 paper_kwargs=dict(_PAPER_COMMON, n_stages=n, base_features=96, max_features=cap,
-                                   features_per_stage=[min(96 * 2 ** s, cap) for s in range(n)],
-                                   kernel_sizes=[[3, 3]] * n, strides=[[1, 1]] + [[2, 2]] * (n - 1)))
+                 description=f"DLKUNet-{v.upper()} (Table 1: {n} stages, C=96 doubling, {TABLE1_PAPER[v][0]} M "
+                             f"params); on plans the plans' first {n} stages",
+                 variant_kwargs=dict(depth=n, base_features=PAPER_C), paper_kwargs=_paper_config(n, cap),
+                 test_kwargs=_TEST_KWARGS)
+    n, cap = TABLE1["l"]
+    for key, (dw, lk, dil) in TABLE5.items():
+        register(f"dlkunet_l_{key}", DLKUNet, family="dlkunet",
+                 description=f"DLKUNet-{key.upper()} (Table 5): DLKUNet-L with depthwise {dw}x{dw}, attention "
+                             f"kernels {lk}x{lk} and {dil}x{dil} (dilation 3)",
+                 variant_kwargs=dict(depth=n, base_features=PAPER_C, dw_kernel=dw, lk_kernel=lk,
+                                     dilated_kernel=dil),
+                 paper_kwargs=_paper_config(n, cap), test_kwargs=_TEST_KWARGS)
+    for v, (n, cap) in TABLE1.items():
+        register(f"dlkunet_{v}_nnunetwidth", DLKUNet, family="dlkunet",
+                 description=f"DLKUNet-{v.upper()} blocks, nnunet-ext's rule on plans: every stage, "
+                             f"{WIDTH_FACTOR[v]:g} x the plans' widths (paper configuration: Table 1)",
+                 variant_kwargs=dict(width_factor=WIDTH_FACTOR[v]), paper_kwargs=_paper_config(n, cap))
 
 
 _register_variants()

@@ -68,11 +68,11 @@ def main(argv=None) -> int:
         from nnunet_ext.trainers.monet import trim_arch_kwargs
         for v, (n, cap) in TABLE1.items():
             rows.append((f"(not chosen) dlkunet_{v}: paper rule C=96, widest {cap}",
-                         lambda cap=cap: A.create_from_plans("dlkunet_l", kw, 1, 2, False, base_features=96,
+                         lambda cap=cap: A.create_from_plans("dlkunet_l_nnunetwidth", kw, 1, 2, False, base_features=96,
                                                              max_features=cap)))
         for v, (n, _) in TABLE1.items():
             rows.append((f"(not chosen) dlkunet_{v}: paper depth {n} stages, plans' widths",
-                         lambda n=n: A.create_from_plans("dlkunet_l", trim_arch_kwargs(kw, n), 1, 2, False)))
+                         lambda n=n: A.create_from_plans("dlkunet_l_nnunetwidth", trim_arch_kwargs(kw, n), 1, 2, False)))
     print(f"plans: 3d_fullres patch {'x'.join(map(str, patch))}, {kw['n_stages']} stages, features "
           f"{kw['features_per_stage']}, 1 channel, 2 classes; meta device, batch 1, deep supervision off")
     print("| network | params (M) | x stock | forward GFLOPs | x stock | feature-map elements (1e9) | x stock |")

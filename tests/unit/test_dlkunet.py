@@ -1,11 +1,7 @@
-"""DLKUNet (seed paper dlkunet.txt): Table 1 parameters and FLOPs, the blocks' geometry in 2D/3D, the loss schedules of
-Sec. 4.4 (eqs. 10-13) with nnU-Net's deep supervision, the lookup of trainers built by name (the tiny end-to-end
-``nnUNetv2_train`` + ``nnUNetv2_predict`` in 2d: tests/integration/test_dlkunet.py; the registry-wide contract test
-covers dlkunet_s/m/l on plans)."""
-import math
-import re
-
-import numpy as np
+"""DLKUNet (seed paper dlkunet.txt): Table 1 parameters and FLOPs, the blocks' geometry in 2D/3D, the paper's depth
+rule and nnunet-ext's width rule on plans, Table 5's variants, the hook guard of the in-place ReLUs (trainers and loss
+schedules: test_dlkunet_trainers.py; the tiny end-to-end ``nnUNetv2_train`` + ``nnUNetv2_predict`` in 2d:
+tests/integration/test_dlkunet.py; the registry-wide contract test covers every variant's blocks on plans)."""
 import pytest
 import torch
 from torch import nn
@@ -14,9 +10,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.dlkunet import DFB, TABLE1_PAPER, DLKUNet, LargeKernelAttention
-from nnunet_ext.trainers import get_trainer
-from nnunet_ext.trainers.loss_schedules import (DynamicLossMixin, PhaseLossMixin, dynamic_weights,
-                                                phase_weights, scaled_weights)
 
 VARIANTS = ["s", "m", "l"]
 
@@ -146,6 +139,8 @@ def test_plans_it_cannot_take_are_a_clear_value_error():
     """Bad input (issue 11): too few stages, a patch below the minimum, a patch of the wrong dimension."""
     one_stage = _plans_kwargs(2, [32], [[1, 1]], [[3, 3]])
     with pytest.raises(ValueError, match=r"DLKUNet: n_stages must be >= 2 .* got 1"):
+        A.create_from_plans("dlkunet_m_nnunetwidth", one_stage, 1, 2, True)
+    with pytest.raises(ValueError, match=r"DLKUNet: the paper's depth 4 .* these have 1"):
         A.create_from_plans("dlkunet_m", one_stage, 1, 2, True)
     with torch.device("meta"):
         net = A.create_from_plans("dlkunet_s", _plans_kwargs(3, [8, 16, 32], [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
@@ -212,12 +207,13 @@ def _plans_kwargs(dim, features, strides, kernels):
 
 
 def test_plans_adaptation_uses_variant_widths():
-    """On plans: the plans' depth and strides, the plans' widths times 1/4 (S), 1/2 (M), 1 (L) = Table 1's widest
-    stages 384 : 768 : 1536; the paper's rule (C = 96 doubling, capped) only with base_features."""
+    """nnunet-ext's width rule (``dlkunet_*_nnunetwidth``): the plans' depth and strides, the plans' widths times
+    1/4 (S), 1/2 (M), 1 (L) = Table 1's widest stages 384 : 768 : 1536; C = 96 doubling, capped, with base_features."""
     kw = _plans_kwargs(2, [32, 64, 128, 256, 512, 512], [[1, 1]] + [[2, 2]] * 5, [[3, 3]] * 6)
     with torch.device("meta"):
-        nets = {v: A.create_from_plans(f"dlkunet_{v}", kw, 1, 3, True) for v in VARIANTS}
-        paper_rule = A.create_from_plans("dlkunet_s", kw, 1, 3, True, base_features=96, max_features=384)
+        nets = {v: A.create_from_plans(f"dlkunet_{v}_nnunetwidth", kw, 1, 3, True) for v in VARIANTS}
+        paper_rule = A.create_from_plans("dlkunet_s_nnunetwidth", kw, 1, 3, True, base_features=96,
+                                         max_features=384)
     assert nets["s"].features_per_stage == [8, 16, 32, 64, 128, 128]
     assert nets["m"].features_per_stage == [16, 32, 64, 128, 256, 256]
     assert nets["l"].features_per_stage == [32, 64, 128, 256, 512, 512]
@@ -240,7 +236,7 @@ def _params_flops(net, patch):
     (3, (8, 32, 32), [32, 64, 128, 256, 320], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
      [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]])])
 def test_variants_distinct_on_plans_and_s_below_stock(dim, patch, features, strides, kernels):
-    """Issue 11: on the same plans each step S -> M -> L is >= 1.5x in parameters and in forward FLOPs (meta
+    """nnunet-ext's width rule: on the same plans each step S -> M -> L is >= 1.5x in parameters and in forward FLOPs (meta
     device), and S has fewer parameters than stock nnU-Net's PlainConvUNet on those plans."""
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
@@ -248,7 +244,7 @@ def test_variants_distinct_on_plans_and_s_below_stock(dim, patch, features, stri
 
     kw = _plans_kwargs(dim, features, strides, kernels)
     with torch.device("meta"):
-        nets = {v: A.create_from_plans(f"dlkunet_{v}", kw, 1, 2, False) for v in VARIANTS}
+        nets = {v: A.create_from_plans(f"dlkunet_{v}_nnunetwidth", kw, 1, 2, False) for v in VARIANTS}
         k = _resolve_imports(kw)
         stock = PlainConvUNet(1, k["n_stages"], k["features_per_stage"], k["conv_op"], k["kernel_sizes"],
                               k["strides"], k["n_conv_per_stage"], 2, k["n_conv_per_stage_decoder"], True,
@@ -260,124 +256,77 @@ def test_variants_distinct_on_plans_and_s_below_stock(dim, patch, features, stri
     assert pf["s"][0] < sum(p.numel() for p in stock.parameters())
 
 
-# --------------------------------------------------------------------------------------------- loss schedules
-def _eq12_13(x, N, A_=0.3, B_=0.7, k=None):
-    """eqs. 12-13 written out independently (x: 1-based epoch, x0 = N / 2, k = 20 / N)."""
-    k = 20 / N if k is None else k
-    s = 1 / (1 + np.exp(-k * (x - 0.5 * N)))
-    return A_ + (1 - A_) * (1 - s), 1 + (B_ - 1) * (1 - s)
+# --------------------------------------------------------------------------------------------- the paper's rule on plans
+def _pancreas_arch_kwargs(patch, spacing):
+    from nnunet_ext.plans.synth import explicit_plans
+
+    plans, _, conf = explicit_plans(patch, 2, spacing=spacing)
+    return plans["configurations"][conf]["architecture"]["arch_kwargs"]
 
 
-@pytest.mark.parametrize("N", [400, 1000, 10, 1])
-def test_phase_weights_eq11(N):
-    for epoch in range(N):  # nnU-Net's current_epoch is 0-based; the paper's epochs are 1-based
-        x = epoch + 1
-        expected = (0.6, 0.4) if x <= N / 2 else (0.7, 0.3)
-        assert phase_weights(epoch, N) == expected
-    if N == 400:  # eq. 11 literally: [1, 200] and (200, 400]
-        assert phase_weights(199, 400) == (0.6, 0.4) and phase_weights(200, 400) == (0.7, 0.3)
+@pytest.mark.parametrize("patch,spacing", [((40, 224, 224), (2.5, 0.8, 0.8)), ((224, 224), (0.8, 0.8))])
+def test_paper_rule_on_plans_takes_the_first_stages(patch, spacing):
+    """Sec. 3.4 / Table 1 on plans: 3 / 4 / 5 encoder stages = the plans' first stages (strides, depthwise kernels),
+    C = 96 doubling per stage; the attention keeps 1 on axes where the plans' kernel is 1."""
+    kw = _pancreas_arch_kwargs(patch, spacing)
+    assert kw["n_stages"] >= 5
+    for v, n in (("s", 3), ("m", 4), ("l", 5)):
+        with torch.device("meta"):
+            net = A.create_from_plans(f"dlkunet_{v}", kw, 1, 2, True)
+        assert net.features_per_stage == [96 * 2 ** s for s in range(n)]
+        assert [list(s) for s in net.encoder.strides] == [list(s) for s in kw["strides"][:n]]
+        for s, stage in enumerate(net.encoder.stages):
+            assert list(stage.conv.dw1.kernel_size) == list(kw["kernel_sizes"][s])
+            assert [k > 1 for k in stage.attention.depthwise.kernel_size] == [k > 1 for k in kw["kernel_sizes"][s]]
+        assert len(net.decoder.stages) == n - 1
+        with torch.no_grad():
+            out = net(torch.empty(1, 1, *patch, device="meta"))
+        assert len(out) == n - 1 and tuple(out[0].shape[2:]) == tuple(patch)
 
 
-@pytest.mark.parametrize("N", [400, 200, 7])
-def test_dynamic_weights_eq12_13(N):
-    for epoch in sorted({0, 1, N // 4, N // 2 - 1, N // 2, N - 1}):
-        a, b = dynamic_weights(epoch, N)
-        ea, eb = _eq12_13(epoch + 1, N)
-        assert math.isclose(a, ea, abs_tol=1e-12) and math.isclose(b, eb, abs_tol=1e-12)
-    # midpoint x = x0: sigma = 1/2
-    if N % 2 == 0:
-        a, b = dynamic_weights(N // 2 - 1, N)
-        assert math.isclose(a, 0.65) and math.isclose(b, 0.85)
-    # endpoints: alpha 1 -> A, beta B -> 1, monotone
-    a0, b0 = dynamic_weights(0, N)
-    a1, b1 = dynamic_weights(N - 1, N)
-    if N >= 200:
-        assert a0 > 0.999 and abs(b0 - 0.7) < 1e-3 and a1 < 0.301 and b1 > 0.999
-    alphas = [dynamic_weights(e, N)[0] for e in range(N)]
-    assert all(x > y for x, y in zip(alphas, alphas[1:]))
+@pytest.mark.parametrize("v,n", [("s", 3), ("m", 4), ("l", 5), ("l_5dw", 5), ("l_lka2", 5)])
+def test_paper_depth_the_plans_cannot_give_is_a_value_error(v, n):
+    kw = _plans_kwargs(2, [32] * (n - 1), [[1, 1]] + [[2, 2]] * (n - 2), [[3, 3]] * (n - 1))
+    with pytest.raises(ValueError, match=rf"^DLKUNet: the paper's depth {n} .* these have {n - 1}$"):
+        A.create_from_plans(f"dlkunet_{v}", kw, 1, 2, True)
 
 
-def test_dynamic_k_matches_public_script_at_200_epochs():
-    # k = 20 / num_epochs -> 0.1 at 200 epochs (the authors' script), 0.05 at the paper's 400
-    a, b = dynamic_weights(149, 200)
-    ea, eb = _eq12_13(150, 200, k=0.1)
-    assert math.isclose(a, ea) and math.isclose(b, eb)
-    a, b = dynamic_weights(299, 400)
-    ea, eb = _eq12_13(300, 400, k=0.05)
-    assert math.isclose(a, ea) and math.isclose(b, eb)
+# --------------------------------------------------------------------------------------------- Table 5
+#: Table 5: (the convolution part's depthwise kernel, the attention's depthwise kernel, its dilated kernel)
+TABLE5 = {"5dw": (5, 5, 7), "7dw": (7, 5, 7), "lka1": (3, 3, 7), "lka2": (3, 5, 5)}
 
 
-class _StandInTrainer:
-    """The two methods the mixins override, as nnU-Net's trainer has them (loss built like nnUNetTrainer._build_loss
-    with deep supervision: DC_and_CE_loss inside DeepSupervisionWrapper with nnU-Net's scale weights)."""
-
-    def __init__(self, num_epochs, n_scales=3):
-        self.num_epochs, self.current_epoch, self.n_scales, self.log = num_epochs, 0, n_scales, []
-
-    def _build_loss(self):
-        from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-        from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-        from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-        loss = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
-                              weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
-        w = np.array([1 / 2 ** i for i in range(self.n_scales)])
-        w[-1] = 0
-        self.ds_weights = w / w.sum()
-        return DeepSupervisionWrapper(loss, self.ds_weights)
-
-    def on_train_epoch_start(self):
-        self.log.append(f"epoch {self.current_epoch}")
-
-    def print_to_log_file(self, *args):
-        self.log.append(" ".join(str(a) for a in args))
+@pytest.mark.parametrize("key", list(TABLE5))
+def test_table5_variants_are_dlkunet_l_with_other_kernels(key, meta_model):
+    dw, lk, dil = TABLE5[key]
+    net, base = meta_model(f"dlkunet_l_{key}"), meta_model("dlkunet_l")
+    assert net.features_per_stage == base.features_per_stage and len(net.encoder.stages) == 5
+    blocks = [s for s in net.encoder.stages] + [d.block for d in net.decoder.stages]
+    for b in blocks:
+        assert b.conv.dw1.kernel_size == b.conv.dw2.kernel_size == (dw, dw)
+        assert b.attention.depthwise.kernel_size == (lk, lk) and b.attention.spatial.kernel_size == (dil, dil)
+        assert b.attention.spatial.dilation == (3, 3)
+    # only the depthwise kernels differ from DLKUNet-L: (k^2 - k0^2) weights per channel of each one changed
+    chans = sum(b.conv.dw1.in_channels + b.conv.dw2.in_channels for b in blocks)
+    att = sum(b.attention.channels for b in blocks)
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert count(net) - count(base) == chans * (dw * dw - 9) + att * (lk * lk - 25 + dil * dil - 49)
 
 
-@pytest.mark.parametrize("mixin,fn", [(PhaseLossMixin, phase_weights), (DynamicLossMixin, dynamic_weights)])
-def test_schedule_applies_to_every_deep_supervision_scale(mixin, fn):
-    N = 10
-    trainer = type("T", (mixin, _StandInTrainer), {})(N)
-    loss = trainer._build_loss()
-    inner = loss.loss
+# --------------------------------------------------------------------------------------------- hook guard
+def test_hooks_on_norms_see_unmutated_outputs_and_backward_runs():
+    """The in-place ReLUs run out of place where a hook watches the norm whose output they would overwrite: a full
+    backward hook on every norm does not raise, a forward hook sees the output as the norm returned it."""
     torch.manual_seed(0)
-    outs = [torch.randn(2, 3, 16 // 2 ** i, 16 // 2 ** i) for i in range(3)]
-    tgts = [torch.randint(0, 3, (2, 1, 16 // 2 ** i, 16 // 2 ** i)).float() for i in range(3)]
-    for epoch in (0, 4, 5, 9):
-        trainer.current_epoch = epoch
-        trainer.on_train_epoch_start()
-        pa, pb = fn(epoch, N)
-        a, b = scaled_weights((pa, pb))  # the paper's ratio at nnU-Net's total Dice + CE weight of 2
-        assert math.isclose(a + b, 2.0) and math.isclose(a / b, pa / pb)
-        assert (inner.weight_dice, inner.weight_ce) == (a, b)
-        assert trainer.log[-2] == f"epoch {epoch}"  # nnU-Net's own epoch start still runs
-        assert re.search(rf"alpha \(Dice\) = {a:.4f}, beta \(CE\) = {b:.4f}", trainer.log[-1])
-        expected = sum(w * (a * inner.dc(o, t) + b * inner.ce(o, t[:, 0]))
-                       for w, o, t in zip(trainer.ds_weights, outs, tgts) if w != 0)
-        assert torch.allclose(loss(outs, tgts), expected)
-    assert trainer.log and phase_weights(0, N) != phase_weights(9, N)
-
-
-def test_scaled_weights_and_raw_switch():
-    assert scaled_weights(phase_weights(0, 400)) == pytest.approx((1.2, 0.8))
-    assert scaled_weights(phase_weights(399, 400)) == pytest.approx((1.4, 0.6))
-    a0, b0 = scaled_weights(dynamic_weights(0, 400))
-    a1, b1 = scaled_weights(dynamic_weights(399, 400))
-    assert a0 > b0 and a1 < b1 and math.isclose(a1 + b1, 2.0)  # eqs. 12-13's direction: Dice down, CE up
-    with pytest.raises(ValueError, match="positive"):
-        scaled_weights((0.0, 0.0))
-    raw = type("T", (PhaseLossMixin, _StandInTrainer), {"loss_weight_total": None})(10)
-    raw._build_loss()
-    assert (raw._scheduled_loss.weight_dice, raw._scheduled_loss.weight_ce) == phase_weights(0, 10)
-
-
-def test_schedule_suffix_on_any_trainer():
-    for name, mixin in [("nnUNetTrainerDLKUNetM_phaseloss", PhaseLossMixin),
-                        ("nnUNetTrainerPlainUNet_dynloss_5epochs", DynamicLossMixin),
-                        ("nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters", DynamicLossMixin)]:
-        cls = get_trainer(name)
-        assert cls.__mro__[1] is mixin and cls is get_trainer(name)
-    assert get_trainer("nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters").merged_hparams() == \
-        {"num_epochs": 1, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 1}
-    assert get_trainer("nnUNetTrainerDLKUNetS_dynloss_1epoch_4iters").arch == "dlkunet_s"
-    # nnU-Net's own lookup finds such a name as this very class: test_discovery's stock-lookup sample
-    with pytest.raises(AttributeError):
-        get_trainer("nnUNetTrainerDLKUNetS_phaseloss_dynloss")
+    net = A.create_from_plans("dlkunet_s", _plans_kwargs(2, [8, 16, 32], [[1, 1], [2, 2], [2, 2]], [[3, 3]] * 3),
+                              1, 2, True, base_features=4)
+    seen, grads = [], []
+    for m in net.modules():
+        if isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d)):
+            m.register_forward_hook(lambda mod, i, o: seen.append((o, o.detach().clone())))
+            m.register_full_backward_hook(lambda mod, gi, go: grads.append(go[0]))
+    out = net(torch.randn(2, 1, 16, 12))
+    sum(o.mean() for o in out).backward()
+    assert seen and all(torch.equal(o, copy) for o, copy in seen)
+    assert any((copy < 0).any() for _, copy in seen)  # the norm outputs are signed: a ReLU in place would show
+    assert len(grads) == len(seen)

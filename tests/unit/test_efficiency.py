@@ -57,7 +57,7 @@ def _build(name, dim, patch=None):
     cm = pm.get_configuration(cfg)
     if name == "dlkunet_s_bn":   # DLKUNet with the paper's BatchNorm (the trainers take the plans' InstanceNorm)
         kw = dict(cm.network_arch_init_kwargs, norm_op=getattr(nn, f"BatchNorm{dim}d"))
-        net = create_from_plans("dlkunet_s", kw, 1, 3, True)
+        net = create_from_plans("dlkunet_s_nnunetwidth", kw, 1, 3, True)
     else:
         net = build_network(get_trainer(name), pm, cm, 1, 3, True)
     return _calibrate_bn(net, dim, patch)
@@ -362,3 +362,34 @@ def test_fast_paths_step_aside_for_hooks_autocast_and_unbatched_input():
             y = dw(torch.randn(1, 4, 6, 6, 6, requires_grad=True))
             y.float().sum().backward()                                 # runs (PyTorch's backward)
         assert dw(torch.randn(4, 6, 6, 6)).shape == (4, 6, 6, 6)
+
+
+def test_each_mechanism_has_its_own_device_switch(monkeypatch):
+    """The layout, the phase decomposition and the own depth-wise backward each follow their own variable; unset,
+    each follows the shorthand ENV_CL_DEVICES (default cpu); an empty value turns one off alone."""
+    for env in (_fast.ENV_CL_DEVICES, _fast.ENV_LAYOUT_DEVICES, _fast.ENV_PHASES_DEVICES, _fast.ENV_DW_BACKWARD_DEVICES,
+                _fast.ENV_REFERENCE):
+        monkeypatch.delenv(env, raising=False)
+    dw = _fast.DWConv3d(4, 4, 7, padding=9, dilation=3, groups=4)
+    x = torch.randn(1, 4, 8, 8, 8)
+
+    def on():
+        with torch.no_grad():
+            layout = _fast.channels_last_pays(dw, x)
+        return layout, _fast._phases_apply(dw, x), _fast._dw_same(dw, x)
+
+    assert on() == (True, True, True)
+    for env, k in ((_fast.ENV_LAYOUT_DEVICES, 0), (_fast.ENV_PHASES_DEVICES, 1), (_fast.ENV_DW_BACKWARD_DEVICES, 2)):
+        monkeypatch.setenv(env, "")
+        assert on() == tuple(i != k for i in range(3)), env
+        monkeypatch.setenv(_fast.ENV_CL_DEVICES, "cuda")          # the shorthand: the other two follow it
+        assert on() == (False, False, False), env
+        monkeypatch.setenv(env, "cuda,cpu")
+        assert on() == tuple(i == k for i in range(3)), env
+        monkeypatch.delenv(env)
+        monkeypatch.delenv(_fast.ENV_CL_DEVICES)
+    from nnunet_ext.architectures import _fast_act
+    one = torch.randn(1, 2, 6, 6)
+    assert _fast_act.channels_last_2d(one).is_contiguous(memory_format=torch.channels_last)
+    monkeypatch.setenv(_fast.ENV_LAYOUT_DEVICES, "")
+    assert _fast_act.channels_last_2d(one) is one
