@@ -5,7 +5,7 @@ Contract: everything here changes how a result is computed, never what. No param
 or reshaped (state_dicts and checkpoints are unchanged); outputs and gradients equal the reference path's within
 fp32 rounding (``tests/unit/test_efficiency.py``); it lives inside the networks' ``forward``, so it holds in
 ``nnUNetv2_train`` and ``nnUNetv2_predict`` alike; outputs are contiguous. The switch back to the reference path
-(``nnUNet_ext_reference=1``, :func:`reference_mode`) and the device rule live in ``_fast_mode`` (re-exported here);
+(``nnUNet_ext_reference=1``, :func:`reference_mode`) and the device switches live in ``_fast_mode`` (re-exported here);
 the paths outside the convolutions (ELU, a whole network in channels-last) in ``_fast_act``.
 
 The paths, per operator type: depth-wise convolutions in channels-last layout where it pays
@@ -18,6 +18,7 @@ BatchNorm folded into the preceding convolution (:func:`conv_norm`, :func:`conv_
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -26,9 +27,13 @@ from torch import nn
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ._fast_mode import ENV_CL_DEVICES, ENV_REFERENCE, cl_devices, hooked, reference, reference_mode
+from ._fast_mode import (ENV_CL_DEVICES, ENV_DW_BACKWARD_DEVICES, ENV_LAYOUT_DEVICES, ENV_PHASES_DEVICES,
+                         ENV_REFERENCE, cl_devices, dw_backward_devices, hooked, layout_devices, phases_devices,
+                         reference, reference_mode)
 
-__all__ = ["ENV_REFERENCE", "ENV_CL_DEVICES", "reference", "reference_mode", "hooked", "channels_last_pays",
+__all__ = ["ENV_REFERENCE", "ENV_CL_DEVICES", "ENV_LAYOUT_DEVICES", "ENV_PHASES_DEVICES", "ENV_DW_BACKWARD_DEVICES",
+           "cl_devices", "layout_devices", "phases_devices", "dw_backward_devices", "reference", "reference_mode",
+           "hooked", "channels_last_pays",
            "DWConv2d", "DWConv3d", "dilated_as_phases", "depthwise_conv_op", "conv_norm", "conv_transpose_norm",
            "foldable_bn", "run_sequence", "FoldingConvDropoutNormReLU", "fold_units", "conv_forward",
            "conv_transpose_forward", "FastConv3d", "FastConvTranspose3d", "fast_convs"]
@@ -36,9 +41,9 @@ __all__ = ["ENV_REFERENCE", "ENV_CL_DEVICES", "reference", "reference_mode", "ho
 
 def channels_last_pays(conv: nn.Module, x: torch.Tensor) -> bool:
     """Whether a depth-wise convolution ``conv`` on input ``x`` runs in channels-last layout (the layout is switched
-    for the convolution alone): on the fast path and a device of ``cl_devices()``, with autograd every 3D one and the
-    dilated 2D ones, without autograd (inference) the dilated 3D ones only."""
-    if reference() or x.ndim not in (4, 5) or x.device.type not in cl_devices():
+    for the convolution alone): on the fast path and a device of ``layout_devices()``, with autograd every 3D one and
+    the dilated 2D ones, without autograd (inference) the dilated 3D ones only."""
+    if reference() or x.ndim not in (4, 5) or x.device.type not in layout_devices():
         return False
     dilated = any(int(d) > 1 for d in conv.dilation)
     if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
@@ -55,8 +60,8 @@ def _same_stride1(conv) -> bool:
 
 
 def _phases_apply(conv, x: torch.Tensor) -> bool:
-    """A dilated, stride-1, "same"-padded convolution on a device of the fast path: :func:`dilated_as_phases`."""
-    return (not reference() and x.ndim in (4, 5) and x.device.type in cl_devices()
+    """A dilated, stride-1, "same"-padded convolution on a device of ``phases_devices()``: :func:`dilated_as_phases`."""
+    return (not reference() and x.ndim in (4, 5) and x.device.type in phases_devices()
             and any(int(d) > 1 for d in conv.dilation) and _same_stride1(conv))
 
 
@@ -79,7 +84,7 @@ def dilated_as_phases(conv, x: torch.Tensor, weight: torch.Tensor, bias: Optiona
     s = [(ni + pe) // di for ni, pe, di in zip(n, pad_end, d)]
     z = x.reshape(N, C, *[v for si, di in zip(s, d) for v in (si, di)])
     z = z.permute(0, *[3 + 2 * i for i in range(dims)], 1, *[2 + 2 * i for i in range(dims)])
-    z = z.reshape(N * int(torch.tensor(d).prod()), C, *s)
+    z = z.reshape(N * math.prod(d), C, *s)
     if dims == 3 and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         z = z.contiguous(memory_format=torch.channels_last_3d)
     y = _CONV[x.ndim](z, weight, bias, 1, [k // 2 for k in conv.kernel_size], 1, conv.groups)
@@ -183,10 +188,11 @@ def fast_convs(module: nn.Module) -> nn.Module:
 
 def _dw_same(conv, x: torch.Tensor) -> bool:
     """A depth-wise convolution (one filter per channel, C -> C) of stride 1 and "same" zero padding
-    ``d (k - 1) / 2`` with odd kernels, on a device of the fast path and not under autocast: what
+    ``d (k - 1) / 2`` with odd kernels, on a device of ``dw_backward_devices()`` and not under autocast: what
     :class:`_DepthwiseSame` handles (2D and 3D)."""
     c = int(x.shape[1]) if x.ndim in (4, 5) else -1
-    return (not reference() and x.ndim in (4, 5) and x.ndim == conv.weight.ndim and x.device.type in cl_devices()
+    return (not reference() and x.ndim in (4, 5) and x.ndim == conv.weight.ndim
+            and x.device.type in dw_backward_devices()
             and not torch.is_autocast_enabled(x.device.type)
             and conv.groups == c == conv.out_channels and conv.in_channels == c and _same_stride1(conv))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._fast_mode import cl_devices, reference
+from ._fast_mode import layout_devices, reference
 
 __all__ = ["elu", "channels_last_2d", "contiguous_outputs"]
 
@@ -46,9 +46,8 @@ def elu(x: torch.Tensor, owned: bool = False) -> torch.Tensor:
 def channels_last_2d(x: torch.Tensor) -> torch.Tensor:
     """``x`` in channels-last layout where a whole 2D network runs in it on the fast path (MoNet 2d: oneDNN's
     channels-last kernels for its thin convolutions; BatchNorm, ELU, dropout, concatenation and the transposed
-    convolutions keep the layout). Only on the devices of ``nnUNet_ext_channels_last_devices``; 3D stays
-    contiguous."""
-    if reference() or x.ndim != 4 or x.device.type not in cl_devices():
+    convolutions keep the layout). Only on the devices of ``layout_devices()``; 3D stays contiguous."""
+    if reference() or x.ndim != 4 or x.device.type not in layout_devices():
         return x
     y = x.contiguous(memory_format=torch.channels_last)
     if y is x and x.shape[1] == 1:
