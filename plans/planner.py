@@ -283,8 +283,16 @@ class ArchitecturePlanner(ExperimentPlanner):
                                    arch_class_name: str, arch_kwargs: dict,
                                    arch_kwargs_req_import: Tuple[str, ...]) -> float:
         dim = len(patch_size)
-        m = training_memory(self.arch, arch_kwargs, patch_size, 2, input_channels, output_channels,
-                            kappa=self.kappa(dim), table=self.calibration)
+        try:
+            m = training_memory(self.arch, arch_kwargs, patch_size, 2, input_channels, output_channels,
+                                kappa=self.kappa(dim), table=self.calibration)
+        except PlanningError:
+            raise
+        except ValueError as e:  # nnU-Net's loop shrank the patch to a topology the architecture cannot take
+            raise PlanningError(
+                f"GPU memory target {self.UNet_vram_target_GB:g} GB is too small for {self.arch} in {dim}D: the "
+                f"patch shrank to {list(map(int, patch_size))}, {arch_kwargs.get('n_stages')} stages, on which "
+                f"{self.arch} cannot be built ({str(e).splitlines()[0]})") from None
         # nnU-Net's units: kappa x feature-map elements of one sample, plus the parameter state beyond
         # PlainConvUNet's as the equivalent at nnU-Net's minimum batch of 2 (so the patch-shrinking loop, which
         # tests a batch of 2, sees the whole model; larger batches then count it once per 2 samples: conservative)
