@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         rows.append((name, lambda c=getattr(T, name): c.build_network_architecture(None, cm, 1, 2, False)))
     if args.alternatives:
         from nnunet_ext.architectures.dlkunet import TABLE1
-        from nnunet_ext.trainers.monet import trim_arch_kwargs
+        from nnunet_ext.trainers.base import trim_arch_kwargs
         for v, (n, cap) in TABLE1.items():
             rows.append((f"(not chosen) dlkunet_{v}: paper rule C=96, widest {cap}",
                          lambda cap=cap: A.create_from_plans("dlkunet_l_nnunetwidth", kw, 1, 2, False, base_features=96,

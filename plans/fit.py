@@ -24,14 +24,15 @@ import torch
 
 from .planner import NNUNET_REFERENCE_GB, plans_name_for, training_memory
 
-__all__ = ["SKIP_ENV", "GPUMemoryError", "estimate_trainer_memory", "check_trainer_fits", "skip_requested"]
+__all__ = ["SKIP_ENV", "PlansRefused", "GPUMemoryError", "refuse", "estimate_trainer_memory", "check_trainer_fits", "skip_requested"]
 
 #: environment variable that skips the check (any of 1, true, yes)
 SKIP_ENV = "nnUNet_ext_skip_memory_check"
 
 
-class GPUMemoryError(SystemExit):
-    """Training would overflow the GPU: exits with status 2; ``str()`` is the one-line message."""
+class PlansRefused(SystemExit):
+    """A trainer refuses its plans before nnU-Net's trainer starts (nothing written): exit status 2; ``str()`` is
+    the one-line message, which :func:`refuse` also prints on stderr."""
 
     def __init__(self, message: str):
         super().__init__(2)
@@ -39,6 +40,16 @@ class GPUMemoryError(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+class GPUMemoryError(PlansRefused):
+    """Training would overflow the GPU."""
+
+
+def refuse(message: str, error: type = PlansRefused):
+    """Print ``message`` (one line) on stderr and raise ``error(message)``."""
+    print(message, file=sys.stderr, flush=True)
+    raise error(message)
 
 
 def skip_requested() -> bool:
@@ -87,8 +98,7 @@ def check_trainer_fits(trainer, total_memory_bytes: Optional[int] = None, warn=N
                    f"--gpu-memory-target {target}' and train with 'nnUNetv2_train {d} {trainer.configuration_name} "
                    f"{trainer.fold} -tr {type(trainer).__name__} -p {plans_name_for(arch)}' ({SKIP_ENV}=1 skips "
                    f"this check)")
-        print(message, file=sys.stderr, flush=True)
-        raise GPUMemoryError(message)
+        refuse(message, GPUMemoryError)
     if est > m["target_gb"]:
         line = (f"warning: {what} needs about {est:.1f} GB of GPU memory (nnunet-ext's planner estimate), more than "
                 f"the {m['target_gb']:g} GB its plans were made for; the GPU has {device_gb:.1f} GB")

@@ -19,60 +19,28 @@ The paper's loss schedules (Sec. 4.4) are name suffixes on any trainer (:mod:`nn
 """
 from __future__ import annotations
 
-import sys
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import torch
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch.optim.lr_scheduler import _LRScheduler
 
 from .base import nnUNetTrainerExt
-from .monet import trim_arch_kwargs, trim_plans
-
-
-class PlansDepthError(SystemExit):
-    """The plans have fewer stages than the paper's depth: exit status 2; ``str()`` is the one-line message."""
-
-    def __init__(self, message: str):
-        super().__init__(2)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def _stages_of(plans: dict, configuration: str) -> Optional[int]:
-    """``n_stages`` of ``configuration``'s architecture, following ``inherits_from`` as nnU-Net does."""
-    name = configuration
-    while name is not None:
-        conf = plans["configurations"][name]
-        arch = conf.get("architecture") or {}
-        if "n_stages" in arch.get("arch_kwargs", {}):
-            return int(arch["arch_kwargs"]["n_stages"])
-        name = conf.get("inherits_from")
-    return None
 
 
 class _PaperDepth(nnUNetTrainerExt):
-    """The plans' first ``depth`` stages (the paper's S 3, M 4, L 5)."""
+    """The plans' first ``depth`` stages (the paper's S 3, M 4, L 5); plans with fewer are refused."""
 
     depth: int = 5
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        n = _stages_of(plans, configuration) if configuration in plans.get("configurations", {}) else None
-        if n is not None and n < self.depth:
-            message = (f"{type(self).__name__}: the paper's network has {self.depth} encoder stages, the plans' "
-                       f"{configuration} configuration has {n}: use plans with at least {self.depth} stages (a "
-                       f"larger patch) or nnUNetTrainerDLKUNet{'SML'[self.depth - 3]}_nnUNetWidth "
-                       f"(every stage of the plans)")
-            print(message, file=sys.stderr, flush=True)
-            raise PlansDepthError(message)
-        super().__init__(trim_plans(plans, configuration, self.depth), configuration, fold, dataset_json, device)
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.max_stages = cls.min_stages = cls.depth
 
     @classmethod
-    def plans_arch_kwargs_for(cls, configuration_manager: ConfigurationManager) -> Dict[str, Any]:
-        return trim_arch_kwargs(configuration_manager.network_arch_init_kwargs, cls.depth)
+    def too_few_stages_message(cls, configuration: str, n: int) -> str:
+        return (f"{cls.__name__}: the paper's network has {cls.depth} encoder stages, the plans' {configuration} "
+                f"configuration has {n}: use plans with at least {cls.depth} stages (a larger patch) or "
+                f"nnUNetTrainerDLKUNet{'SML'[cls.depth - 3]}_nnUNetWidth (every stage of the plans)")
 
 
 class nnUNetTrainerDLKUNetS(_PaperDepth):

@@ -6,7 +6,7 @@
     down-sampling operations", 256×256 → 64×64 bottleneck), so the trainer keeps the plans' first
     ``max_stages = 3`` stages (their strides, kernel sizes, conv op) and drops the deeper ones. The trimming is
     applied to the plans the trainer is given (so nnU-Net's deep-supervision scales, the saved ``plans.json`` and
-    inference agree) and again, idempotently, when the network is built (:meth:`plans_arch_kwargs_for`).
+    inference agree) and again, idempotently, when the network is built (the base trainer's ``max_stages``).
 ``nnUNetTrainerMoNetFullDepth``
     The same with every stage of the plans (``max_stages = None``).
 ``nnUNetTrainerMoNetPaper``
@@ -19,66 +19,17 @@ Short schedules by name: ``nnUNetTrainerMoNet_1epoch_4iters``, ``nnUNetTrainerMo
 """
 from __future__ import annotations
 
-import copy
-from typing import Any, Dict, Optional
-
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from .base import nnUNetTrainerExt
-
-#: arch_kwargs entries with one value per stage (and the decoder's, with one per stage but the bottleneck)
-_PER_STAGE = ("features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage")
-
-
-def trim_arch_kwargs(arch_kwargs: Dict[str, Any], max_stages: Optional[int]) -> Dict[str, Any]:
-    """A copy of nnU-Net plans' ``arch_kwargs`` keeping the first ``max_stages`` stages (no-op if None or fewer)."""
-    out = copy.deepcopy(dict(arch_kwargs))
-    n = int(out["n_stages"])
-    if max_stages is None or n <= max_stages:
-        return out
-    if max_stages < 2:
-        raise ValueError(f"max_stages={max_stages}: MoNet needs at least 2 stages")
-    out["n_stages"] = max_stages
-    for k in _PER_STAGE:
-        if isinstance(out.get(k), (list, tuple)):
-            out[k] = list(out[k])[:max_stages]
-    if isinstance(out.get("n_conv_per_stage_decoder"), (list, tuple)):
-        out["n_conv_per_stage_decoder"] = list(out["n_conv_per_stage_decoder"])[:max_stages - 1]
-    return out
-
-
-def trim_plans(plans: dict, configuration: str, max_stages: Optional[int]) -> dict:
-    """A copy of a plans dict whose ``configuration`` (and the configuration it inherits from, if any, as nnU-Net
-    resolves ``inherits_from``) has its architecture trimmed to ``max_stages`` stages."""
-    out = copy.deepcopy(plans)
-    name = configuration
-    while name is not None:
-        conf = out["configurations"][name]
-        arch = conf.get("architecture")
-        if arch is not None and "arch_kwargs" in arch:
-            arch["arch_kwargs"] = trim_arch_kwargs(arch["arch_kwargs"], max_stages)
-        name = conf.get("inherits_from")
-    return out
-
 
 class nnUNetTrainerMoNet(nnUNetTrainerExt):
     """MoNet with nnU-Net's recipe, at the paper's depth (the plans' first 3 stages)."""
 
     arch = "monet"
-    #: keep the plans' first stages only (MoNet: 2 downsamplings = 3 stages); None keeps all
-    max_stages: Optional[int] = 3
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(trim_plans(plans, configuration, self.max_stages), configuration, fold, dataset_json,
-                         device)
-
-    @classmethod
-    def plans_arch_kwargs_for(cls, configuration_manager: ConfigurationManager) -> Dict[str, Any]:
-        return trim_arch_kwargs(configuration_manager.network_arch_init_kwargs, cls.max_stages)
+    max_stages = 3  # the paper's two global down-samplings
 
 
 class nnUNetTrainerMoNetFullDepth(nnUNetTrainerMoNet):

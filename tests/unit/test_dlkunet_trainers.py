@@ -167,7 +167,7 @@ def test_plans_shallower_than_the_paper_stop_with_one_line_exit_2(name, depth, m
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     from nnunet_ext.plans.synth import explicit_plans
-    from nnunet_ext.trainers.dlkunet import PlansDepthError
+    from nnunet_ext.plans.fit import PlansRefused as PlansDepthError
 
     initialised = []
     monkeypatch.setattr(nnUNetTrainer, "__init__", lambda self, *a, **k: initialised.append(a))

@@ -9,7 +9,8 @@ from torch import nn
 
 from nnunet_ext import architectures as A
 from nnunet_ext.architectures.monet import ELU, MoNet, RDDCBlock, paper_parameter_counts
-from nnunet_ext.trainers.monet import ValLossPlateau, trim_arch_kwargs, trim_plans
+from nnunet_ext.trainers.base import trim_arch_kwargs, trim_plans
+from nnunet_ext.trainers.monet import ValLossPlateau
 
 def _expected_paper_counts(widths=(16, 32, 64), c_in=1, k=3, kd=4):
     """Counts of the paper's network derived from its description (Keras: BN has γ, β, moving mean, var)."""
