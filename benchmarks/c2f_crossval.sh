@@ -10,7 +10,8 @@
 #
 # Variables: W work folder (raw/pre/res inside), FOLDS, S the schedule suffix of all three trainers, PATCH the
 # patch of the configuration 3d_bench<PATCH> (inherits 3d_fullres: same spacing and preprocessed data; stock and
-# ResDSN both use it), DEVICE. Steps already done (a trained fold, a scored fold) are skipped on a rerun.
+# ResDSN both use it), DEVICE, TRAIN_ONLY=1 (train the three models of every fold, score nothing). Steps already
+# done (a trained fold, a scored fold) are skipped on a rerun.
 set -e
 W=${W:?set W to a work folder}; FOLDS=${FOLDS:-0 1 2 3 4}; S=${S:-nomirror_20epochs_25iters}
 PATCH=${PATCH:-16 32 32}; DEVICE=${DEVICE:-cpu}; HERE=$(cd "$(dirname "$0")" && pwd)
@@ -55,6 +56,7 @@ FO=$D/FineOnly__nnUNetTrainerResDSNFine_${S}__$C
 for f in $FOLDS; do
   train nnUNetTrainerResDSN_$S $f
   train nnUNetTrainerResDSNFine_$S $f
+  if [ -n "$TRAIN_ONLY" ]; then train nnUNetTrainer_$S $f; continue; fi
   # 2. C2F: coarse fold k + fine fold k on fold k's validation cases (coarse step 0.9, fine step 0.5)
   [ -f $C2F/fold_$f/validation/summary.json ] || { echo "$(date -u +%T) crossval-c2f fold $f";
     nnunet-ext crossval-c2f -d 996 --coarse nnUNetTrainerResDSN_$S:$C --fine nnUNetTrainerResDSNFine_$S:$C \
@@ -76,6 +78,7 @@ open('$FO/fold_$f/validation/fine_only_times.json', 'w'), indent=2)"
   fi
 done
 
+[ -z "$TRAIN_ONLY" ] || exit 0
 # 4. the same scoring for every row (nnunet_ext/evaluation/summary.py), paired Wilcoxon vs stock; seconds per case
 nnunet-ext benchmark --skip-models --cv -d 996 -c $C --folds $FOLDS --reference nnUNetTrainer_$S --out $W/bench \
     -tr nnUNetTrainer_$S nnUNetTrainerResDSN_$S C2F=$C2F FineOnly=$FO

@@ -20,8 +20,10 @@ LAYERS = {
     "nnunet_ext.lookup": 4,                                            # how nnU-Net finds our trainers
     "nnunet_ext.checks": 5,                                            # input checks
     "nnunet_ext.evaluation": 6,                                        # metrics
+    "nnunet_ext.dicom": 6,                                             # DICOM series in, DICOM SEG out
     "nnunet_ext.data": 7, "nnunet_ext.inference": 7, "nnunet_ext.c2f": 7, "nnunet_ext.planning": 7,
     "nnunet_ext.benchmark": 8,                                         # compares everything below
+    "nnunet_ext.grid": 8,                                              # the benchmark grid on SLURM / locally
     "nnunet_ext.commands": 9, "nnunet_ext.core_commands": 9,            # the command table
     "nnunet_ext.cli": 10, "nnunet_ext._readme": 10, "nnunet_ext.ext_trainers": 10,   # entry points
 }

@@ -1,0 +1,1 @@
+"""DICOM series in (one CT series = one case, read with SimpleITK/GDCM) and DICOM SEG out (highdicom)."""
