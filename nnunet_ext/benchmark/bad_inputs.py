@@ -38,6 +38,14 @@ def label(shape=(6, 10, 12)):
     return seg
 
 
+def write_checkpoint(path):
+    """A small but complete checkpoint in torch.save's (zip) format, as the input checks read it."""
+    import torch
+
+    torch.save({"network_weights": {"w": torch.zeros(64)}, "trainer_name": "nnUNetTrainer"}, str(path))
+    return Path(path)
+
+
 def truncate(path, keep=0.6):
     b = Path(path).read_bytes()
     Path(path).write_bytes(b[: int(len(b) * keep)])
@@ -52,16 +60,18 @@ def make_world(tmp_path: Path, setenv: Callable[[str, str], None]) -> SimpleName
           "file_ending": ".nii.gz"}
     plans = {"dataset_name": DS, "plans_name": "nnUNetPlans", "image_reader_writer": "SimpleITKIO",
              "configurations": {"3d_fullres": {"patch_size": [8, 8, 8]}, "2d": {"patch_size": [8, 8]},
-                                "3d_child": {"inherits_from": "3d_fullres"}}}
-    for conf in ("3d_fullres", "2d"):
+                                "3d_child": {"inherits_from": "3d_fullres"},
+                                "3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}}}
+    for conf in ("3d_fullres", "2d", "3d_cascade_fullres"):
         model = res / DS / f"nnUNetTrainer__nnUNetPlans__{conf}"
         (model / "fold_0").mkdir(parents=True)
-        (model / "fold_0" / "checkpoint_final.pth").write_bytes(b"x")
+        write_checkpoint(model / "fold_0" / "checkpoint_final.pth")
         (model / "plans.json").write_text(json.dumps(plans))
         (model / "dataset.json").write_text(json.dumps(dj))
     (pre / DS).mkdir(parents=True)
     (pre / DS / "nnUNetPlans.json").write_text(json.dumps(plans))
     (pre / DS / "dataset.json").write_text(json.dumps(dj))
+    (pre / DS / "splits_final.json").write_text(json.dumps([{"train": ["case1"], "val": ["case0"]}]))
     (raw / DS).mkdir(parents=True)
     for k, v in (("nnUNet_raw", raw), ("nnUNet_preprocessed", pre), ("nnUNet_results", res)):
         setenv(k, str(v))
@@ -93,6 +103,8 @@ def bad_cases(w):
     ev = ["evaluate", w.gt, w.pred, "-djfile", w.dj, "-pfile", w.pj]
     pr = ["predict", "-i", w.inp, "-o", w.tmp / "pred_out", "-d", DS, "-c", "3d_fullres", "-f", "0",
           "-device", "cpu"]
+    cv = ["crossval-c2f", "-o", w.tmp / "cv_out", "-d", DS, "--coarse", "nnUNetTrainer:3d_fullres", "--fine",
+          "nnUNetTrainer:3d_fullres", "-f", "0", "--device", "cpu"]
     bm = ["benchmark", "--skip-models", "--pred", f"nnUNetTrainer={w.pred}", "--labels", w.gt, "-djfile", w.dj,
           "-pfile", w.pj, "--reference", "nnUNetTrainer", "--out", w.tmp / "bm_out"]
     return [
@@ -107,7 +119,7 @@ def bad_cases(w):
         (c2f + ["--two-stage-margins", "2"], "--two-stage-margins"),
         (c2f + ["-f", "3"], "fold 3"),
         (c2f + ["--mode", "x"], "--mode: invalid choice"),
-        ([*c2f[:2], w.tmp / "nope", *c2f[3:]], "nope does not exist"),
+        ([*c2f[:2], w.tmp / "nope", *c2f[3:]], "nope"),
         ([*c2f[:6], "Dataset998_Nope", *c2f[7:]], "Dataset998_Nope"),
         ([*c2f[:8], "nnUNetTrainer", *c2f[9:]], "TRAINER:CONFIGURATION"),
         (ev + ["-o", below / "s.json"], "afile is a file"),
@@ -153,4 +165,17 @@ def bad_cases(w):
         (pr[:-4] + ["-f", "1", "-device", "cpu"], "fold 1"),
         (pr + ["-tr", "nnUNetTrainerMoNet_0iters"], "not found"),
         (pr + ["-c", "3d_lowres"], "model folder"),
+        # issue #22: scoring rules, cascade configurations
+        (ev + ["--nsd-convention", "area"], "--nsd-convention 'area': unknown NSD convention"),
+        (bm + ["--nsd-convention", "area"], "--nsd-convention 'area': unknown NSD convention"),
+        (bm + ["--postprocessing", "biggest"], "--postprocessing 'biggest': unknown post-processing rule"),
+        (bm + ["--postprocessing", "nnunet"], "pred/postprocessing.pkl does not exist"),
+        (cv + ["--postprocessing", "biggest"], "--postprocessing 'biggest': unknown post-processing rule"),
+        (cv + ["--nsd-convention", "area"], "--nsd-convention 'area': unknown NSD convention"),
+        (cv + ["--postprocessing", "nnunet"], "crossval_results_folds_0/postprocessing.pkl does not exist"),
+        ([*c2f[:8], "nnUNetTrainer:3d_cascade_fullres", *c2f[9:]], "'3d_cascade_fullres' is a cascade stage"),
+        ([*cv[:6], "nnUNetTrainer:3d_cascade_fullres", *cv[7:]], "'3d_cascade_fullres' is a cascade stage"),
+        ([*pr[:8], "3d_cascade_fullres", *pr[9:]], "needs -prev_stage_predictions"),
+        (["benchmark", "--patch-size", "8", "8", "8", "-tr", "nnUNetTrainerDLKUNetL", "--out", w.tmp / "bm_out"],
+         "--patch-size [8, 8, 8] is too small for nnUNetTrainerDLKUNetL"),
     ]

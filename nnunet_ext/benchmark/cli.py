@@ -53,10 +53,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
-from nnunet_ext.benchmark.accuracy import (METRICS, accuracy_stats, class_key, collect_cv, collect_pred,  # noqa: F401
-                                       per_case_table, wilcoxon_paired)
+from nnunet_ext.benchmark.accuracy import (METRICS, BOOTSTRAP_CONFIDENCE, BOOTSTRAP_RESAMPLES,  # noqa: F401
+                                           BOOTSTRAP_SEED, accuracy_stats, bootstrap_mean_difference, class_key,
+                                           collect_cv, collect_pred,
+                                           cv_folders, per_case_table, row_postprocessing, wilcoxon_paired)
 from nnunet_ext.plans.synth import DEFAULT_LABELS, dataset_plans, explicit_plans  # noqa: F401
 from nnunet_ext.architectures import forward_flops  # noqa: F401
 from nnunet_ext.benchmark.profile import measure_trainer, run_model_figures  # noqa: F401
@@ -64,8 +66,11 @@ from nnunet_ext.benchmark.report import (boxplots, build_rows, class_names, mark
                                      write_outputs)
 from nnunet_ext.lookup import STOCK_TRAINER, build_network, default_trainers, find_trainer_class  # noqa: F401
 from nnunet_ext.errors import UserError, dataset_name
+from nnunet_ext.evaluation.cli import add_nsd_convention_argument
+from nnunet_ext.evaluation.postprocessing import DEFAULT_RULE, RULE_HELP, RULES, check_rule
+from nnunet_ext.evaluation.surface import check_nsd_convention
 
-__all__ = ["METRICS", "DEFAULT_LABELS", "STOCK_TRAINER", "accuracy_stats", "boxplots", "build_network", "build_rows",
+__all__ = ["METRICS", "DEFAULT_LABELS", "STOCK_TRAINER", "accuracy_stats", "bootstrap_mean_difference", "boxplots", "build_network", "build_rows",
            "class_key", "class_names", "collect_cv", "collect_pred", "dataset_plans", "default_trainers",
            "explicit_plans", "find_trainer_class", "forward_flops", "markdown_table", "measure_trainer",
            "per_case_table", "run_model_figures", "summary_text", "wilcoxon_paired", "write_outputs", "register_cli",
@@ -134,6 +139,8 @@ def register_cli(subparsers, name: str, help: str) -> None:
     g.add_argument("--reference", default=STOCK_TRAINER, help="row the Wilcoxon tests compare against "
                                                                f"(default {STOCK_TRAINER})")
     g.add_argument("--nsd-tolerance-mm", type=float, default=2.0, help="NSD tolerance (default 2 mm)")
+    add_nsd_convention_argument(g)
+    g.add_argument("--postprocessing", default=DEFAULT_RULE, metavar="|".join(RULES), help=RULE_HELP)
     g.add_argument("-np", "--num-processes", type=int, default=1, help="processes for the evaluation")
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=cmd_benchmark)
@@ -154,6 +161,11 @@ def cmd_benchmark(args) -> int:
         raise UserError("nothing to do: --skip-models without --cv or --pred")
     if args.cv and args.pred:
         raise UserError("--cv and --pred are exclusive")
+    check_rule(args.postprocessing)
+    try:
+        check_nsd_convention(args.nsd_convention)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     plans = dataset_json = configuration = None
     if args.patch_size is not None:
         if args.dataset or args.configuration:
@@ -204,18 +216,26 @@ def cmd_benchmark(args) -> int:
     else:
         trainers = list(dict.fromkeys(args.trainers or default_trainers()))
     # --cv rows NAME=FOLDER: a results folder in nnU-Net's trainer layout (e.g. from nnunet-ext crossval-c2f)
-    cv_folders = {t.split("=", 1)[0]: t.split("=", 1)[1] for t in trainers if "=" in t}
-    if cv_folders:
+    cv_folders_given = {t.split("=", 1)[0]: t.split("=", 1)[1] for t in trainers if "=" in t}
+    if cv_folders_given:
         if not args.cv or want_models:
             raise UserError("-tr NAME=FOLDER rows (results folders, e.g. of crossval-c2f) need --cv --skip-models")
-        for k, v in cv_folders.items():
+        for k, v in cv_folders_given.items():
             if not Path(v).is_dir():
                 raise UserError(f"-tr {k}={v}: {v} is not a folder")
         trainers = [t.split("=", 1)[0] for t in trainers]
     if want_models or args.cv:
         for tr in trainers:
-            if tr not in cv_folders:
+            if tr not in cv_folders_given:
                 find_trainer_class(tr)
+    if want_models and args.patch_size is not None:
+        check_patch_fits(trainers, plans, dataset_json, configuration)
+    row_pp = {}
+    if args.cv:  # each row's post-processing checked (its postprocessing.pkl read) before any scoring
+        row_pp = row_postprocessing(args.postprocessing, cv_folders(trainers, args.dataset, args.configuration,
+                                                                    args.plans, cv_folders_given), args.folds)
+    elif args.pred:
+        row_pp = row_postprocessing(args.postprocessing, {k: Path(v) for k, v in preds.items()})
     reference = args.reference if want_acc else None
     if want_acc and reference not in (preds if args.pred else trainers):
         raise UserError(f"--reference {reference!r} is not among the compared rows "
@@ -261,21 +281,73 @@ def cmd_benchmark(args) -> int:
     per_case = stats = None
     missing: Dict[str, list] = {}
     if want_acc:
-        meta.update(nsd_tolerance_mm=args.nsd_tolerance_mm, reference=reference)
+        meta.update(nsd_tolerance_mm=args.nsd_tolerance_mm, nsd_convention=args.nsd_convention, reference=reference,
+                    postprocessing=args.postprocessing,
+                    postprocessing_files={k: v.pkl for k, v in row_pp.items() if v.pkl},
+                    bootstrap=f"{BOOTSTRAP_CONFIDENCE:.0%} CI (BCa, {BOOTSTRAP_RESAMPLES} resamples, seed "
+                              f"{BOOTSTRAP_SEED})")
         log("accuracy:")
         if args.cv:
             per_case, missing, sources = collect_cv(trainers, args.dataset, args.configuration, args.plans,
                                                     args.folds, args.nsd_tolerance_mm, args.num_processes, log,
-                                                    folders=cv_folders)
+                                                    folders=cv_folders_given, nsd_convention=args.nsd_convention,
+                                                    postprocessing=row_pp)
         else:
             per_case, missing, sources = collect_pred(preds, args.labels, dj, pj, args.nsd_tolerance_mm,
-                                                      args.num_processes, log)
+                                                      args.num_processes, log, nsd_convention=args.nsd_convention,
+                                                      postprocessing=row_pp)
         meta["sources"] = sources
         stats = accuracy_stats(per_case, reference)
     rows = list(dict.fromkeys([*(trainers if want_models or args.cv else []), *preds]))
     table, written = write_outputs(out, rows, figures, per_case, stats, missing, reference,
                                    class_names(dataset_json), meta)
     print()
-    print(summary_text(rows, figures, stats, missing, reference, class_names(dataset_json)))
+    print(summary_text(rows, figures, stats, missing, reference, class_names(dataset_json), meta))
     print(f"\nwritten to {out} ({', '.join(p.name for p in written)}) in {time.perf_counter() - t0:.0f} s")
+    failed = failed_rows(rows, figures, per_case, want_models, want_acc)
+    if failed and len(failed) == len(rows):
+        print(f"error: every row failed ({', '.join(failed)}); see {out / 'benchmark.md'}", file=sys.stderr)
+        return 1
     return 0
+
+
+def failed_rows(rows, figures: Dict[str, dict], per_case: Optional[dict], want_models: bool, want_acc: bool):
+    """The rows with nothing measured: model figures that raised (when asked for) and no scored case (when accuracy
+    was asked for); a row fails only when every part asked for failed."""
+    out = []
+    for r in rows:
+        models_failed = want_models and (r not in figures or "error" in figures[r])
+        acc_failed = want_acc and not (per_case or {}).get(r)
+        if (models_failed or not want_models) and (acc_failed or not want_acc):
+            out.append(r)
+    return out
+
+
+def check_patch_fits(trainers, plans: dict, dataset_json: dict, configuration: str) -> None:
+    """Before any work: every trainer's network is built on the meta device for ``--patch-size`` (deep supervision
+    on) and takes a meta input of the patch; the rule of the planner (``plans/planner.py``): a topology the
+    architecture cannot be built on (ValueError/RuntimeError while building or running) means the patch is too
+    small for it. UserError naming the trainer and the patch. Allocates nothing (meta device)."""
+    import copy
+
+    import torch
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_ext.benchmark.profile import meta_outputs
+
+    pm = PlansManager(copy.deepcopy(plans))
+    cm = pm.get_configuration(configuration)
+    in_ch = determine_num_input_channels(pm, cm, dataset_json)
+    out_ch = pm.get_label_manager(dataset_json).num_segmentation_heads
+    patch = [int(p) for p in cm.patch_size]
+    for tr in trainers:
+        cls = find_trainer_class(tr)
+        try:
+            with torch.device("meta"):
+                net = build_network(cls, pm, cm, in_ch, out_ch, True)
+            meta_outputs(net, (1, in_ch, *patch))
+        except (ValueError, RuntimeError, IndexError, AssertionError) as e:
+            raise UserError(f"--patch-size {patch} is too small for {tr}: its network cannot be built or run on "
+                            f"{len(cm.pool_op_kernel_sizes)} stage(s) ({type(e).__name__}: "
+                            f"{(str(e).splitlines() or [''])[0][:120]})") from None

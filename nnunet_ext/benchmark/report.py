@@ -23,6 +23,29 @@ def _p_fmt(p):
     return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
 
 
+def _diff_fmt(metric: str, v) -> str:
+    """A signed difference with the metric's digits."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return NA
+    return f"{float(v):+.{METRICS[metric].digits}f}"
+
+
+def fold_table(trainers: Sequence[str], stats: dict, names: Dict[str, str]) -> Optional[str]:
+    """Markdown table of the per-fold means (CV rows): one row per trainer, class and metric; None without folds."""
+    folds = sorted({f for t in stats.values() for c in t.values() for d in c.values()
+                    for f in (d.get("fold_means") or {})})
+    if not folds:
+        return None
+    rows = []
+    for tr in trainers:
+        for c in sorted(stats.get(tr, {}), key=class_key):
+            for m, d in stats[tr][c].items():
+                fm = d.get("fold_means") or {}
+                rows.append([tr, names.get(c, c), METRICS[m].label,
+                             *[METRICS[m].fmt(fm[f]) if f in fm else "-" for f in folds]])
+    return markdown_table(["Trainer", "Class", "Metric", *[f"fold {f}" for f in folds]], rows)
+
+
 def class_names(dataset_json: Optional[dict]) -> Dict[str, str]:
     names = {}
     for k, v in ((dataset_json or {}).get("labels") or {}).items():
@@ -65,12 +88,17 @@ def build_rows(trainers: Sequence[str], figures: Dict[str, dict], stats: Optiona
                     if not d:
                         row.append(NA)
                         continue
-                    cell = fmt_mean(m, d["mean"], d["std"], d.get(N_ONE_EMPTY_KEY, 0))
+                    cell = fmt_mean(m, d["mean"], d["std"], d.get(N_ONE_EMPTY_KEY, 0)) + f" (n={d['n']}"
                     if "p" in d:
-                        cell += f" (p={_p_fmt(d['p'])}, n={d['n_pairs']})"
-                    row.append(cell)
-                    for k in ("mean", "std", "n", "n_nan", N_ONE_EMPTY_KEY, "p", "statistic", "n_pairs"):
+                        cell += (f"; Δ {_diff_fmt(m, d.get('mean_diff'))} "
+                                 f"[{_diff_fmt(m, d.get('ci_low'))}, {_diff_fmt(m, d.get('ci_high'))}], "
+                                 f"p={_p_fmt(d['p'])}, pairs={d['n_pairs']}")
+                    row.append(cell + ")")
+                    for k in ("mean", "std", "n", "n_nan", N_ONE_EMPTY_KEY, "p", "statistic", "n_pairs", "mean_diff",
+                              "ci_low", "ci_high"):
                         rec[f"{names.get(c, c)}_{m}_{k}"] = d.get(k)
+                    for f, v in (d.get("fold_means") or {}).items():
+                        rec[f"{names.get(c, c)}_{m}_fold{f}_mean"] = v
             row.append(", ".join(map(str, missing.get(tr, []))) or "none")
             rec["missing_folds"] = " ".join(map(str, missing.get(tr, [])))
         md_rows.append(row)
@@ -127,12 +155,22 @@ def write_outputs(out: Path, trainers: Sequence[str], figures: Dict[str, dict], 
                f"; inference = sliding window over one volume {meta.get('volume_shape')} "
                f"(mirroring {'on' if meta.get('mirroring') else 'off'}).", ""]
     if stats:
-        md += [f"Accuracy: mean ± std over cases; p = paired two-sided Wilcoxon signed-rank test vs "
-               f"`{reference}` on the n cases both have (NaN pairs dropped). Empty masks (Metrics Reloaded, "
-               f"docs/metrics.md): cases with both masks empty are excluded (NaN); '(k worst)' = k cases with "
-               f"exactly one mask empty, counted at the worst value ({worst_values_text()}); n/a = "
-               f"nothing defined. NSD tolerance {meta.get('nsd_tolerance_mm')} mm.", ""]
+        md += [f"Accuracy: mean ± std over the n cases with a defined value; vs `{reference}`: Δ = mean of the "
+               f"paired per-case differences (row - reference) with its paired bootstrap "
+               f"{meta.get('bootstrap', '95 % CI')}, and p = paired two-sided Wilcoxon signed-rank test, both on "
+               f"the cases both rows have (pairs = their number, NaN pairs dropped). p and CI cover the variance "
+               f"between cases, not between trainings (one model per fold, no reruns): docs/benchmarks.md. Empty "
+               f"masks (Metrics Reloaded, docs/metrics.md): cases with both masks empty are excluded (NaN); "
+               f"'(k worst)' = k cases with exactly one mask empty, counted at the worst value "
+               f"({worst_values_text()}); n/a = nothing defined.", "",
+               f"Scoring: post-processing **{meta.get('postprocessing', 'none')}** applied to every row before "
+               f"scoring; NSD **{meta.get('nsd_convention', 'voxel')}** convention, tolerance "
+               f"{meta.get('nsd_tolerance_mm')} mm."
+               + "".join(f" `{k}`: {v}." for k, v in (meta.get("postprocessing_files") or {}).items()), ""]
     md += [table, ""]
+    folds_md = fold_table(trainers, stats, names) if stats else None
+    if folds_md:
+        md += ["Per-fold means (each fold's validation cases, scored by its own fold model):", "", folds_md, ""]
     notes = [f"- {tr}: {'; '.join(f.get('notes', []))}" for tr, f in figures.items() if f.get("notes")]
     notes += [f"- {tr}: error: {f['error']}" for tr, f in figures.items() if "error" in f]
     if notes:
@@ -167,8 +205,9 @@ def write_outputs(out: Path, trainers: Sequence[str], figures: Dict[str, dict], 
     return table, written
 
 
-def summary_text(trainers, figures, stats, missing, reference, names) -> str:
-    """A compact, one-screen summary (the headline metrics of the table, p-values vs the reference)."""
+def summary_text(trainers, figures, stats, missing, reference, names, meta: Optional[dict] = None) -> str:
+    """A compact, one-screen summary (the headline metrics of the table, p-values vs the reference, the scoring
+    rules)."""
     lines = []
     w = max([len(t) for t in trainers] + [7])
     if figures:
@@ -201,7 +240,10 @@ def summary_text(trainers, figures, stats, missing, reference, names) -> str:
                         s += f" p={_p_fmt(d['p'])}"
                     cells.append(f"{s:>{widths[m]}}")
             lines.append(f"{tr:<{w}} " + " ".join(cells) + "  " + (",".join(map(str, missing.get(tr, []))) or "-"))
+        if meta:
+            lines.append(f"scoring: post-processing {meta.get('postprocessing', 'none')}; NSD "
+                         f"{meta.get('nsd_convention', 'voxel')} convention, tolerance {meta.get('nsd_tolerance_mm')} mm")
         rest = ", ".join(m for m in METRICS if m not in head)
         lines.append(f"(p: paired Wilcoxon vs {reference}; (kw): k cases with one mask empty, at the worst value; "
-                     f"{rest + ' and ' if rest else ''}counts in benchmark.md)")
+                     f"{rest + ', ' if rest else ''}n, bootstrap CIs, per-fold means and counts in benchmark.md)")
     return "\n".join(lines)

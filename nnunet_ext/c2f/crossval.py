@@ -21,6 +21,10 @@ from nnunet_ext.c2f.models import ModelRef, check_compatible, load_predictor, re
 from nnunet_ext.c2f.modes import DEFAULT_FINE_MARGIN_MM, DEFAULT_MODE, TWO_STAGE_MARGINS_VOX, C2FMode, get_mode
 from nnunet_ext.c2f.pipeline import check_options, list_cases, pair_record, run_cases
 from nnunet_ext.errors import UserError, dataset_name as _dataset_name
+from nnunet_ext.evaluation.cli import add_nsd_convention_argument
+from nnunet_ext.evaluation.postprocessing import (DEFAULT_RULE, RULE_HELP, RULES, check_rule, postprocessing_for,
+                                                  results_folder_pkl)
+from nnunet_ext.evaluation.surface import DEFAULT_NSD_CONVENTION, check_nsd_convention
 
 PAIR_FILE = "crossval_c2f.json"
 
@@ -73,14 +77,26 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Un
                  coarse_step: float = 0.9, fine_step: float = 0.5, min_component_fraction: float = 0.2,
                  device: str = "auto", checkpoint: str = "checkpoint_final.pth", disable_mirroring: bool = False,
                  ts_margins=TWO_STAGE_MARGINS_VOX, continue_prediction: bool = False,
-                 nsd_tolerance_mm: float = 2.0, num_processes: int = 1) -> Path:
+                 nsd_tolerance_mm: float = 2.0, num_processes: int = 1, postprocessing: str = DEFAULT_RULE,
+                 nsd_convention: str = DEFAULT_NSD_CONVENTION) -> Path:
     """Validate everything (models of every fold, splits, raw images, ground truth), then predict and score fold by
-    fold. Returns the results folder. Bad input raises ``UserError`` before anything is written."""
+    fold. Returns the results folder. Bad input raises ``UserError`` before anything is written.
+
+    ``postprocessing`` (:mod:`nnunet_ext.evaluation.postprocessing`): the rule applied to every prediction before
+    scoring (the written predictions are the pipeline's); ``nnunet`` reads the results folder's own
+    ``crossval_results_folds_<folds>/postprocessing.pkl`` (one rule for every results folder in nnU-Net's trainer
+    layout; make it with ``nnUNetv2_find_best_configuration``/``nnUNetv2_determine_postprocessing`` after a run
+    under ``none``). ``nsd_convention``: ``voxel`` / ``surfel``."""
     from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
 
     from nnunet_ext.evaluation import summary as evaluation_summary
 
     check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback)
+    check_rule(postprocessing)
+    try:
+        check_nsd_convention(nsd_convention)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     mode = get_mode(mode)
     ds = _dataset_name(dataset)
     split = load_splits(ds, folds)
@@ -91,6 +107,12 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Un
         check_compatible(coarse, fine)
         refs[f] = (coarse, fine)
     coarse, fine = refs[next(iter(split))]
+    out = Path(output) if output is not None else default_results_folder(ds, coarse, fine, mode)
+    from nnunet_ext.checks import check_output_path
+
+    check_output_path(out, "output folder")
+    pp = postprocessing_for(postprocessing, results_folder_pkl(out, list(split)) if postprocessing == "nnunet"
+                            else None, what="crossval-c2f")
     dj = fine.dataset_json
     fe = dj["file_ending"]
     raw_images = _env_folder("nnUNet_raw") / ds / "imagesTr"
@@ -102,12 +124,10 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Un
                 raise UserError(f"fold {f}: validation case {case} has no image in {raw_images}")
             if not (gt / f"{case}{fe}").is_file():
                 raise UserError(f"fold {f}: no ground truth {gt / (case + fe)} (run nnUNetv2_preprocess)")
-    from nnunet_ext.checks import check_case_files, check_output_path, model_ndim  # files read whole, finite
+    from nnunet_ext.checks import check_case_files, model_ndim  # files read whole, finite
     ndim = model_ndim(fine.plans, fine.configuration)
     for c in dict.fromkeys(c for val in split.values() for c in val):
         check_case_files(all_cases[c], ndim, fine.configuration, len(dj.get("channel_names", dj.get("modality", {}))))
-    out = Path(output) if output is not None else default_results_folder(ds, coarse, fine, mode)
-    check_output_path(out, "output folder")
     dev = torch_device(device)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +136,9 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Un
     pair = {"what": "coarse-to-fine pair scored by nnunet-ext crossval-c2f", "mode": mode.name, "dataset": ds,
             "coarse": coarse_spec, "fine": fine_spec, "folds": list(split), "fallback": fallback,
             "coarse_step": coarse_step, "fine_step": fine_step, "checkpoint": checkpoint,
-            "mirroring": not disable_mirroring}
+            "mirroring": not disable_mirroring, "margin_mm": margin_mm, "two_stage_margins": list(ts_margins),
+            "min_component_fraction": min_component_fraction, "postprocessing": pp.record(),
+            "nsd_convention": nsd_convention, "nsd_tolerance_mm": nsd_tolerance_mm}
     (out / PAIR_FILE).write_text(json.dumps(pair, indent=2))
     reader = recursive_find_reader_writer_by_name(coarse.plans["image_reader_writer"])()
     secs: List[float] = []
@@ -135,13 +157,15 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Un
         summary = evaluation_summary.evaluate_folder(gt, val_dir, out / "dataset.json", out / "plans.json",
                                                      output_file=val_dir / "summary.json",
                                                      nsd_tolerance_mm=nsd_tolerance_mm,
-                                                     num_processes=num_processes, chill=True)
+                                                     num_processes=num_processes, chill=True,
+                                                     nsd_convention=nsd_convention, postprocessing=pp)
         fg = summary.get("foreground_mean", {})
-        print(f"fold {f}: mean foreground Dice {fg.get('Dice', float('nan')):.4f} "
-              f"({time.perf_counter() - t0:.0f} s)")
+        print(f"fold {f}: mean foreground Dice {fg.get('Dice', float('nan')):.4f} (post-processing "
+              f"{pp.describe()}, NSD {nsd_convention} at {nsd_tolerance_mm:g} mm; {time.perf_counter() - t0:.0f} s)")
     print(f"{len(secs)} cases, {float(np.mean(secs)):.2f} s per case (coarse + fine); results in {out}")
     print(f"compare: nnunet-ext benchmark --skip-models --cv -d {ds} -c {fine.configuration} --folds "
-          f"{' '.join(map(str, split))} -tr nnUNetTrainer {out.name}={out} --reference nnUNetTrainer --out BENCH")
+          f"{' '.join(map(str, split))} -tr nnUNetTrainer {out.name}={out} --reference nnUNetTrainer "
+          f"--postprocessing {postprocessing} --nsd-convention {nsd_convention} --out BENCH")
     return out
 
 
@@ -151,7 +175,7 @@ def cmd_crossval_c2f(args) -> int:
                  min_component_fraction=args.min_component_fraction, device=args.device, checkpoint=args.chk,
                  disable_mirroring=args.disable_tta, ts_margins=tuple(args.two_stage_margins),
                  continue_prediction=args.continue_prediction, nsd_tolerance_mm=args.nsd_tolerance_mm,
-                 num_processes=args.np)
+                 num_processes=args.np, postprocessing=args.postprocessing, nsd_convention=args.nsd_convention)
     return 0
 
 
@@ -168,5 +192,7 @@ def register_cli(subparsers, name: str, help: str) -> None:
                                             "C2F__<coarse trainer>__<config>__<fine trainer>__<config>)")
     add_pair_arguments(s)
     s.add_argument("--nsd-tolerance-mm", type=float, default=2.0, help="NSD tolerance (default 2 mm)")
+    add_nsd_convention_argument(s)
+    s.add_argument("--postprocessing", default=DEFAULT_RULE, metavar="|".join(RULES), help=RULE_HELP)
     s.add_argument("-np", type=int, default=1, help="processes for the evaluation (default 1)")
     s.set_defaults(func=cmd_crossval_c2f)

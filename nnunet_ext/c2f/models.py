@@ -39,7 +39,11 @@ class ModelRef:
 
 
 def resolve_model(what: str, dataset, spec: str, folds: Optional[Sequence[str]], checkpoint: str) -> ModelRef:
-    """Validate a model (folder, plans, configuration, folds, checkpoints) without loading weights."""
+    """Validate a model (folder, plans, configuration, folds, checkpoints) without loading weights: a cascade
+    configuration (a network that takes a previous stage's segmentation, which the pair does not provide) and a
+    truncated or corrupt checkpoint (:func:`nnunet_ext.checks.check_checkpoint`) are refused."""
+    from nnunet_ext.checks import check_checkpoint, check_not_cascade
+
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
     trainer, config, plans_name = parse_model_spec(spec, f"--{what}")
@@ -73,6 +77,7 @@ def resolve_model(what: str, dataset, spec: str, folds: Optional[Sequence[str]],
     if config not in plans.get("configurations", {}):
         raise _user_error(f"{what} model: configuration {config!r} does not exist in {folder / 'plans.json'} "
                           f"(has: {', '.join(plans.get('configurations', {}))})")
+    check_not_cascade(plans, config, f"{what} model {spec}", "the coarse-to-fine pipeline does not provide")
     if folds:
         use = [f if f == "all" else int(f) for f in folds]
     else:
@@ -84,6 +89,8 @@ def resolve_model(what: str, dataset, spec: str, folds: Optional[Sequence[str]],
         ck = folder / f"fold_{f}" / checkpoint
         if not ck.is_file():
             raise _user_error(f"{what} model: fold {f} missing: {ck} does not exist")
+    for f in use:
+        check_checkpoint(folder / f"fold_{f}" / checkpoint)
     return ModelRef(what, ds, trainer, config, plans_name, folder, use, checkpoint, plans, dataset_json)
 
 

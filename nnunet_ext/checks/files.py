@@ -1,5 +1,5 @@
-"""One file read whole, before any prediction or scoring: complete, readable, finite; and the one rule for output
-paths.
+"""One file read whole, before any prediction or scoring: complete, readable, finite; a checkpoint complete
+(:func:`check_checkpoint`); and the one rule for output paths.
 
 * **read completely**: SimpleITK reads a truncated ``.nii.gz`` (a broken download) without complaint and fills the
   missing voxels with zeros. A gzip file is therefore decompressed here to its end-of-stream marker, and a NIfTI
@@ -189,3 +189,37 @@ def check_output_path(path, what: str = "output", folder: bool = True) -> Path:
     if not os.access(parent, os.W_OK):
         raise UserError(f"{what} {p} cannot be created: {parent} is not writable")
     return p
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def check_checkpoint(path) -> None:
+    """A trained model's checkpoint (``fold_X/checkpoint_final.pth``) is complete before any prediction starts
+    (an interrupted copy of a model folder leaves a truncated file that torch only rejects once the prediction has
+    begun, or silently for a foreign file). ``torch.save``'s format is a zip archive: its central directory (at the
+    end: a truncated file has none) and the CRC-32 of every member (``ZipFile.testzip``: the whole file read once,
+    ~1 GB/s, nothing unpickled, memory of one 8 MiB block). A file that is not a zip (torch's legacy format) is
+    loaded with ``torch.load(map_location="cpu")``. UserError naming the file."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read checkpoint ({e.strerror or e})") from None
+    if is_zip:
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError) as e:
+            raise UserError(f"{path}: checkpoint is truncated or corrupt ({type(e).__name__}: {e}); copy the model "
+                            f"folder again") from None
+        if bad is not None:
+            raise UserError(f"{path}: checkpoint is corrupt (CRC mismatch in {bad}); copy the model folder again")
+        return
+    import torch
+
+    try:
+        torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - whatever torch says, the file is the user's
+        raise UserError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({type(e).__name__}: "
+                        f"{(str(e).splitlines() or [''])[0][:100]}); copy the model folder again") from None

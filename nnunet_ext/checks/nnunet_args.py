@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence
 
-from nnunet_ext.checks.files import check_output_path
+from nnunet_ext.checks.files import check_checkpoint, check_output_path
 from nnunet_ext.checks.geometry import check_prediction_inputs
 from nnunet_ext.errors import UserError, dataset_name, preprocessed_file
 from nnunet_ext.lookup import find_trainer_class
@@ -34,6 +34,28 @@ def parse_folds(values: Optional[Sequence[str]], flag: str = "-f") -> Optional[L
         else:
             raise UserError(f"{flag} {v!r}: a fold is a non-negative integer or 'all'")
     return out
+
+
+def previous_stage(plans: dict, configuration: str) -> Optional[str]:
+    """The previous stage a configuration's network takes as extra input channels (nnU-Net's ``previous_stage``,
+    e.g. ``3d_cascade_fullres`` -> ``3d_lowres``), following ``inherits_from`` as nnU-Net's PlansManager does; None
+    for a single-stage configuration."""
+    confs, c, seen = plans.get("configurations", {}), configuration, []
+    while c in confs and c not in seen:
+        seen.append(c)
+        if confs[c].get("previous_stage"):
+            return str(confs[c]["previous_stage"])
+        c = confs[c].get("inherits_from")
+    return None
+
+
+def check_not_cascade(plans: dict, configuration: str, what: str, hint: str = "") -> None:
+    """UserError when ``configuration`` is a cascade stage (:func:`previous_stage`): its network needs the previous
+    stage's segmentation as input, which ``what`` does not provide."""
+    prev = previous_stage(plans, configuration)
+    if prev is not None:
+        raise UserError(f"{what}: configuration {configuration!r} is a cascade stage (its network takes the "
+                        f"segmentation of {prev!r} as input), which {hint or 'this command does not provide'}")
 
 
 def check_c2f_arguments(folds, output_folder) -> Optional[List]:
@@ -76,7 +98,8 @@ def check_predict_args(argv: Sequence[str]) -> None:
         return
     ns = _known_args(argv, {"-i": None, "-o": None, "-d": None, "-p": "nnUNetPlans", "-tr": "nnUNetTrainer",
                             "-c": None, "-f": None, "-chk": "checkpoint_final.pth", "-step_size": "0.5",
-                            "-npp": "1", "-nps": "1", "-num_parts": "1", "-part_id": "0", "-device": "cuda"})
+                            "-npp": "1", "-nps": "1", "-num_parts": "1", "-part_id": "0", "-device": "cuda",
+                            "-prev_stage_predictions": None})
     if ns is None or None in (ns.i, ns.o, ns.d, ns.c):
         return  # nnU-Net's own argparse reports the missing required arguments
     folds = parse_folds(ns.f) if ns.f is not None else [0, 1, 2, 3, 4]
@@ -108,6 +131,11 @@ def check_predict_args(argv: Sequence[str]) -> None:
             jsons[name] = json.loads((folder / name).read_text())
         except (OSError, ValueError) as e:
             raise UserError(f"{folder / name}: cannot read ({e})") from None
+    if ns.prev_stage_predictions is None:
+        check_not_cascade(jsons["plans.json"], ns.c, f"-c {ns.c}",
+                          "needs -prev_stage_predictions FOLDER (nnUNetv2_predict's cascade input)")
+    for f in folds:
+        check_checkpoint(folder / f"fold_{f}" / ns.chk)
     check_prediction_inputs(ns.i, SimpleNamespace(dataset_json=jsons["dataset.json"], plans=jsons["plans.json"],
                                                   configuration=ns.c))
 

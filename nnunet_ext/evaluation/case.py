@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from nnunet_ext.errors import UserError
+from nnunet_ext.evaluation.postprocessing import Postprocessing
 from nnunet_ext.evaluation.table import METRICS, SURFACE_METRICS, Structure
 
 __all__ = ["STOCK_KEYS", "metric_keys", "structure_metrics", "surface_metrics", "allowed_label_values",
@@ -28,7 +29,7 @@ def structure_metrics(structure: Structure) -> Dict[str, float]:
 
 
 def surface_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, nsd_tolerance_mm: float = 2.0,
-                    ignore_mask: Optional[np.ndarray] = None) -> dict:
+                    ignore_mask: Optional[np.ndarray] = None, nsd_convention: str = "voxel") -> dict:
     """HD95 (mm) and NSD at ``nsd_tolerance_mm`` of one structure.
 
     Args:
@@ -38,12 +39,13 @@ def surface_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, nsd_
         nsd_tolerance_mm: NSD tolerance tau in mm (>= 0).
         ignore_mask: optional boolean mask (nnU-Net's ignore label): surface voxels inside it are not counted
             (the surfaces themselves are those of the full masks).
+        nsd_convention: ``voxel`` (default) or ``surfel`` (:mod:`nnunet_ext.evaluation.surface`).
 
     Returns ``{"HD95": float, "NSD": float}``; both empty -> both NaN (excluded from means); exactly one empty ->
     the worst case: HD95 = the image diagonal in mm (of the measured axes), NSD 0.0
     (:mod:`nnunet_ext.evaluation.table`). Raises ValueError for bad input.
     """
-    s = Structure(reference, prediction, spacing, nsd_tolerance_mm, ignore_mask)
+    s = Structure(reference, prediction, spacing, nsd_tolerance_mm, ignore_mask, nsd_convention)
     return {k: METRICS[k].function(s) for k in SURFACE_METRICS}
 
 
@@ -70,9 +72,14 @@ def _present_values(seg: np.ndarray, fname: str) -> List[int]:
 
 def compute_case_metrics(reference_file: str, prediction_file: str, image_reader_writer,
                          labels_or_regions, ignore_label: Optional[int] = None,
-                         nsd_tolerance_mm: float = 2.0, allowed_values: Optional[set] = None) -> dict:
+                         nsd_tolerance_mm: float = 2.0, allowed_values: Optional[set] = None,
+                         nsd_convention: str = "voxel", postprocessing: Optional[Postprocessing] = None) -> dict:
     """nnU-Net's ``compute_metrics`` for one case (same keys, built from nnU-Net's own pieces) plus every other
     metric of the table, per class/region in the order of :func:`metric_keys`.
+
+    ``postprocessing``: the comparison's rule (:mod:`nnunet_ext.evaluation.postprocessing`), applied to the
+    prediction after its label values are checked and before any metric (default: none). ``nsd_convention``:
+    ``voxel`` or ``surfel`` (:mod:`nnunet_ext.evaluation.surface`).
 
     ``allowed_values``: label values the files may contain (default: those of ``labels_or_regions``, 0 and the
     ignore label); any other value raises ``UserError`` naming the file.
@@ -95,6 +102,8 @@ def compute_case_metrics(reference_file: str, prediction_file: str, image_reader
             raise UserError(f"{fname}: label value(s) {bad} are not among the labels of dataset.json "
                             f"{sorted(allowed)}")
     seg_ref, seg_pred = seg_ref[0], seg_pred[0]  # drop nnU-Net's channel axis; spacing is per remaining axis
+    if postprocessing is not None:
+        seg_pred = postprocessing.apply(seg_pred, list(labels_or_regions))
     if len(spacing) != seg_ref.ndim:
         raise UserError(f"{reference_file}: spacing {spacing} does not match the image dimension {seg_ref.ndim}")
 
@@ -103,7 +112,7 @@ def compute_case_metrics(reference_file: str, prediction_file: str, image_reader
     for r in labels_or_regions:
         # surfaces of the full masks; voxels inside the ignore label are not counted (Dice and surfaces alike)
         s = Structure(region_or_label_to_mask(seg_ref, r), region_or_label_to_mask(seg_pred, r), spacing,
-                      nsd_tolerance_mm, ignore_mask)
+                      nsd_tolerance_mm, ignore_mask, nsd_convention)
         values = structure_metrics(s)
         tp, fp, fn, tn = s.counts
         stock = {"IoU": np.nan if tp + fp + fn == 0 else tp / (tp + fp + fn),

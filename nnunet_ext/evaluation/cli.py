@@ -9,6 +9,7 @@ import warnings
 from nnunet_ext.checks import check_output_path
 from nnunet_ext.errors import UserError
 from nnunet_ext.evaluation.summary import default_csv, evaluate_folder, evaluate_trained_model_folds
+from nnunet_ext.evaluation.surface import DEFAULT_NSD_CONVENTION, NSD_CONVENTIONS, check_nsd_convention
 from nnunet_ext.evaluation.table import METRICS, N_BOTH_EMPTY_KEY, N_ONE_EMPTY_KEY, fmt_mean, worst_values_text
 
 __all__ = ["cmd_evaluate", "register_cli"]
@@ -16,6 +17,8 @@ __all__ = ["cmd_evaluate", "register_cli"]
 
 def _print_summary(result: dict, title: str) -> None:
     print(title)
+    sc = result.get("scoring", {})
+    print(f"  NSD: {sc.get('nsd_convention')} convention, tolerance {sc.get('nsd_tolerance_mm')} mm")
 
     def cells(m: dict) -> str:
         return "  ".join(f"{k} {fmt_mean(k, m.get(k), n_one_empty=m.get(N_ONE_EMPTY_KEY, 0))}"
@@ -32,6 +35,10 @@ def cmd_evaluate(args) -> int:
         raise UserError(f"-np must be >= 1, got {args.np}")
     if not (math.isfinite(args.nsd_tolerance_mm) and args.nsd_tolerance_mm >= 0):
         raise UserError(f"--nsd-tolerance-mm must be >= 0, got {args.nsd_tolerance_mm}")
+    try:
+        check_nsd_convention(args.nsd_convention)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if args.folds_of:
         if args.pred_folder is not None:
             raise UserError("with --folds-of give at most GT_FOLDER (the predictions are the folds' validation "
@@ -44,7 +51,7 @@ def cmd_evaluate(args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             res = evaluate_trained_model_folds(args.folds_of, args.djfile, args.nsd_tolerance_mm, args.np,
-                                               gt_folder=args.gt_folder)
+                                               gt_folder=args.gt_folder, nsd_convention=args.nsd_convention)
         for fold in sorted(res):
             summary_file = os.path.join(args.folds_of, f"fold_{fold}", "validation", "summary_surface.json")
             _print_summary(res[fold], f"fold {fold}: {summary_file}")
@@ -58,9 +65,18 @@ def cmd_evaluate(args) -> int:
     out = args.o or os.path.join(args.pred_folder, "summary_surface.json")
     check_output_path(out, "-o output file", folder=False)  # e.g. a path below a regular file
     res = evaluate_folder(args.gt_folder, args.pred_folder, args.djfile, args.pfile, out, args.nsd_tolerance_mm,
-                          args.np, chill=args.chill)
+                          args.np, chill=args.chill, nsd_convention=args.nsd_convention)
     _print_summary(res, f"{out} (+ {default_csv(out)}), {len(res['metric_per_case'])} case(s)")
     return 0
+
+
+def add_nsd_convention_argument(s) -> None:
+    """``--nsd-convention voxel|surfel`` (evaluate, benchmark, crossval-c2f); checked by the command, so an unknown
+    value is a one-line UserError."""
+    s.add_argument("--nsd-convention", default=DEFAULT_NSD_CONVENTION, metavar="|".join(NSD_CONVENTIONS),
+                   help="how NSD counts a surface: voxel = surface voxels (MONAI's default; default), surfel = "
+                        "DeepMind's area-weighted surface elements (MSD challenge, most published NSD figures); "
+                        "docs/metrics.md")
 
 
 def register_cli(subparsers, name: str, help: str) -> None:
@@ -82,6 +98,7 @@ def register_cli(subparsers, name: str, help: str) -> None:
     s.add_argument("-o", default=None, help="output .json (default PRED_FOLDER/summary_surface.json); the CSV goes "
                                             "next to it with .csv")
     s.add_argument("--nsd-tolerance-mm", type=float, default=2.0, help="NSD tolerance in mm (default 2.0)")
+    add_nsd_convention_argument(s)
     s.add_argument("-np", type=int, default=1, help="number of processes (default 1)")
     s.add_argument("--chill", action="store_true",
                    help="do not fail when a reference case has no prediction (evaluate the present ones)")

@@ -4,7 +4,9 @@ Per case and class/region: nnU-Net's fields (``Dice``, ``IoU``, ``TP`` ...) exac
 the other metrics of :data:`nnunet_ext.evaluation.table.METRICS` (HD95, NSD) next to them
 (:func:`nnunet_ext.evaluation.case.compute_case_metrics`); means as nnU-Net takes them (``mean``,
 ``foreground_mean``) with the empty-mask counts of :mod:`nnunet_ext.evaluation.table`; the JSON (nnU-Net's
-``save_summary_json``) and a per-case CSV, both written only after every case has been computed.
+``save_summary_json``) and a per-case CSV, both written only after every case has been computed. Every summary names
+its scoring rules under ``"scoring"``: the NSD convention and tolerance and the post-processing rule
+(:mod:`nnunet_ext.evaluation.postprocessing`) applied to every prediction before scoring.
 """
 from __future__ import annotations
 
@@ -19,10 +21,29 @@ import numpy as np
 from nnunet_ext.checks import check_evaluation_pairs
 from nnunet_ext.errors import UserError
 from nnunet_ext.evaluation.case import allowed_label_values, compute_case_metrics, metric_keys
+from nnunet_ext.evaluation.postprocessing import Postprocessing
+from nnunet_ext.evaluation.surface import DEFAULT_NSD_CONVENTION, check_nsd_convention
 from nnunet_ext.evaluation.table import BOTH_EMPTY, N_BOTH_EMPTY_KEY, N_ONE_EMPTY_KEY, ONE_EMPTY, empty_kind_of_counts
 
-__all__ = ["case_id", "default_csv", "write_outputs", "compute_metrics_on_folder_with_surface", "evaluate_folder",
+__all__ = ["case_id", "default_csv", "SCORING_KEY", "fold_summary_name", "scoring_record", "write_outputs",
+           "compute_metrics_on_folder_with_surface", "evaluate_folder",
            "FoldResults", "evaluate_trained_model_folds"]
+
+
+#: key of a summary's scoring rules: ``{"nsd_convention", "nsd_tolerance_mm", "postprocessing": {"rule", "pkl"}}``
+SCORING_KEY = "scoring"
+
+
+def fold_summary_name(postprocessing: Optional[Postprocessing] = None) -> str:
+    """The summary a trained model's ``fold_X/validation`` gets: ``summary_surface.json`` under the rule ``none``,
+    ``summary_surface_pp_<rule>.json`` otherwise (so scorings under two rules do not overwrite each other)."""
+    rule = postprocessing.rule if postprocessing is not None else "none"
+    return "summary_surface.json" if rule == "none" else f"summary_surface_pp_{rule}.json"
+
+
+def scoring_record(nsd_tolerance_mm: float, nsd_convention: str, postprocessing: Optional[Postprocessing]) -> dict:
+    return {"nsd_convention": nsd_convention, "nsd_tolerance_mm": float(nsd_tolerance_mm),
+            "postprocessing": (postprocessing or Postprocessing()).record()}
 
 
 #: file endings stripped by case_id when the dataset's is not given
@@ -103,8 +124,15 @@ def default_csv(output_file: str) -> str:
 
 
 def _compute_folder(folder_ref, folder_pred, image_reader_writer, file_ending, regions_or_labels, ignore_label,
-                    num_processes, nsd_tolerance_mm, chill, allowed_values=None) -> dict:
-    """All metrics of a folder, nothing written. Raises UserError for bad input."""
+                    num_processes, nsd_tolerance_mm, chill, allowed_values=None,
+                    nsd_convention: str = DEFAULT_NSD_CONVENTION, postprocessing: Optional[Postprocessing] = None) \
+        -> dict:
+    """All metrics of a folder, nothing written; the result names its scoring rules (:data:`SCORING_KEY`). Raises
+    UserError for bad input."""
+    try:
+        check_nsd_convention(nsd_convention)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, subfiles
 
     for what, folder in (("reference folder", folder_ref), ("prediction folder", folder_pred)):
@@ -130,7 +158,7 @@ def _compute_folder(folder_ref, folder_pred, image_reader_writer, file_ending, r
                             + "; use --chill (chill=True) to evaluate the present cases only")
     check_evaluation_pairs((join(folder_ref, f), join(folder_pred, f)) for f in files_pred)
     args = [(join(folder_ref, f), join(folder_pred, f), image_reader_writer, regions_or_labels, ignore_label,
-             nsd_tolerance_mm, allowed_values) for f in files_pred]
+             nsd_tolerance_mm, allowed_values, nsd_convention, postprocessing) for f in files_pred]
     if num_processes <= 1 or len(args) == 1:
         results = [compute_case_metrics(*a) for a in args]
     else:
@@ -143,12 +171,15 @@ def _compute_folder(folder_ref, folder_pred, image_reader_writer, file_ending, r
     [recursive_fix_for_json_export(i) for i in results]
     recursive_fix_for_json_export(means)
     recursive_fix_for_json_export(foreground_mean)
-    return {"metric_per_case": results, "mean": means, "foreground_mean": foreground_mean}
+    return {"metric_per_case": results, "mean": means, "foreground_mean": foreground_mean,
+            SCORING_KEY: scoring_record(nsd_tolerance_mm, nsd_convention, postprocessing)}
 
 
 def compute_metrics_on_folder_with_surface(folder_ref, folder_pred, output_file, image_reader_writer, file_ending,
                                            regions_or_labels, ignore_label=None, num_processes=1,
-                                           nsd_tolerance_mm=2.0, csv_file=None, chill=True) -> dict:
+                                           nsd_tolerance_mm=2.0, csv_file=None, chill=True,
+                                           nsd_convention: str = DEFAULT_NSD_CONVENTION,
+                                           postprocessing: Optional[Postprocessing] = None) -> dict:
     """nnU-Net's ``compute_metrics_on_folder`` with every metric of the table (``HD95``, ``NSD``) per class/region.
 
     Evaluates every prediction in ``folder_pred`` (ending in ``file_ending``) against the same file name in
@@ -159,7 +190,8 @@ def compute_metrics_on_folder_with_surface(folder_ref, folder_pred, output_file,
     if output_file is not None and not str(output_file).endswith(".json"):
         raise UserError(f"output file must end with .json: {output_file}")
     result = _compute_folder(str(folder_ref), str(folder_pred), image_reader_writer, file_ending, regions_or_labels,
-                             ignore_label, num_processes, nsd_tolerance_mm, chill)
+                             ignore_label, num_processes, nsd_tolerance_mm, chill,
+                             nsd_convention=nsd_convention, postprocessing=postprocessing)
     if output_file is not None:
         output_file = str(output_file)
         write_outputs(result, output_file, str(csv_file) if csv_file else default_csv(output_file),
@@ -207,7 +239,8 @@ def _setup_from_jsons(folder_ref: str, dataset_json_file, plans_file):
 
 
 def evaluate_folder(gt_folder, pred_folder, dataset_json, plans_json, output_file=None, nsd_tolerance_mm=2.0,
-                    num_processes=1, chill=True) -> dict:
+                    num_processes=1, chill=True, nsd_convention: str = DEFAULT_NSD_CONVENTION,
+                    postprocessing: Optional[Postprocessing] = None) -> dict:
     """Like nnU-Net's ``compute_metrics_on_folder2``: labels/regions, ignore label, reader and file ending from
     ``dataset_json`` / ``plans_json`` (paths). Writes ``output_file`` (default ``pred_folder/summary_surface.json``)
     and the CSV next to it. Raises ``nnunet_ext.errors.UserError`` for bad input, before writing anything."""
@@ -220,7 +253,8 @@ def evaluate_folder(gt_folder, pred_folder, dataset_json, plans_json, output_fil
     if not output_file.endswith(".json"):
         raise UserError(f"output file must end with .json: {output_file}")
     result = _compute_folder(gt_folder, pred_folder, rw, file_ending, labels, ignore_label, num_processes,
-                             nsd_tolerance_mm, chill, allowed_values=allowed)
+                             nsd_tolerance_mm, chill, allowed_values=allowed, nsd_convention=nsd_convention,
+                             postprocessing=postprocessing)
     write_outputs(result, output_file, default_csv(output_file), labels, file_ending)
     return result
 
@@ -247,10 +281,12 @@ def _fold_of(name: str) -> Optional[int]:
 
 
 def evaluate_trained_model_folds(model_folder, dataset_json=None, nsd_tolerance_mm=2.0, num_processes=1,
-                                 gt_folder=None, folds=None) -> Dict[int, dict]:
+                                 gt_folder=None, folds=None, nsd_convention: str = DEFAULT_NSD_CONVENTION,
+                                 postprocessing: Optional[Postprocessing] = None) -> Dict[int, dict]:
     """Evaluate ``fold_X/validation`` of a trained model output folder (``nnUNet_results/DatasetXXX/
     Trainer__Plans__Config``) against ``nnUNet_preprocessed/DatasetXXX/gt_segmentations`` (what nnU-Net's own
-    validation uses; ``gt_folder`` overrides it), writing ``fold_X/validation/summary_surface.json`` (+ ``.csv``).
+    validation uses; ``gt_folder`` overrides it), writing ``fold_X/validation/summary_surface.json`` (+ ``.csv``;
+    :func:`fold_summary_name` under another post-processing rule).
 
     Expected folds: ``folds``, else one per entry of the dataset's ``splits_final.json``, else 0-4. Returns a
     :class:`FoldResults` (a dict ``{fold: summary}``); folds without validation predictions are listed in its
@@ -292,7 +328,8 @@ def evaluate_trained_model_folds(model_folder, dataset_json=None, nsd_tolerance_
             out.missing[fold] = f"{val}: no validation predictions ending in {file_ending}"
             continue
         out[fold] = _compute_folder(gt_folder, val, rw, file_ending, labels, ignore_label, num_processes,
-                                    nsd_tolerance_mm, True, allowed_values=allowed)
+                                    nsd_tolerance_mm, True, allowed_values=allowed, nsd_convention=nsd_convention,
+                                    postprocessing=postprocessing)
         if splits is not None and fold < len(splits):
             have = {case_id(f, file_ending) for f in subfiles(val, suffix=file_ending, join=False)}
             lost = sorted(set(splits[fold]["val"]) - have)
@@ -302,7 +339,7 @@ def evaluate_trained_model_folds(model_folder, dataset_json=None, nsd_tolerance_
         raise UserError(f"{model_folder}: no fold has validation predictions ("
                         + "; ".join(out.missing.values()) + ")")
     for fold, summary in out.items():
-        f = join(model_folder, f"fold_{fold}", "validation", "summary_surface.json")
+        f = join(model_folder, f"fold_{fold}", "validation", fold_summary_name(postprocessing))
         write_outputs(summary, f, default_csv(f), labels, file_ending)
     if out.missing:
         warnings.warn(f"{model_folder}: fold(s) {sorted(out.missing)} not evaluated: "

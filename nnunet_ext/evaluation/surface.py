@@ -11,6 +11,15 @@ distances are exact Euclidean distances between voxel centres, MONAI ``use_subvo
   within tau of the reference surface) / (#reference + #predicted surface voxels), as
   ``monai.metrics.compute_surface_dice(use_subvoxels=False)``.
 
+NSD conventions (``--nsd-convention``, :data:`NSD_CONVENTIONS`): ``voxel`` (default) is the count above;
+``surfel`` is the area-weighted surface of DeepMind's ``surface-distance`` code (Nikolov et al. 2021, the MSD
+challenge's NSD), MONAI ``use_subvoxels=True``: the surface is made of elements at the corners between voxels (each
+2x2(x2) neighbourhood), each weighted by its area (2D: contour length) for the masks' spacing, and
+NSD = (area of reference elements within tau of the predicted elements + area of predicted elements within tau of
+the reference elements) / (total area of both) (:func:`surfel_nsd`). The masks are zero-padded by one voxel first
+(as DeepMind's code does), so a mask touching the image border has its border faces. With an ignore mask, an
+element is not counted when any voxel of its neighbourhood is ignored. HD95 is always the ``voxel`` convention.
+
 What a metric is when a mask is empty is not decided here: :mod:`nnunet_ext.evaluation.table` applies the rules.
 """
 from __future__ import annotations
@@ -24,7 +33,20 @@ import numpy as np
 
 from nnunet_ext.boxes import box_slices, expand_bbox, foreground_bbox
 
-__all__ = ["prepare_masks", "crop_to_union", "SurfaceDistances", "surface_distances"]
+__all__ = ["NSD_CONVENTIONS", "DEFAULT_NSD_CONVENTION", "check_nsd_convention", "prepare_masks", "crop_to_union",
+           "SurfaceDistances", "surface_distances", "surfel_nsd"]
+
+#: how NSD counts a surface: voxels (MONAI's default) or DeepMind's area-weighted surface elements
+NSD_CONVENTIONS = ("voxel", "surfel")
+DEFAULT_NSD_CONVENTION = "voxel"
+
+
+def check_nsd_convention(convention: str) -> str:
+    """``convention`` if it is one of :data:`NSD_CONVENTIONS`; ValueError naming it otherwise."""
+    if convention not in NSD_CONVENTIONS:
+        raise ValueError(f"--nsd-convention {convention!r}: unknown NSD convention (expected one of "
+                         f"{', '.join(NSD_CONVENTIONS)})")
+    return convention
 
 
 def prepare_masks(reference, prediction, spacing, nsd_tolerance_mm: float = 2.0, ignore_mask=None):
@@ -140,3 +162,35 @@ def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing: Li
             distance_metric="euclidean", spacing=list(spacing), use_subvoxels=False, symmetric=True,
             mask=torch.from_numpy(keep), warn_empty=False)
     return SurfaceDistances(shape, spacing, has_ref, has_pred, d_pred_ref, d_ref_pred)
+
+
+def surfel_nsd(reference: np.ndarray, prediction: np.ndarray, spacing: List[float], tolerance_mm: float,
+               ignore_mask: Optional[np.ndarray] = None) -> float:
+    """NSD of two non-empty masks checked by :func:`prepare_masks` in the ``surfel`` convention (module docstring):
+    one pass of MONAI's ``get_edge_surface_distance(use_subvoxels=True)`` on the union's box, zero-padded by one
+    voxel. NaN when no element is counted (an ignore mask covering both surfaces)."""
+    import itertools
+
+    import torch
+    from monai.metrics.utils import get_edge_surface_distance
+
+    reference, prediction, ignore_mask = crop_to_union(reference, prediction, ignore_mask)
+    reference, prediction = np.pad(reference, 1), np.pad(prediction, 1)
+    corner_shape = tuple(n - 1 for n in reference.shape)  # one element per 2x2(x2) neighbourhood
+    keep = np.ones(corner_shape, dtype=bool)
+    if ignore_mask is not None:
+        ignored = np.pad(ignore_mask, 1)
+        for offset in itertools.product((0, 1), repeat=ignored.ndim):
+            keep &= ~ignored[tuple(slice(o, o + n) for o, n in zip(offset, corner_shape))]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
+        (e_pred, e_ref), (d_pred_ref, d_ref_pred), (a_pred, a_ref) = get_edge_surface_distance(
+            torch.from_numpy(np.ascontiguousarray(prediction)), torch.from_numpy(np.ascontiguousarray(reference)),
+            distance_metric="euclidean", spacing=list(spacing), use_subvoxels=True, symmetric=True,
+            mask=torch.from_numpy(keep), warn_empty=False)
+    a_pred, a_ref = a_pred[e_pred].double(), a_ref[e_ref].double()
+    total = float(a_pred.sum() + a_ref.sum())
+    if total == 0:
+        return float("nan")
+    within = float(a_pred[d_pred_ref <= tolerance_mm].sum() + a_ref[d_ref_pred <= tolerance_mm].sum())
+    return within / total

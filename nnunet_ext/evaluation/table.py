@@ -31,7 +31,8 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from nnunet_ext.evaluation.surface import SurfaceDistances, prepare_masks, surface_distances
+from nnunet_ext.evaluation.surface import (DEFAULT_NSD_CONVENTION, SurfaceDistances, check_nsd_convention,
+                                          prepare_masks, surface_distances, surfel_nsd)
 
 #: how the two masks of one case and class are: both empty, exactly one empty, none empty
 BOTH_EMPTY, ONE_EMPTY, NONE_EMPTY = "both", "one", ""
@@ -43,14 +44,16 @@ NA = "n/a"
 class Structure:
     """One structure (class or region) of one case, as a metric's ``function`` receives it: the masks, ``spacing``
     and ``ignore_mask`` checked by :func:`nnunet_ext.evaluation.surface.prepare_masks` (size-1 axes dropped),
-    ``nsd_tolerance_mm``, and, each computed once on first use whatever the number of metrics reading it,
+    ``nsd_tolerance_mm``, ``nsd_convention`` (``voxel`` / ``surfel``: :mod:`nnunet_ext.evaluation.surface`), and, each computed once on first use whatever the number of metrics reading it,
     ``counts`` (nnU-Net's ``compute_tp_fp_fn_tn``: tp, fp, fn, tn outside the ignore mask) and ``surface`` (the
     :class:`~nnunet_ext.evaluation.surface.SurfaceDistances`, one MONAI pass). Raises ValueError for bad input."""
 
-    def __init__(self, reference, prediction, spacing, nsd_tolerance_mm: float = 2.0, ignore_mask=None):
+    def __init__(self, reference, prediction, spacing, nsd_tolerance_mm: float = 2.0, ignore_mask=None,
+                 nsd_convention: str = DEFAULT_NSD_CONVENTION):
         self.reference, self.prediction, self.spacing, self.ignore_mask = prepare_masks(
             reference, prediction, spacing, nsd_tolerance_mm, ignore_mask)
         self.nsd_tolerance_mm = float(nsd_tolerance_mm)
+        self.nsd_convention = check_nsd_convention(nsd_convention)
 
     @cached_property
     def counts(self):
@@ -94,9 +97,15 @@ def hd95(s: Structure) -> float:
 
 
 def nsd(s: Structure) -> float:
-    """NSD at ``s.nsd_tolerance_mm``: share of the surface voxels within the tolerance of the other surface (MONAI)."""
+    """NSD at ``s.nsd_tolerance_mm`` in ``s.nsd_convention`` (MONAI): ``voxel``, the share of the surface voxels
+    within the tolerance of the other surface; ``surfel``, the share of the surface-element area (DeepMind's). Which
+    masks are empty is decided on the voxel surfaces, for both conventions."""
     kind = s.surface_kind
-    return empty_value("NSD", kind, s.diagonal_mm) if kind else s.surface.nsd(s.nsd_tolerance_mm)
+    if kind:
+        return empty_value("NSD", kind, s.diagonal_mm)
+    if s.nsd_convention == "surfel":
+        return surfel_nsd(s.reference, s.prediction, s.spacing, s.nsd_tolerance_mm, s.ignore_mask)
+    return s.surface.nsd(s.nsd_tolerance_mm)
 
 
 @dataclass(frozen=True)

@@ -278,6 +278,90 @@ def test_accuracy_cv_reports_missing_folds(fake_nnunet, tmp_path, capsys):
             _check_p_against_per_case(out, OURS, STOCK, cls, m)
     # the stock predictions are closer to the ground truth (shift 1 vs 2): higher mean Dice
     assert float(summary[STOCK]["pancreas_Dice_mean"]) > float(summary[OURS]["pancreas_Dice_mean"])
+    # per-fold means: each fold's validation cases (splits_final.json), from per_case.csv
+    splits = json.loads((fake_nnunet["pre"] / fake_nnunet["name"] / "splits_final.json").read_text())
+    rows = _read_csv(out / "per_case.csv")
+    for f in range(4):
+        v = [float(r["Dice"]) for r in rows if r["trainer"] == OURS and r["class"] == "pancreas"
+             and r["case"] in splits[f]["val"]]
+        assert float(summary[OURS][f"pancreas_Dice_fold{f}_mean"]) == pytest.approx(np.mean(v))
+    assert "pancreas_Dice_fold4_mean" not in summary[OURS] or summary[OURS]["pancreas_Dice_fold4_mean"] == ""
+    assert "Per-fold means" in md and "| fold 0 |" in md
+    # the paired bootstrap CI of the mean difference brackets it, on the Wilcoxon's pairs
+    lo, d, hi = (float(summary[OURS][f"pancreas_Dice_{k}"]) for k in ("ci_low", "mean_diff", "ci_high"))
+    assert lo <= d <= hi and d < 0
+    assert "post-processing **none**" in md and "NSD **voxel** convention, tolerance 2.0 mm" in md
+
+
+def test_paired_bootstrap_is_reproducible_and_paired():
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.8, 0.1, 12)
+    b = a - 0.02 + rng.normal(0, 0.005, 12)  # a small shift, much smaller than the spread between cases
+    d, lo, hi = B.bootstrap_mean_difference(a, b)
+    assert (d, lo, hi) == B.bootstrap_mean_difference(a, b)  # fixed seed: the same table twice
+    assert d == pytest.approx(np.mean(a - b)) and 0 < lo < d < hi
+    # an unpaired bootstrap of the same samples cannot tell the shift from the case variance
+    unpaired = bootstrap((a, b), lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis),
+                         paired=False, vectorized=True, rng=np.random.default_rng(0)).confidence_interval
+    assert unpaired.low < 0 < unpaired.high
+    assert B.bootstrap_mean_difference([1.0, np.nan, 2.0], [0.5, 1.0, 1.5]) == (0.5, 0.5, 0.5)  # NaN pair dropped
+
+
+def test_every_row_failed_exits_nonzero(fake_nnunet, tmp_path, capsys):
+    rc = main(["benchmark", "-d", "987", "-c", "3d_fullres", "--skip-models", "--cv", "-tr", OURS, "--folds", "4",
+               "--reference", OURS, "--out", str(tmp_path / "o")])
+    assert rc != 0 and "every row failed" in capsys.readouterr().err
+
+
+def _blob_folders(ds, tmp_path, n=4):
+    """labels/ and two prediction folders of n cases: clean (= the reference) and blobs (+ a distant
+    component of 32 voxels of label 1 in a corner: more than 5 % of the surface, so HD95 sees it)."""
+    labels, clean, blobs = tmp_path / "labels", tmp_path / "clean", tmp_path / "blobs"
+    for c in ds["ids"][:n]:
+        s = ds["gt"][c]
+        _write_seg(labels / f"{c}.nii.gz", s)
+        _write_seg(clean / f"{c}.nii.gz", s)
+        b = s.copy()
+        b[0:2, 16:20, 16:20] = 1
+        _write_seg(blobs / f"{c}.nii.gz", b)
+    return labels, clean, blobs
+
+
+@pytest.mark.parametrize("rule", ["none", "largest", "nnunet"])
+def test_one_postprocessing_rule_for_every_row(fake_nnunet, tmp_path, capsys, rule):
+    import hashlib
+
+    from batchgenerators.utilities.file_and_folder_operations import save_pickle
+    from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
+
+    ds = fake_nnunet
+    labels, clean, blobs = _blob_folders(ds, tmp_path)
+    if rule == "nnunet":  # each row's own pkl, as nnUNetv2_determine_postprocessing writes it
+        save_pickle(([], []), str(clean / "postprocessing.pkl"))
+        save_pickle(([remove_all_but_largest_component_from_segmentation], [{"labels_or_regions": [1]}]),
+                    str(blobs / "postprocessing.pkl"))
+    digest = lambda: {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in blobs.glob("*.nii.gz")}  # noqa: E731
+    before = digest()
+    out = tmp_path / "out"
+    rc = main(["benchmark", "--skip-models", "--pred", f"clean={clean}", f"blobs={blobs}", "--reference", "clean",
+               "--labels", str(labels), "-djfile", str(ds["pre"] / ds["name"] / "dataset.json"),
+               "-pfile", str(ds["pre"] / ds["name"] / "plans.json"), "--postprocessing", rule, "--out", str(out)])
+    assert rc == 0
+    assert f"scoring: post-processing {rule}; NSD voxel convention" in capsys.readouterr().out
+    assert digest() == before  # the rule applies at scoring: prediction files unchanged
+    assert f"post-processing **{rule}**" in (out / "benchmark.md").read_text()
+    meta = json.loads((out / "benchmark.json").read_text())["meta"]
+    assert meta["postprocessing"] == rule
+    assert bool(meta["postprocessing_files"]) == (rule == "nnunet")
+    summary = {r["trainer"]: r for r in _read_csv(out / "benchmark.csv")}
+    hd_blobs, hd_clean = (float(summary[k]["pancreas_HD95_mean"]) for k in ("blobs", "clean"))
+    assert hd_clean == 0.0
+    if rule == "none":  # the distant component is scored: HD95 far from 0
+        assert hd_blobs > 10 and float(summary["blobs"]["pancreas_Dice_mean"]) < 1
+    else:  # removed before scoring: the same as the reference
+        assert hd_blobs == 0.0 and float(summary["blobs"]["pancreas_Dice_mean"]) == 1.0
 
 
 def test_accuracy_pred_folders(fake_nnunet, tmp_path, capsys):

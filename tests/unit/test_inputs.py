@@ -268,3 +268,53 @@ def test_good_pass_through_arguments_pass(world):
                  ["-i", world.inp, "-o", world.tmp / "p", "-d", DS, "-c", "2d", "-f", "0"], ["-h"]):
         inputs.check_predict_args([str(a) for a in argv])
     assert not (world.tmp / "p").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_checkpoint_is_named_before_predicting(world, capsys, damage):
+    """An interrupted copy of a model folder: predict (pass-through), predict-c2f and crossval-c2f name the
+    checkpoint, exit 2, write nothing; a complete checkpoint passes the same check."""
+    from nnunet_ext.checks import check_checkpoint
+
+    ck = world.tmp / "res" / DS / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth"
+    check_checkpoint(ck)  # the world's checkpoint is complete
+    if damage == "truncated":
+        truncate(ck, keep=0.7)
+    else:
+        ck.write_bytes(b"PK\x03\x04" + bytes(200))
+    pair = ["--coarse", "nnUNetTrainer:3d_fullres", "--fine", "nnUNetTrainer:3d_fullres", "-f", "0", "--device", "cpu"]
+    before = tree(world.tmp)
+    for argv in (["predict", "-i", world.inp, "-o", world.tmp / "o", "-d", DS, "-c", "3d_fullres", "-f", "0",
+                  "-device", "cpu"],
+                 ["predict-c2f", "-i", world.inp, "-o", world.tmp / "o", "-d", DS, *pair],
+                 ["crossval-c2f", "-o", world.tmp / "o", "-d", DS, *pair]):
+        rc, err = run_cli(argv, capsys)
+        assert rc == 2 and len(err) == 1 and str(ck) in err[0] and "checkpoint" in err[0], (argv[0], err)
+        assert tree(world.tmp) == before
+
+
+def test_crossval_c2f_records_scoring_rules_before_predicting(world, monkeypatch, capsys):
+    """crossval_c2f.json names the margin, the component fraction, the post-processing rule and the NSD convention
+    (written once every input is checked; the prediction itself is stopped here)."""
+    import json
+
+    from nnunet_ext.c2f import crossval
+
+    (world.tmp / "raw" / DS / "imagesTr").mkdir(parents=True)
+    write_image(world.tmp / "raw" / DS / "imagesTr" / "case0_0000.nii.gz", image(0))
+    (world.tmp / "pre" / DS / "gt_segmentations").mkdir()
+    write_image(world.tmp / "pre" / DS / "gt_segmentations" / "case0.nii.gz", label())
+
+    def stop(*a, **k):
+        raise RuntimeError("stop before loading weights")
+
+    monkeypatch.setattr(crossval, "load_predictor", stop)
+    out = world.tmp / "cv"
+    with pytest.raises(RuntimeError, match="stop before"):
+        crossval.crossval_c2f(DS, "nnUNetTrainer:3d_fullres", "nnUNetTrainer:3d_fullres", folds=["0"], output=out,
+                              device="cpu", margin_mm=7.5, min_component_fraction=0.1, postprocessing="largest",
+                              nsd_convention="surfel", nsd_tolerance_mm=1.5)
+    pair = json.loads((out / crossval.PAIR_FILE).read_text())
+    assert pair["margin_mm"] == 7.5 and pair["min_component_fraction"] == 0.1
+    assert pair["postprocessing"] == {"rule": "largest", "pkl": None}
+    assert pair["nsd_convention"] == "surfel" and pair["nsd_tolerance_mm"] == 1.5

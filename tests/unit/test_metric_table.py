@@ -71,7 +71,8 @@ def test_a_metric_added_to_the_table_appears_in_the_report(monkeypatch, tmp_path
     md = (tmp_path / "benchmark.md").read_text()
     for m in METRICS:  # every metric of the table is a column, shown with the table's digits
         assert f"| organ {METRICS[m].label} " in md or f" organ {METRICS[m].label} |" in md, m
-    assert f"{d['mean']:.4f} ± {d['std']:.4f} (p=" in md
+    assert (f"{d['mean']:.4f} ± {d['std']:.4f} (n=8; Δ {d['mean_diff']:+.4f} [{d['ci_low']:+.4f}, "
+            f"{d['ci_high']:+.4f}], p=") in md  # n, the bootstrap CI of the mean difference, with the table's digits
     assert "(Dice 0, NSD 0, Recall 0, HD95 the image diagonal)" in md
     with open(tmp_path / "per_case.csv") as f:
         assert next(csv.reader(f)) == ["trainer", "case", "class", "Dice", "HD95", "NSD", "Recall"]
@@ -80,6 +81,6 @@ def test_a_metric_added_to_the_table_appears_in_the_report(monkeypatch, tmp_path
     screen = summary_text(["ref", "other"], {}, stats, {"ref": [], "other": []}, "ref", names)
     assert (tmp_path / "boxplot_recall.png").exists() == (headline is not None)
     if headline is None:
-        assert "NSD, Recall and counts in benchmark.md" in screen
+        assert "NSD, Recall, n, bootstrap CIs" in screen
     else:
-        assert f"{d['mean']:.2f}±{d['std']:.2f}" in screen and "NSD and counts in benchmark.md" in screen
+        assert f"{d['mean']:.2f}±{d['std']:.2f}" in screen and "NSD, n, bootstrap CIs" in screen

@@ -271,7 +271,10 @@ def test_evaluate_folder_layout_csv_and_empty_conventions(tmp_path):
     res = evaluate_folder(gt, pred, dj, pj, nsd_tolerance_mm=2.0)
     out = pred / "summary_surface.json"
     assert out.is_file() and (pred / "summary_surface.csv").is_file()
-    assert set(res) == {"metric_per_case", "mean", "foreground_mean"}
+    assert set(res) == {"metric_per_case", "mean", "foreground_mean", "scoring"}
+    assert res["scoring"] == {"nsd_convention": "voxel", "nsd_tolerance_mm": 2.0,
+                              "postprocessing": {"rule": "none", "pkl": None}}
+    assert json.loads(out.read_text())["scoring"] == res["scoring"]  # the summary names its rules
     assert len(res["metric_per_case"]) == 3
     # nnU-Net's own per-case metrics are reproduced exactly, HD95/NSD sit next to them
     for c in res["metric_per_case"]:
@@ -479,3 +482,72 @@ def test_never_predicted_class_has_worst_hd95_and_both_empty_excluded(tmp_path):
     line = next(r for r in table.splitlines() if r.startswith("| never_lesion"))
     assert f"{diagonal:.2f} (3 worst)" in line and "0.000 (3 worst)" in line
     assert "| n/a |" in next(r for r in table.splitlines() if r.startswith("| nothing_defined"))
+
+
+# ------------------------------------------------------------------------------------------------ NSD conventions
+def _mask2d(shape, pixels):
+    m = np.zeros(shape, bool)
+    for p in pixels:
+        m[p] = True
+    return m
+
+
+@pytest.mark.parametrize("ref,pred,spacing,tol,surfel,voxel", [
+    # one pixel vs one pixel 3 px away (1 mm): the four corner elements of each pixel are equal diagonals; the two
+    # facing corners of each are 2 mm apart (within 2 mm), the far two 3 mm: surfel 0.5; voxel centres 3 mm: 0
+    (_mask2d((5, 8), [(2, 2)]), _mask2d((5, 8), [(2, 5)]), (1.0, 1.0), 2.0, 0.5, 0.0),
+    # tolerance 3 mm: every element and every voxel within
+    (_mask2d((5, 8), [(2, 2)]), _mask2d((5, 8), [(2, 5)]), (1.0, 1.0), 3.0, 1.0, 1.0),
+    # a 1x3 bar vs its first pixel, 1 mm: the bar's 8 corner elements are 4 diagonals (sqrt(0.5) mm, the ends) and
+    # 4 straight edges (1 mm, the middle corners); within 1 mm of the pixel's corners: the 2 diagonals at its end and
+    # all 4 straight edges; the pixel's 4 diagonals are on the bar's corners. NSD = (2 r + 4 + 4 r) / (4 r + 4 + 4 r)
+    # with r = sqrt(0.5); by counting voxels: (2 + 1) / (3 + 1)
+    (_mask2d((5, 8), [(2, 0), (2, 1), (2, 2)]), _mask2d((5, 8), [(2, 0)]), (1.0, 1.0), 1.0,
+     (4 + 6 * math.sqrt(0.5)) / (4 + 8 * math.sqrt(0.5)), 0.75),
+])
+def test_nsd_surfel_convention_on_cases_worked_out_by_hand(ref, pred, spacing, tol, surfel, voxel):
+    assert surface_metrics(ref, pred, spacing, tol, nsd_convention="surfel")["NSD"] == pytest.approx(surfel, abs=1e-6)
+    assert surface_metrics(ref, pred, spacing, tol, nsd_convention="voxel")["NSD"] == pytest.approx(voxel, abs=1e-9)
+    assert surface_metrics(ref, pred, spacing, tol)["NSD"] == pytest.approx(voxel, abs=1e-9)  # default: voxel
+
+
+def test_nsd_surfel_3d_by_hand_and_against_monai_and_border():
+    import torch
+    from monai.metrics import compute_surface_dice
+
+    # one voxel vs the next along z at 3 mm: the shared face's 4 corner elements at 0 mm, the other 4 at 3 mm
+    # (all 8 corner elements of a voxel have the same area): 0.5 at 1 mm; the voxel centres are 3 mm apart: 0
+    a, b = np.zeros((4, 4, 4), bool), np.zeros((4, 4, 4), bool)
+    a[1, 1, 1], b[2, 1, 1] = True, True
+    assert surface_metrics(a, b, (3.0, 1.0, 1.0), 1.0, nsd_convention="surfel")["NSD"] == pytest.approx(0.5)
+    assert surface_metrics(a, b, (3.0, 1.0, 1.0), 1.0)["NSD"] == 0.0
+    # anisotropic boxes: MONAI's own compute_surface_dice(use_subvoxels=True), which pads the masks itself
+    spacing = (2.5, 0.8, 0.9)
+    ref, pred = np.zeros((20, 30, 30), bool), np.zeros((20, 30, 30), bool)
+    ref[5:15, 5:20, 8:22], pred[6:15, 4:19, 8:24] = True, True
+    onehot = lambda m: torch.from_numpy(np.stack([~m, m])[None].astype(np.float32))  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = float(compute_surface_dice(onehot(pred), onehot(ref), [1.0], spacing=spacing, use_subvoxels=True))
+    got = surface_metrics(ref, pred, spacing, 1.0, nsd_convention="surfel")["NSD"]
+    assert got == pytest.approx(expected, abs=1e-6) and got != surface_metrics(ref, pred, spacing, 1.0)["NSD"]
+    # masks touching the image border keep their border faces (zero padding): moving both masks to the border
+    # does not change the value
+    assert surface_metrics(ref[5:15], pred[5:15], spacing, 1.0, nsd_convention="surfel")["NSD"] == \
+        pytest.approx(surface_metrics(ref[4:16], pred[4:16], spacing, 1.0, nsd_convention="surfel")["NSD"])
+    with pytest.raises(ValueError, match="unknown NSD convention"):
+        surface_metrics(ref, pred, spacing, 1.0, nsd_convention="area")
+
+
+def test_evaluate_surfel_summary_names_convention_and_tolerance(tmp_path, capsys):
+    from nnunet_ext.cli import main
+
+    gt, pred, dj, pj = make_folders(tmp_path)
+    assert main(["evaluate", str(gt), str(pred), "-djfile", str(dj), "-pfile", str(pj), "--nsd-convention", "surfel",
+                 "--nsd-tolerance-mm", "1.5"]) == 0
+    assert "NSD: surfel convention, tolerance 1.5 mm" in capsys.readouterr().out
+    s = json.loads((pred / "summary_surface.json").read_text())
+    assert s["scoring"]["nsd_convention"] == "surfel" and s["scoring"]["nsd_tolerance_mm"] == 1.5
+    # case 1: label 2 shifted by 2 slices (5 mm) along z, beyond 1.5 mm: only the shared sides count
+    nsd = s["metric_per_case"][1]["metrics"]["2"]["NSD"]
+    assert 0 < nsd < 1 and s["metric_per_case"][0]["metrics"]["2"]["NSD"] == 1.0
