@@ -76,12 +76,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from nnunet_ext.checks import check_predict_args
-    from nnunet_ext.lookup import pass_through
+    from nnunet_ext.inference.predict import run_predict
 
-    check_predict_args(args.args)
-    return pass_through("nnunetv2.inference.predict_from_raw_data", "predict_entry_point", "nnUNetv2_predict",
-                        args.args)
+    return run_predict(args.args)  # any -i layout (DICOM too), --dicom_seg/--statistics/--preview/--quiet
 
 
 def _register_pass_through(subparsers, name: str, help: str, stock: str, func) -> None:
