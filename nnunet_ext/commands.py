@@ -49,6 +49,9 @@ COMMANDS: Dict[str, Command] = {
                               "nnUNetv2_predict (same flags and outputs) with 2d configurations predicted several "
                               "slices per forward and without per-tile Gaussian weighting when the patch covers the "
                               "slice"),
+    "grid": Command("nnunet_ext.grid.cli:register_cli",
+                    "trainers x configurations x folds (+ C2F pairs) as SLURM or local jobs, resumable, then the "
+                    "benchmark report"),
     "check-inputs": Command("nnunet_ext.checks.cli:register_cli",
                             "check an input folder (truncated files, NaN/Inf, channels, 4D) before nnUNetv2_predict"),
 }
