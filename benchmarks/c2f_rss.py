@@ -4,8 +4,9 @@ A run over many cases must not accumulate memory (predictions, logits, preproces
 alive, caches keyed by shape). This benchmark runs ``predict-c2f`` in ONE process over ``--cases`` synthetic cases
 and prints the current RSS (``VmRSS``) and the peak so far (``VmHWM``, what a job scheduler kills on) after every
 ``--every`` cases. The run is the CLI's own code path (``nnunet_ext.cli.main(["predict-c2f", ...])``) in this
-process; the only addition is a wrapper around :func:`nnunet_ext.c2f.pipeline.predict_case` that reads
-``/proc/self/status`` after each case (Linux).
+process; the only addition is a wrapper around :func:`nnunet_ext.c2f.pipeline.network_part` (the networks of one
+case, while the previous case is exported and the next one preprocessed) that reads ``/proc/self/status`` after each
+case (Linux).
 
 Two modes:
 
@@ -60,9 +61,9 @@ def measure(argv: List[str], every: int) -> List[dict]:
 
     samples: List[dict] = [{"cases": 0, "seconds": 0.0, **rss_mb()}]
     t0 = time.perf_counter()
-    inner = c2f.predict_case
+    inner = c2f.network_part
 
-    def predict_case(*args, **kwargs):
+    def network_part(*args, **kwargs):
         out = inner(*args, **kwargs)
         n = len(samples)
         samples.append({"cases": n, "seconds": time.perf_counter() - t0, **rss_mb()})
@@ -72,11 +73,11 @@ def measure(argv: List[str], every: int) -> List[dict]:
                   f"{s['seconds']:6.1f} s", flush=True)
         return out
 
-    c2f.predict_case = predict_case
+    c2f.network_part = network_part
     try:
         rc = main(argv)
     finally:
-        c2f.predict_case = inner
+        c2f.network_part = inner
     if rc != 0:
         sys.exit(f"predict-c2f exited {rc}")
     return samples

@@ -1,23 +1,20 @@
-"""Coarse-to-fine benchmark (resdsn_c2f Table 5): per-case time and Dice of
+"""Wall time of ``nnunet-ext predict-c2f`` against coarse-only ``nnUNetv2_predict`` at CT size on the CPU (issue #22,
+item 4): the C2F / coarse-only ratio, and each C2F stage's time per case (preprocess, coarse, box, fine, export,
+from ``c2f_times.json``).
 
-* **C2F**: coarse model over the whole volume at ``--coarse-step``, fine model over the coarse box + margin at
-  ``--fine-step`` (``nnunet-ext predict-c2f``'s code path, :func:`nnunet_ext.c2f.pipeline.predict_case`);
-* **fine-only**: the fine model over the whole volume at ``--fine-step`` (resdsn_c2f's "ResDSN Fine");
-* **coarse-only**: the coarse model over the whole volume at ``--coarse-step`` ("ResDSN Coarse");
+Both commands run as a user runs them, in subprocesses, on the same input folder of CT-like volumes (default
+512 x 512 x 200 voxels at 0.7 x 0.7 x 2.5 mm: a body of soft tissue with noise in air, a bright pancreas-sized
+ellipsoid), with the same "small model" for the coarse model and for the fine model: a few 3D convolutions (real
+work on every tile) whose output is a threshold of the normalised intensity (so the coarse box is the organ's, as a
+trained model's would be). The plans' configuration has a pancreas-like 3d_fullres spacing (2.5 x 0.8 x 0.8 mm, so
+preprocessing and export resample in-plane) and patch (40 x 224 x 224). ``nnUNetv2_predict`` runs the coarse model
+at ``--coarse-step`` with one preprocessing and one export worker (``-npp 1 -nps 1``); ``predict-c2f`` runs the pair
+(coarse at ``--coarse-step``, fine at ``-step_size`` 0.5 on the box + 10 mm) with its one reading and one writing
+worker. Both read the same ``OMP_NUM_THREADS``. Model loading and start-up are in both wall times.
 
-on the synthetic dataset (``nnunet_ext.data.synthetic.make_dataset``, ``--size-scale`` for bigger volumes). It makes the
-dataset, plans and preprocesses it with the stock nnU-Net commands, optionally adds a configuration with a smaller
-patch (``--patch-size``; same spacing, so it reuses 3d_fullres' preprocessed data, via ``inherits_from``) so that
-a volume spans many tiles as a CT scan does, trains the coarse trainer and its ``_fine`` version for a short
-schedule, and times the three inference modes case by case (each predictor warmed up on the first case first).
-All post-processing (small components < ``--min-component-fraction``) is applied to every mode alike.
+Example (what docs/c2f.md reports)::
 
-Example (CPU, what docs/c2f.md reports)::
-
-    OMP_NUM_THREADS=2 python benchmarks/c2f_speed.py --workdir /tmp/c2f_bench --size-scale 2 --patch-size 16 48 48 \\
-        --trainer nnUNetTrainerResDSN --epochs 20 --iters 25 --device cpu --disable-tta --oracle-box
-
-Short trainings give weak models: the Dice values say what such models give, not what the method can reach.
+    OMP_NUM_THREADS=2 python benchmarks/c2f_speed.py --workdir /tmp/c2f_speed --cases 2
 """
 from __future__ import annotations
 
@@ -31,226 +28,170 @@ from pathlib import Path
 
 import numpy as np
 
+DATASET_ID, DATASET = 995, "Dataset995_C2FSpeed"
+TRAINER = "nnUNetTrainerC2FSpeedStandIn"
+#: a small model: three 3D convolutions on every tile (their result is multiplied by 0, so the output is the
+#: threshold's and the work is real)
+TRAINER_CODE = '''
+import torch
+from torch import nn
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-def _env(work: Path) -> dict:
+
+class SmallThresholdNet(nn.Module):
+    def __init__(self, num_classes, threshold=1.0, width=8):
+        super().__init__()
+        self.threshold, self.num_classes = threshold, num_classes
+        self.body = nn.Sequential(nn.Conv3d(1, width, 3, padding=1), nn.LeakyReLU(),
+                                  nn.Conv3d(width, width, 3, padding=1), nn.LeakyReLU(),
+                                  nn.Conv3d(width, num_classes, 1))
+
+    def forward(self, x):
+        fg = 20 * (x[:, :1] - self.threshold)
+        rest = torch.full_like(fg, -100.0).repeat(1, self.num_classes - 2, 1, 1, 1)
+        return torch.cat([torch.zeros_like(fg), fg, rest], 1) + 0 * self.body(x)
+
+
+class nnUNetTrainerC2FSpeedStandIn(nnUNetTrainer):
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=True):
+        return SmallThresholdNet(num_output_channels)
+'''
+
+
+def _env(work: Path, threads: int) -> dict:
     import nnunet_ext
 
     env = dict(os.environ)
     env.update(nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
-               nnUNet_results=str(work / "results"), nnUNet_compile="f", nnUNet_def_n_proc="1",
-               nnUNet_extTrainer=nnunet_ext.EXT_TRAINER_DIR, PYTHONWARNINGS="ignore")
-    env.setdefault("nnUNet_n_proc_DA", "0")
-    env.setdefault("OMP_NUM_THREADS", "1")
+               nnUNet_results=str(work / "results"), nnUNet_compile="f", nnUNet_def_n_proc=str(threads),
+               OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore",
+               nnUNet_extTrainer=nnunet_ext.EXT_TRAINER_DIR + os.pathsep + str(work / "trainers"))
     return env
 
 
-def _run(cmd, env, log: Path):
+def ct_like(shape, spacing, seed: int) -> np.ndarray:
+    """int16 HU volume (z, y, x): air, an elliptic body of soft tissue (40 HU, noise 20 HU), a pancreas-sized
+    ellipsoid (60 x 25 x 20 mm, 200 HU) off centre."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    vol = np.full(shape, -1000, np.int16)
+    body = ((y - shape[1] / 2) / (0.42 * shape[1])) ** 2 + ((x - shape[2] / 2) / (0.47 * shape[2])) ** 2 <= 1
+    vol[:, body[0]] = 40
+    vol += (rng.normal(0, 20, shape) * (vol > -1000)).astype(np.int16)
+    c = [shape[0] * 0.55 * spacing[0], shape[1] * 0.45 * spacing[1], shape[2] * 0.55 * spacing[2]]
+    organ = (((z * spacing[0] - c[0]) / 10.0) ** 2 + ((y * spacing[1] - c[1]) / 12.5) ** 2
+             + ((x * spacing[2] - c[2]) / 30.0) ** 2) <= 1
+    vol[organ] = 200
+    return vol
+
+
+def prepare(work: Path, args) -> Path:
+    """Input folder, plans, dataset.json and the stand-in model (fold 0) under ``work``; returns the input folder."""
+    import SimpleITK as sitk
+    import torch
+
+    from nnunet_ext.plans.synth import configuration_entry, dataset_json_for, plans_dict
+
+    images = work / "imagesTs"
+    images.mkdir(parents=True, exist_ok=True)
+    spacing = tuple(args.spacing)
+    for i in range(args.cases):
+        f = images / f"ct_{i:03d}_0000.nii.gz"
+        if not f.is_file():
+            img = sitk.GetImageFromArray(ct_like(tuple(args.size), spacing, i))
+            img.SetSpacing(spacing[::-1])
+            sitk.WriteImage(img, str(f))
+    (work / "trainers").mkdir(exist_ok=True)
+    (work / "trainers" / "c2f_speed_trainers.py").write_text(TRAINER_CODE)
+    cfg = configuration_entry(args.patch, [[1, 1, 1]], [[3, 3, 3]], [8], spacing=args.target)
+    plans = plans_dict({"3d_fullres": cfg}, dataset_name=DATASET, median_spacing=args.target,
+                       median_shape=args.size)
+    dj = {**dataset_json_for({"background": 0, "pancreas": 1, "tumour": 2}), "numTraining": 1}
+    for d in ("raw", "preprocessed"):
+        (work / d / DATASET).mkdir(parents=True, exist_ok=True)
+    (work / "raw" / DATASET / "dataset.json").write_text(json.dumps(dj))
+    (work / "preprocessed" / DATASET / "nnUNetPlans.json").write_text(json.dumps(plans))
+    folder = work / "results" / DATASET / f"{TRAINER}__nnUNetPlans__3d_fullres"
+    (folder / "fold_0").mkdir(parents=True, exist_ok=True)
+    (folder / "plans.json").write_text(json.dumps(plans))
+    (folder / "dataset.json").write_text(json.dumps(dj))
+    sys.path.insert(0, str(work / "trainers"))
+    from c2f_speed_trainers import SmallThresholdNet
+
+    torch.save({"network_weights": SmallThresholdNet(3).state_dict(), "trainer_name": TRAINER,
+                "init_args": {"configuration": "3d_fullres"}, "inference_allowed_mirroring_axes": None},
+               folder / "fold_0" / "checkpoint_final.pth")
+    return images
+
+
+def timed(cmd, env, log: Path) -> float:
     print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
     with open(log, "a") as f:
         proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"{cmd[0]} failed (exit {proc.returncode}); see {log}")
-
-
-def dice(ref: np.ndarray, pred: np.ndarray) -> float:
-    a, b = ref.sum(), pred.sum()
-    return float("nan") if a + b == 0 else float(2 * np.logical_and(ref, pred).sum() / (a + b))
-
-
-def prepare(args, work: Path, env: dict) -> str:
-    from nnunet_ext.data.synthetic import make_dataset
-
-    log = work / "prepare.log"
-    ds_name = f"Dataset{args.dataset_id:03d}_C2FBench"
-    if not (work / "raw" / ds_name).is_dir():
-        for d in ("raw", "preprocessed", "results"):
-            (work / d).mkdir(parents=True, exist_ok=True)
-        make_dataset(work / "raw", dataset_id=args.dataset_id, name="C2FBench", num_cases=args.num_cases,
-                     num_test_cases=args.test_cases, seed=args.seed, size_scale=args.size_scale)
-    plans_file = work / "preprocessed" / ds_name / "nnUNetPlans.json"
-    if not plans_file.is_file():
-        _run(["nnUNetv2_plan_and_preprocess", "-d", str(args.dataset_id), "-c", "3d_fullres", "-np", "1"],
-             {**env, "nnUNet_n_proc_DA": "1"}, log)
-    config = "3d_fullres"
-    if args.patch_size:
-        # nnU-Net's planner at 3d_fullres' spacing for a "median shape" of the wanted patch: a patch of about that
-        # size with a topology that fits it; same spacing, so 3d_fullres' preprocessed data is reused
-        from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
-
-        config = "3d_bench" + "x".join(str(p) for p in args.patch_size)
-        plans = json.loads(plans_file.read_text())
-        if config not in plans["configurations"]:
-            full = plans["configurations"]["3d_fullres"]
-            os.environ["nnUNet_n_proc_DA"] = "1"
-            planner = ExperimentPlanner(ds_name)
-            new = planner.get_plans_for_configuration(full["spacing"], list(args.patch_size), full["data_identifier"],
-                                                      float(np.prod(full["median_image_size_in_voxels"]) *
-                                                            args.num_cases), {})
-            os.environ["nnUNet_n_proc_DA"] = env["nnUNet_n_proc_DA"]
-            from nnunetv2.utilities.json_export import recursive_fix_for_json_export
-
-            entry = {"inherits_from": "3d_fullres", "patch_size": new["patch_size"],
-                     "batch_size": new["batch_size"], "architecture": new["architecture"]}
-            recursive_fix_for_json_export(entry)
-            plans["configurations"][config] = entry
-            plans_file.write_text(json.dumps(plans, indent=2))
-        print(f"configuration {config}: patch {plans['configurations'][config]['patch_size']}")
-    return config
+    return wall
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, type=Path)
-    p.add_argument("--dataset-id", type=int, default=996)
-    p.add_argument("--size-scale", type=float, default=2.0, help="synthetic case size factor (default 2)")
-    p.add_argument("--num-cases", type=int, default=6)
-    p.add_argument("--test-cases", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
-                   help="use a configuration inheriting from 3d_fullres with this patch size")
-    p.add_argument("--trainer", default="nnUNetTrainerPlainUNet",
-                   help="coarse trainer; the fine one is <trainer>_fine<margin> (default nnUNetTrainerPlainUNet)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--cases", type=int, default=2)
+    p.add_argument("--size", type=int, nargs=3, default=[200, 512, 512], metavar=("Z", "Y", "X"))
+    p.add_argument("--spacing", type=float, nargs=3, default=[2.5, 0.7, 0.7], metavar=("Z", "Y", "X"))
+    p.add_argument("--target", type=float, nargs=3, default=[2.5, 0.8, 0.8], help="3d_fullres spacing (mm)")
+    p.add_argument("--patch", type=int, nargs=3, default=[40, 224, 224])
     p.add_argument("--coarse-step", type=float, default=0.9)
-    p.add_argument("--fine-step", type=float, default=0.5)
-    p.add_argument("--margin-mm", type=float, default=10.0)
-    p.add_argument("--min-component-fraction", type=float, default=0.2)
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    p.add_argument("--oracle-box", action="store_true",
-                   help="also time 'c2f-oracle': coarse time + fine model on the GROUND-TRUTH box + margin (what C2F "
-                        "costs when the coarse stage localises correctly; a diagnostic, not a method)")
-    p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation")
-    p.add_argument("--repeats", type=int, default=1, help="time every case this many times, report the minimum")
+    p.add_argument("--c2f-first", action="store_true", help="run predict-c2f before nnUNetv2_predict (on a shared "
+                   "machine, alternate the order between runs)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     p.add_argument("--out", type=Path, default=None, help="results JSON (default WORKDIR/c2f_speed.json)")
     args = p.parse_args(argv)
-
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    env = _env(work)
-    os.environ.update({k: v for k, v in env.items() if k.startswith("nnUNet")})
-    config = prepare(args, work, env)
+    images = prepare(work, args)
+    env, log = _env(work, args.threads), work / "run.log"
+    model = f"{TRAINER}:3d_fullres"
+    res = {"size": args.size, "spacing": args.spacing, "target": args.target, "patch": args.patch,
+           "cases": args.cases, "threads": args.threads, "coarse_step": args.coarse_step}
+    for out in ("coarse_only", "c2f"):
+        if (work / out).exists():
+            import shutil
 
-    margin_tok = f"fine{args.margin_mm:g}mm".replace(".", "p")
-    sched = f"{args.epochs}epoch{'s' if args.epochs != 1 else ''}_{args.iters}iters"
-    coarse_tr, fine_tr = f"{args.trainer}_{sched}", f"{args.trainer}_{margin_tok}_{sched}"
-    import torch
-
-    train_device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    for tr in (coarse_tr, fine_tr):
-        folder = work / "results" / f"Dataset{args.dataset_id:03d}_C2FBench" / f"{tr}__nnUNetPlans__{config}"
-        if not (folder / "fold_0" / "checkpoint_final.pth").is_file():
-            t0 = time.perf_counter()
-            _run(["nnUNetv2_train", str(args.dataset_id), config, "0", "-tr", tr, "-device", train_device], env,
-                 work / f"train_{tr}.log")
-            print(f"trained {tr} in {time.perf_counter() - t0:.0f} s")
-
+            shutil.rmtree(work / out)
+    runs = {"coarse_only_s": ["nnUNetv2_predict", "-i", str(images), "-o", str(work / "coarse_only"), "-d",
+                              str(DATASET_ID), "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "-step_size",
+                              str(args.coarse_step), "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"],
+            "c2f_s": ["nnunet-ext", "predict-c2f", "-i", str(images), "-o", str(work / "c2f"), "-d", str(DATASET_ID),
+                      "--coarse", model, "--fine", model, "-f", "0", "--coarse-step", str(args.coarse_step),
+                      "-device", "cpu", "--disable_tta"]}
+    res["order"] = ["c2f_s", "coarse_only_s"] if args.c2f_first else ["coarse_only_s", "c2f_s"]
+    for key in res["order"]:
+        res[key] = timed(runs[key], env, log)
+    times = json.loads((work / "c2f" / "c2f_times.json").read_text())["cases"]
+    stages = ("preprocess_s", "coarse_s", "box_s", "fine_s", "export_s", "total_s")
+    res["c2f_stages_mean_s"] = {k: float(np.mean([r[k] for r in times.values()])) for k in stages}
+    res["fine_voxels_fraction"] = float(np.mean([r["fine_voxels_fraction"] for r in times.values()]))
+    res["ratio"] = res["c2f_s"] / res["coarse_only_s"]
     import SimpleITK as sitk
 
-    from nnunet_ext.boxes import bbox_with_margin_mm
-    from nnunet_ext.c2f import pipeline as c2f
-    from nnunet_ext.c2f.models import load_predictor, resolve_model, torch_device
-
-    coarse = resolve_model("coarse", args.dataset_id, f"{coarse_tr}:{config}", ["0"], "checkpoint_final.pth")
-    fine = resolve_model("fine", args.dataset_id, f"{fine_tr}:{config}", ["0"], "checkpoint_final.pth")
-    dev = torch_device(args.device)
-    coarse_p = load_predictor(coarse, args.coarse_step, dev, not args.disable_tta)
-    fine_p = load_predictor(fine, args.fine_step, dev, not args.disable_tta)
-    from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
-
-    reader = recursive_find_reader_writer_by_name(coarse.plans["image_reader_writer"])()
-    raw = work / "raw" / f"Dataset{args.dataset_id:03d}_C2FBench"
-    cases = c2f.list_cases(raw / "imagesTs", ".nii.gz", 1)
-
-    def timed(fn):
-        best, out = None, None
-        for _ in range(args.repeats):
-            if dev.type == "cuda":
-                import torch
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            out = fn()
-            if dev.type == "cuda":
-                import torch
-                torch.cuda.synchronize()
-            t = time.perf_counter() - t0
-            best = t if best is None else min(best, t)
-        return out, best
-
-    def whole(pred):
-        def f(files):
-            image, props = reader.read_images(files)
-            seg = c2f.run_stage(pred, image, props["spacing"]).seg
-            return c2f.remove_small_components(seg, args.min_component_fraction)
-        return f
-
-    def c2f_fn(files):
-        seg, _, rec = c2f.predict_case("case", files, coarse_p, fine_p, reader, "c2f", args.margin_mm,
-                                       args.min_component_fraction)
-        return seg, rec
-
-    first = next(iter(cases.values()))
-    whole(coarse_p)(first), whole(fine_p)(first)  # warm-up (not timed)
-
-    rows, labels = [], None
-    for case, files in cases.items():
-        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTs" / f"{case}.nii.gz")))
-        labels = labels or sorted(int(v) for v in np.unique(ref) if v > 0)
-        (seg_c2f, rec), t_c2f = timed(lambda: c2f_fn(files))
-        seg_fine, t_fine = timed(lambda: whole(fine_p)(files))
-        seg_coarse, t_coarse = timed(lambda: whole(coarse_p)(files))
-        oracle = None
-        if args.oracle_box:
-            def oracle_fn():
-                image, props = reader.read_images(files)
-                box = bbox_with_margin_mm(ref > 0, args.margin_mm, props["spacing"])
-                pre = c2f.preprocess(fine_p, image, props["spacing"])
-                seg = c2f.run_fine_in_box(fine_p, pre, box, ref.shape)
-                return c2f.remove_small_components(seg, args.min_component_fraction)
-            seg_oracle, t_oracle_fine = timed(oracle_fn)
-            oracle = (seg_oracle, rec["coarse_s"] + t_oracle_fine)
-        row = {"case": case, "shape": list(ref.shape), "box_fraction": rec["fine_voxels_fraction"],
-               "fallback": rec["fallback"], "c2f_coarse_s": rec["coarse_s"], "c2f_fine_s": rec["fine_s"]}
-        modes = [("c2f", seg_c2f, t_c2f), ("fine", seg_fine, t_fine), ("coarse", seg_coarse, t_coarse)]
-        if oracle is not None:
-            modes.append(("c2f-oracle", *oracle))
-        for name, seg, t in modes:
-            row[f"{name}_s"] = t
-            row[f"{name}_dice_fg"] = dice(ref > 0, seg > 0)
-            for lab in labels:
-                row[f"{name}_dice_{lab}"] = dice(ref == lab, seg == lab)
-        rows.append(row)
-        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
-
-    def mean(key):
-        return float(np.nanmean([r[key] for r in rows]))
-
-    names = ["c2f", "fine", "coarse"] + (["c2f-oracle"] if args.oracle_box else [])
-    summary = {name: {"mean_s": mean(f"{name}_s"), "mean_dice_fg": mean(f"{name}_dice_fg"),
-                      **{f"mean_dice_{lab}": mean(f"{name}_dice_{lab}") for lab in labels}}
-               for name in names}
-    summary["c2f_time_saving_vs_fine"] = 1 - summary["c2f"]["mean_s"] / summary["fine"]["mean_s"]
-    summary["c2f_over_coarse_time"] = summary["c2f"]["mean_s"] / summary["coarse"]["mean_s"]
-    result = {"command": " ".join([os.path.basename(sys.argv[0]), *(argv if argv is not None else sys.argv[1:])]),
-              "device": str(dev), "torch_threads": __import__("torch").get_num_threads(), "configuration": config,
-              "patch_size": list(coarse_p.configuration_manager.patch_size), "coarse": coarse_tr, "fine": fine_tr,
-              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "cases": rows, "summary": summary}
+    res["differing_voxels"] = int(sum(
+        (sitk.GetArrayFromImage(sitk.ReadImage(str(work / "c2f" / f"{c}.nii.gz")))
+         != sitk.GetArrayFromImage(sitk.ReadImage(str(work / "coarse_only" / f"{c}.nii.gz")))).sum()
+        for c in times))
+    print(f"{args.cases} case(s) of {' x '.join(map(str, args.size[::-1]))} voxels, {args.threads} thread(s):")
+    print(f"coarse-only nnUNetv2_predict {res['coarse_only_s']:.1f} s; predict-c2f {res['c2f_s']:.1f} s; "
+          f"ratio {res['ratio']:.3f}")
+    print("predict-c2f per case (mean): " + ", ".join(f"{k[:-2]} {v:.1f} s"
+                                                      for k, v in res["c2f_stages_mean_s"].items())
+          + f"; fine box {100 * res['fine_voxels_fraction']:.1f}% of the grid")
+    print(f"voxels where C2F and coarse-only differ (same stand-in model): {res['differing_voxels']}")
     out = args.out or work / "c2f_speed.json"
-    out.write_text(json.dumps(result, indent=2))
-    print()
-    print("| mode | step | mean time / case (s) | mean Dice (all foreground) | " +
-          " | ".join(f"mean Dice label {lab}" for lab in labels) + " |")
-    print("|---|---|---|---|" + "---|" * len(labels))
-    steps = {"c2f": f"{args.coarse_step} / {args.fine_step}", "fine": args.fine_step, "coarse": args.coarse_step,
-             "c2f-oracle": f"{args.coarse_step} / {args.fine_step}"}
-    for name in names:
-        step = steps[name]
-        s = summary[name]
-        print(f"| {name} | {step} | {s['mean_s']:.2f} | {s['mean_dice_fg']:.3f} | " +
-              " | ".join(f"{s[f'mean_dice_{lab}']:.3f}" for lab in labels) + " |")
-    print(f"\nC2F time saving vs fine-only: {100 * summary['c2f_time_saving_vs_fine']:.1f}%; C2F / coarse-only time: "
-          f"{summary['c2f_over_coarse_time']:.2f}x  ({out})")
+    out.write_text(json.dumps(res, indent=2))
     return 0
 
 

@@ -10,6 +10,8 @@ docs/metrics.md). Used by the fine-stage training crops (trainers/c2f.py), ``nnu
 
 Rules (resdsn_c2f Sec. 3.2 / 4.2, two_stage_unet Sec. 2.2: a box of the foreground "enlarged by adding margins"):
 - a margin in mm becomes, per axis, the smallest whole number of voxels that covers it (:func:`margin_in_voxels`);
+- a fine-stage box gets its margin on the fine model's preprocessed grid, in training and in inference alike
+  (:func:`fine_margin_voxels`, with the grid's spacing from :func:`configuration_grid_spacing`);
 - a grown box is clipped to the array (:func:`expand_bbox`);
 - a box moved to a grid of another size is rounded outwards, so it covers at least the same extent
   (:func:`scale_bbox`).
@@ -17,14 +19,14 @@ Rules (resdsn_c2f Sec. 3.2 / 4.2, two_stage_unet Sec. 2.2: a box of the foregrou
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 Box = Tuple[Tuple[int, int], ...]  # per axis (lo, hi), hi exclusive
 
-__all__ = ["Box", "foreground_bbox", "margin_in_voxels", "expand_bbox", "bbox_with_margin_mm", "scale_bbox",
-           "box_slices", "box_size"]
+__all__ = ["Box", "foreground_bbox", "margin_in_voxels", "fine_margin_voxels", "configuration_grid_spacing",
+           "expand_bbox", "bbox_with_margin_mm", "scale_bbox", "box_slices", "box_size"]
 
 
 def foreground_bbox(mask: np.ndarray) -> Optional[Box]:
@@ -56,6 +58,32 @@ def margin_in_voxels(margin_mm, spacing: Sequence[float]) -> Tuple[int, ...]:
     if any(m < 0 or not math.isfinite(m) for m in mm):
         raise ValueError(f"margin must be >= 0 mm, got {margin_mm}")
     return tuple(int(math.ceil(m / s - 1e-6)) for m, s in zip(mm, spacing))
+
+
+def configuration_grid_spacing(config_spacing: Sequence[float], case_spacing_transposed: Sequence[float]) \
+        -> List[float]:
+    """The spacing (mm) of an nnU-Net configuration's grid for one case, in the plans' transposed axes: the
+    configuration's spacing; a 2d configuration (one axis fewer) keeps the case's own spacing between slices (the
+    rule of nnU-Net's export)."""
+    cs = [float(s) for s in case_spacing_transposed]
+    sp = [float(s) for s in config_spacing]
+    return sp if len(sp) == len(cs) else [cs[0], *sp]
+
+
+def fine_margin_voxels(margin_mm: Optional[float], margin_vox: Optional[int], grid_spacing: Sequence[float]) \
+        -> Tuple[int, ...]:
+    """THE conversion of a fine-stage box margin into voxels of the fine model's preprocessed grid (spacing
+    ``grid_spacing``, :func:`configuration_grid_spacing`), used alike by the fine trainers' training crops
+    (trainers/c2f.py) and by ``predict-c2f`` / ``crossval-c2f``'s boxes (nnunet_ext/c2f/modes.py), so a box gets the
+    same margin in training and inference. ``margin_mm``: :func:`margin_in_voxels`; ``margin_vox`` (the older
+    ``_fine<K>vox`` trainers): K voxels of that grid on every axis. Exactly one of the two is given."""
+    if (margin_mm is None) == (margin_vox is None):
+        raise ValueError("give exactly one of margin_mm and margin_vox")
+    if margin_vox is not None:
+        if int(margin_vox) != margin_vox or margin_vox < 0:
+            raise ValueError(f"a margin in voxels must be a whole number >= 0, got {margin_vox}")
+        return (int(margin_vox),) * len(grid_spacing)
+    return margin_in_voxels(margin_mm, grid_spacing)
 
 
 def expand_bbox(box: Box, margin_vox: Sequence[int], shape: Sequence[int]) -> Box:

@@ -13,7 +13,11 @@ Suffix tokens (no ``_`` inside a token):
 
 ``fine``          box + :data:`DEFAULT_FINE_MARGIN_MM` mm on every axis
 ``fine<M>mm``     box + M mm (``fine7p5mm`` = 7.5 mm), converted per axis with the configuration's spacing
-``fine<K>vox``    box + K voxels of the preprocessed data (two_stage_unet: ``fine10vox``)
+``fine<K>vox``    box + K voxels of the preprocessed data (the older two-stage margin; ``fine10vox``)
+
+The margin becomes voxels of the preprocessed grid in one place (``nnunet_ext.boxes.fine_margin_voxels``), which
+``nnunet-ext predict-c2f`` also uses for its boxes, on the same grid; by default it takes the fine trainer's own
+margin (:func:`training_margin`), so training and inference crop alike.
 
 Only the training/validation *data loaders* see crops. nnU-Net's final validation (``perform_actual_validation``)
 would predict whole validation volumes with the fine model alone, which is not the coarse-to-fine method (a
@@ -33,7 +37,7 @@ the centre term is computed on the full-resolution output only.
 ``centre<P>pct``           ... for the first P% of the epochs
 
 Explicit trainers (one line each) at the bottom of the module: ``nnUNetTrainerPlainUNetFine``,
-``nnUNetTrainerResDSNFine`` (box + 10 mm) and ``nnUNetTrainerTwoStageUNetFine`` (box + 10 voxels); any other
+``nnUNetTrainerResDSNFine`` (box + 10 mm) and ``nnUNetTrainerTwoStageUNetFine`` (box + 10 mm); any other
 fine-stage trainer is a name, e.g. ``nnUNetTrainerSResDSN_fine``, ``nnUNetTrainerDSN_fine5mm_10epochs``.
 """
 from __future__ import annotations
@@ -46,8 +50,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnunet_ext.boxes import (Box, bbox_with_margin_mm, box_size, box_slices, expand_bbox,  # noqa: F401
-                             foreground_bbox, margin_in_voxels, scale_bbox)
+from nnunet_ext.boxes import (Box, bbox_with_margin_mm, box_size, box_slices, configuration_grid_spacing,  # noqa: F401
+                             expand_bbox, fine_margin_voxels, foreground_bbox, margin_in_voxels, scale_bbox)
 
 from ._naming import register_suffix
 from .plain_unet import nnUNetTrainerPlainUNet
@@ -55,7 +59,10 @@ from .resdsn import nnUNetTrainerResDSN, nnUNetTrainerTwoStageUNet
 
 #: margin of ``_fine`` (mm); also the default ``--margin-mm`` of ``nnunet-ext predict-c2f``
 DEFAULT_FINE_MARGIN_MM = 10.0
-#: two_stage_unet Sec. 2.2: ground-truth boxes + 10 voxels
+#: two_stage_unet Sec. 2.2: ground-truth boxes + "10 pixels" (NIH pancreas: 0.5-1 mm pixels, 1.5-2.5 mm slices);
+#: here 10 mm on every axis, so training and inference share one margin in mm (docs/c2f.md)
+TWO_STAGE_FINE_MARGIN_MM = 10.0
+#: the older two-stage fine margin: 10 voxels of the preprocessed grid (the ``_fine10vox`` suffix still trains it)
 TWO_STAGE_FINE_MARGIN_VOX = 10
 #: two_stage_unet Sec. 2.3: gamma = 1e-3 ...
 CENTRE_GAMMA = 1e-3
@@ -91,11 +98,11 @@ class FgBoxCroppedDataset:
         return self.load_case(identifier)
 
     def _spacing_of(self, properties: dict, ndim: int) -> Sequence[float]:
+        """The fine grid's spacing (boxes.configuration_grid_spacing, as predict-c2f computes it)."""
         if self.spacing is not None and len(self.spacing) == ndim:
             return self.spacing
-        # 2d configurations keep the case's own spacing between slices
         original = [properties["spacing"][i] for i in self.transpose_forward]
-        return [original[0], *self.spacing] if self.spacing is not None else original
+        return original if self.spacing is None else configuration_grid_spacing(self.spacing, original)
 
     def box_of(self, identifier: str, seg, properties: dict) -> Optional[Box]:
         if identifier not in self._boxes:
@@ -105,8 +112,7 @@ class FgBoxCroppedDataset:
                 fg &= s != self.ignore_label
             box = foreground_bbox(fg)
             if box is not None:
-                margin = ([self.margin_vox] * fg.ndim if self.margin_vox is not None
-                          else margin_in_voxels(self.margin_mm, self._spacing_of(properties, fg.ndim)))
+                margin = fine_margin_voxels(self.margin_mm, self.margin_vox, self._spacing_of(properties, fg.ndim))
                 box = expand_bbox(box, margin, fg.shape)
             self._boxes[identifier] = box
         return self._boxes[identifier]
@@ -287,8 +293,18 @@ class nnUNetTrainerResDSNFine(FineStageMixin, nnUNetTrainerResDSN):
 
 
 class nnUNetTrainerTwoStageUNetFine(FineStageMixin, nnUNetTrainerTwoStageUNet):
-    """Two-stage 3D U-Net, stage 2 (two_stage_unet Sec. 2.2): ground-truth box + 10 voxels. The paper's loss adds
-    the centre loss in both stages: ``nnUNetTrainerTwoStageUNetFine_centre`` (and ``nnUNetTrainerTwoStageUNet_centre``
-    for the coarse stage on ``make-coarse-config``'s configuration)."""
-    fine_margin_mm = None
-    fine_margin_vox = TWO_STAGE_FINE_MARGIN_VOX
+    """Two-stage 3D U-Net, stage 2 (two_stage_unet Sec. 2.2): ground-truth box + 10 mm (the paper's "10 pixels" in mm,
+    the margin ``predict-c2f --mode two-stage`` gives box 2 by default). The paper's loss adds the centre loss in both stages: ``nnUNetTrainerTwoStageUNetFine_centre`` (and
+    ``nnUNetTrainerTwoStageUNet_centre`` for the coarse stage on ``make-coarse-config``'s configuration)."""
+    fine_margin_mm = TWO_STAGE_FINE_MARGIN_MM
+    fine_margin_vox = None
+
+
+def training_margin(trainer_cls: type) -> Tuple[Optional[float], Optional[int]]:
+    """(margin in mm, margin in voxels) of a fine-stage trainer's training boxes, exactly one not None; (None, None)
+    for a trainer that does not train on boxes. ``predict-c2f`` gives its boxes this margin unless told otherwise."""
+    if not (isinstance(trainer_cls, type) and issubclass(trainer_cls, FineStageMixin)):
+        return None, None
+    if trainer_cls.fine_margin_vox is not None:
+        return None, int(trainer_cls.fine_margin_vox)
+    return float(trainer_cls.fine_margin_mm), None

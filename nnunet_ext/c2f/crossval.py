@@ -18,8 +18,8 @@ import numpy as np
 
 from nnunet_ext.c2f.cli import add_pair_arguments
 from nnunet_ext.c2f.models import ModelRef, check_compatible, load_predictor, resolve_model, torch_device
-from nnunet_ext.c2f.modes import DEFAULT_FINE_MARGIN_MM, DEFAULT_MODE, TWO_STAGE_MARGINS_VOX, C2FMode, get_mode
-from nnunet_ext.c2f.pipeline import check_options, list_cases, pair_record, run_cases
+from nnunet_ext.c2f.modes import DEFAULT_MODE, TWO_STAGE_MARGINS_VOX, C2FMode, get_mode
+from nnunet_ext.c2f.pipeline import check_options, list_cases, pair_record, resolve_margin, run_cases
 from nnunet_ext.errors import UserError, dataset_name as _dataset_name
 from nnunet_ext.evaluation.cli import add_nsd_convention_argument
 from nnunet_ext.evaluation.postprocessing import (DEFAULT_RULE, RULE_HELP, RULES, check_rule, postprocessing_for,
@@ -73,7 +73,7 @@ def load_splits(dataset: str, folds: Optional[Sequence[str]]) -> Dict[int, List[
 
 
 def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Union[str, C2FMode] = DEFAULT_MODE,
-                 output=None, fallback: str = "coarse", margin_mm: float = DEFAULT_FINE_MARGIN_MM,
+                 output=None, fallback: str = "coarse", margin_mm: Optional[float] = None,
                  coarse_step: float = 0.9, fine_step: float = 0.5, min_component_fraction: float = 0.2,
                  device: str = "auto", checkpoint: str = "checkpoint_final.pth", disable_mirroring: bool = False,
                  ts_margins=TWO_STAGE_MARGINS_VOX, continue_prediction: bool = False,
@@ -91,7 +91,7 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Un
 
     from nnunet_ext.evaluation import summary as evaluation_summary
 
-    check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback)
+    check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback, ts_margins)
     check_rule(postprocessing)
     try:
         check_nsd_convention(nsd_convention)
@@ -136,7 +136,7 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Un
     pair = {"what": "coarse-to-fine pair scored by nnunet-ext crossval-c2f", "mode": mode.name, "dataset": ds,
             "coarse": coarse_spec, "fine": fine_spec, "folds": list(split), "fallback": fallback,
             "coarse_step": coarse_step, "fine_step": fine_step, "checkpoint": checkpoint,
-            "mirroring": not disable_mirroring, "margin_mm": margin_mm, "two_stage_margins": list(ts_margins),
+            "mirroring": not disable_mirroring, **mode.margins_record(*resolve_margin(margin_mm, fine.trainer), ts_margins),
             "min_component_fraction": min_component_fraction, "postprocessing": pp.record(),
             "nsd_convention": nsd_convention, "nsd_tolerance_mm": nsd_tolerance_mm}
     (out / PAIR_FILE).write_text(json.dumps(pair, indent=2))

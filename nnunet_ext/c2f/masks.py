@@ -1,6 +1,6 @@
-"""Operations on label masks of the coarse-to-fine pipeline: small-component removal (resdsn_c2f Sec. 4.2), pasting
-a crop back into a full-size volume (resdsn_c2f Eq. 5's ``DeCrop``) and the two-stage method's majority vote
-(two_stage_unet Sec. 2.2)."""
+"""Operations on label masks of the coarse-to-fine pipeline: the coarse components that choose the box (resdsn_c2f
+Sec. 4.2), pasting a crop back into a full-size volume (resdsn_c2f Eq. 5's ``DeCrop``) and the two-stage method's
+majority vote (two_stage_unet Sec. 2.2)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -11,27 +11,37 @@ from nnunet_ext.boxes import Box, box_size, box_slices
 
 
 def remove_small_components(seg: np.ndarray, min_fraction: float) -> np.ndarray:
-    """Set to background every connected component of the foreground (all labels > 0, face connectivity) whose
-    size is below ``min_fraction`` of the total foreground (resdsn_c2f Sec. 4.2: 0.2). ``min_fraction <= 0``: no-op.
-    Components are labelled and filtered by acvl_utils (``remove_components_cc3d``: connected-components-3d, for 2D
-    and 3D arrays; ``remove_components``: scikit-image, any other number of axes)."""
-    from acvl_utils.morphology.morphology_helper import remove_components, remove_components_cc3d
-
+    """The coarse foreground that chooses the box (resdsn_c2f Sec. 4.2's 0.2 rule, made safe for fragmented masks):
+    the LARGEST connected component of the foreground (all labels > 0, face connectivity) plus every other
+    component of at least ``min_fraction`` of the total foreground; the rest set to background. A non-empty mask
+    therefore never comes back empty (six equal blobs of 1/6 each keep the largest). ``min_fraction <= 0``: no-op.
+    Components are labelled by connected-components-3d (``cc3d``, acvl_utils' labeller) for 2D and 3D arrays, by
+    scikit-image for any other number of axes. The pipeline uses it only to choose the box, never on its output."""
     if min_fraction <= 0:
         return seg
     fg = seg > 0
     total = int(fg.sum())
     if total == 0:
         return seg
-    threshold = min_fraction * total  # components of at least this many voxels are kept
     if fg.ndim in (2, 3):
-        keep = remove_components_cc3d(fg, threshold, "min", connectivity={2: 4, 3: 6}[fg.ndim])
+        import cc3d
+
+        labels = cc3d.connected_components(fg, connectivity={2: 4, 3: 6}[fg.ndim])
     else:
-        keep = remove_components(fg, threshold, "min", connectivity=1)
-    if keep.sum() == total:
+        from skimage.measure import label
+
+        labels = label(fg, connectivity=1)
+    idx = np.flatnonzero(fg)  # the foreground is small in a CT: count and clear on its voxels only
+    lab = labels.ravel()[idx]
+    sizes = np.bincount(lab)
+    sizes[0] = 0
+    keep_label = sizes >= min_fraction * total  # components of at least this many voxels are kept ...
+    keep_label[int(np.argmax(sizes))] = True  # ... and the largest always
+    drop = ~keep_label[lab]
+    if not drop.any():
         return seg
     out = seg.copy()
-    out[~keep] = 0
+    out.ravel()[idx[drop]] = 0
     return out
 
 

@@ -1,7 +1,9 @@
 """The two stages of ``nnunet-ext predict-c2f`` on nnU-Net's predictor (:mod:`nnunet_ext.c2f.pipeline`): nnU-Net's own
-preprocessing of a whole image, a whole-image stage (sliding window + nnU-Net's export) and the fine stage on a box
-of the image preprocessed with the fine model's plans (resdsn_c2f Eqs. 4-5: ``Crop`` / ``DeCrop``), plus the maps
-between boxes on the raw image and on a stage's preprocessed grid."""
+preprocessing of a whole image, sliding-window logits, the argmax on a stage's own grid, nnU-Net's own export to the
+raw geometry, a whole-image stage, and the fine stage on a box of the image preprocessed with the fine model's plans
+(resdsn_c2f Eqs. 4-5: ``Crop`` / ``DeCrop``, the box's logits pasted into a whole-grid background tensor and exported
+with nnU-Net's function, so the box lands on the raw grid exactly where a whole-volume prediction would), plus the
+maps of boxes between the raw image and the stages' preprocessed grids."""
 from __future__ import annotations
 
 import time
@@ -10,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nnunet_ext.boxes import Box, box_size, box_slices, scale_bbox
+from nnunet_ext.boxes import Box, box_slices, configuration_grid_spacing, scale_bbox
 
 
 @dataclass
@@ -53,34 +55,67 @@ def same_preprocessing(a, b) -> bool:
             == b.plans_manager.foreground_intensity_properties_per_channel)
 
 
-def _current_spacing(cm, props: dict, transpose_forward) -> List[float]:
-    """The spacing of a configuration's grid in the transposed axes (a 2d configuration keeps the slice spacing),
-    as nnU-Net's export computes it."""
-    spacing_t = [props["spacing"][i] for i in transpose_forward]
-    return list(cm.spacing) if len(cm.spacing) == len(props["shape_after_cropping_and_before_resampling"]) \
-        else [spacing_t[0], *cm.spacing]
+def grid_spacing_of(predictor, props: dict) -> List[float]:
+    """The spacing of ``predictor``'s configuration grid in its transposed axes for a case preprocessed with
+    ``props`` (:func:`nnunet_ext.boxes.configuration_grid_spacing`, the rule nnU-Net's export applies)."""
+    pm, cm = predictor.plans_manager, predictor.configuration_manager
+    return configuration_grid_spacing(cm.spacing, [props["spacing"][i] for i in pm.transpose_forward])
+
+
+def predict_logits(predictor, data: np.ndarray):
+    """nnU-Net's sliding-window logits (folds averaged, mirroring as configured) of preprocessed ``data``, on the
+    CPU."""
+    import torch
+
+    return predictor.predict_logits_from_preprocessed_data(torch.from_numpy(np.ascontiguousarray(data))).cpu()
+
+
+def grid_segmentation(predictor, logits) -> np.ndarray:
+    """argmax (or nnU-Net's region rule) of logits on the stage's own grid, no resampling."""
+    seg = predictor.label_manager.convert_logits_to_segmentation(logits)
+    return seg.cpu().numpy() if hasattr(seg, "cpu") else np.asarray(seg)
+
+
+def grid_foreground(predictor, logits) -> np.ndarray:
+    """The foreground (any label) of the argmax on the stage's own grid, as a boolean mask, without the argmax:
+    softmax: some label's logit above the background's (a tie is background, as argmax takes the first); regions
+    (sigmoid): some logit above 0. Elementwise comparisons: 0.6 s on a 3 x 200 x 448 x 448 half-precision tensor on
+    2 loaded cores, where torch's argmax over the channel axis took 15 s (docs/c2f.md)."""
+    if predictor.label_manager.has_regions:
+        fg = logits[0] > 0
+        for c in range(1, logits.shape[0]):
+            fg |= logits[c] > 0
+    else:
+        fg = logits[1] > logits[0]
+        for c in range(2, logits.shape[0]):
+            fg |= logits[c] > logits[0]
+    return fg.cpu().numpy() if hasattr(fg, "cpu") else np.asarray(fg)
+
+
+def export(predictor, logits, props: dict) -> np.ndarray:
+    """nnU-Net's own export of whole-grid logits to the raw image's geometry
+    (``convert_predicted_logits_to_segmentation_with_correct_shape``: resampling of the logits, argmax, crop
+    reverted, transpose reverted), with the current number of torch threads."""
+    import torch
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits, predictor.plans_manager, predictor.configuration_manager, predictor.label_manager, props,
+        return_probabilities=False, num_threads_torch=torch.get_num_threads())
+    return np.asarray(seg)
 
 
 def run_stage(predictor, image: np.ndarray, spacing: Sequence[float], want_preprocessed_seg: bool = False,
               pre: Optional[Preprocessed] = None) -> StageOutput:
     """nnU-Net's own preprocessing, sliding-window prediction and export to the input's shape, for one whole image
     (``pre``: the image already preprocessed with this predictor's plans)."""
-    import torch
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-
     t0 = time.perf_counter()
-    pm, cm = predictor.plans_manager, predictor.configuration_manager
     if pre is None:
         pre = preprocess(predictor, image, spacing)
-    props = dict(pre.props)
-    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(pre.data)).cpu()
-    lowres = None
-    if want_preprocessed_seg:
-        lowres = predictor.label_manager.convert_logits_to_segmentation(logits)
-        lowres = lowres.numpy() if hasattr(lowres, "numpy") else np.asarray(lowres)
-    seg = convert_predicted_logits_to_segmentation_with_correct_shape(logits, pm, cm, predictor.label_manager, props,
-                                                                     return_probabilities=False)
-    return StageOutput(np.asarray(seg), lowres, props, time.perf_counter() - t0, pre)
+    logits = predict_logits(predictor, pre.data)
+    lowres = grid_segmentation(predictor, logits) if want_preprocessed_seg else None
+    seg = export(predictor, logits, pre.props)
+    return StageOutput(seg, lowres, dict(pre.props), time.perf_counter() - t0, pre)
 
 
 def raw_box_to_preprocessed(box: Box, props: dict, pre_shape: Sequence[int], transpose_forward: Sequence[int]) \
@@ -98,40 +133,39 @@ def raw_box_to_preprocessed(box: Box, props: dict, pre_shape: Sequence[int], tra
     return bc, bp
 
 
-def run_fine_in_box(predictor, pre: Preprocessed, box: Box, shape: Sequence[int]) -> np.ndarray:
-    """The fine stage on one box (resdsn_c2f Eqs. 4-5: ``DeCrop(f_F(Crop(X, box)))``), on the image preprocessed
-    with the fine model's plans over the WHOLE image (so normalisation statistics are those of training, where
-    nnU-Net normalises whole cases before the fine trainer crops them): the box is mapped onto that grid, the
-    crop predicted (sliding window, padded when smaller than the patch), its logits resampled onto the raw
-    voxels of the crop with the configuration's own resampling, argmax, pasted into a background volume of
-    ``shape`` (the raw image's) and cleared outside ``box``."""
+def background_logits(label_manager, num_channels: int, dtype=None):
+    """Per-channel logits that every nonlinearity of nnU-Net reads as certain background: softmax: 0 for the
+    background channel, -1e4 for the others; regions (sigmoid): -1e4 everywhere."""
     import torch
 
-    pm, cm, lm = predictor.plans_manager, predictor.configuration_manager, predictor.label_manager
-    props = pre.props
-    out = np.zeros(shape, np.uint8)
-    mapped = raw_box_to_preprocessed(box, props, pre.data.shape[1:], pm.transpose_forward)
-    if mapped is None:
-        return out
-    bc, bp = mapped
-    crop = np.ascontiguousarray(pre.data[(slice(None), *box_slices(bp))])
-    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(crop)).cpu()
-    cshape = props["shape_after_cropping_and_before_resampling"]
-    # the raw voxels the preprocessed crop covers, at the whole image's scale (offset rounded: <= 0.5 voxel)
-    rc = tuple((max(0, int(round(lo * c / p))), min(int(c), int(round(hi * c / p))))
-               for (lo, hi), c, p in zip(bp, cshape, pre.data.shape[1:]))
-    logits = cm.resampling_fn_probabilities(logits, box_size(rc), _current_spacing(cm, props, pm.transpose_forward),
-                                            [props["spacing"][i] for i in pm.transpose_forward])
-    seg = lm.convert_logits_to_segmentation(logits)
-    seg = seg.cpu().numpy() if hasattr(seg, "cpu") else np.asarray(seg)
-    seg_c = np.zeros(cshape, np.uint8)
-    seg_c[box_slices(rc)] = seg
-    keep = np.zeros(cshape, bool)
-    keep[box_slices(bc)] = True
-    seg_c[~keep] = 0
-    full = np.zeros(props["shape_before_cropping"], np.uint8)
-    full[tuple(slice(int(c[0]), int(c[1])) for c in props["bbox_used_for_cropping"])] = seg_c
-    return full.transpose(pm.transpose_backward)
+    fill = torch.full((num_channels,), -1e4, dtype=dtype or torch.float32)
+    if not label_manager.has_regions:
+        fill[0] = 0
+    return fill
+
+
+def box_logits_on_grid(predictor, pre: Preprocessed, box: Box):
+    """resdsn_c2f Eqs. 4-5 on the fine model's grid: the fine model's sliding-window logits of the crop ``box``
+    of the image preprocessed with its plans over the WHOLE image (``Crop``; the intensities of training, where
+    nnU-Net normalises whole cases before the fine trainer crops them), pasted into a logits tensor of the whole
+    grid whose outside is certain background (``DeCrop``). Exporting it with nnU-Net's own function
+    (:func:`export`) maps the box to the raw grid exactly as a whole-volume prediction is mapped."""
+    import torch
+
+    crop = pre.data[(slice(None), *box_slices(box))]
+    logits = predict_logits(predictor, crop)
+    fill = background_logits(predictor.label_manager, logits.shape[0], logits.dtype)
+    whole = torch.empty((logits.shape[0], *pre.data.shape[1:]), dtype=logits.dtype)
+    for c in range(logits.shape[0]):
+        whole[c].fill_(fill[c])
+    whole[(slice(None), *box_slices(box))] = logits
+    return whole
+
+
+def run_fine_in_box(predictor, pre: Preprocessed, box: Box) -> np.ndarray:
+    """The fine stage on one box of the fine model's preprocessed grid, exported to the raw image's geometry with
+    nnU-Net's whole-grid mapping (:func:`box_logits_on_grid` + :func:`export`)."""
+    return export(predictor, box_logits_on_grid(predictor, pre, box), pre.props)
 
 
 def preprocessed_box_to_raw(box: Box, pre_shape: Sequence[int], props: dict, transpose_backward: Sequence[int]) \
@@ -142,6 +176,18 @@ def preprocessed_box_to_raw(box: Box, pre_shape: Sequence[int], props: dict, tra
     scaled = scale_bbox(box, pre_shape, props["shape_after_cropping_and_before_resampling"])
     shifted = tuple((lo + int(c[0]), hi + int(c[0])) for (lo, hi), c in zip(scaled, props["bbox_used_for_cropping"]))
     return tuple(shifted[i] for i in transpose_backward)
+
+
+def grid_box_to_grid(box: Box, src_shape: Sequence[int], src_props: dict, src_transpose_backward: Sequence[int],
+                     dst_shape: Sequence[int], dst_props: dict, dst_transpose_forward: Sequence[int]) -> Optional[Box]:
+    """A box on one stage's preprocessed grid -> the box on another stage's grid covering it (through the raw
+    image's axes, rounded outwards both ways); the same box when both grids are the same preprocessing. None if it
+    lies outside the destination's nonzero crop."""
+    if (tuple(src_shape) == tuple(dst_shape) and src_props is dst_props):
+        return tuple(box)
+    raw = preprocessed_box_to_raw(box, src_shape, src_props, src_transpose_backward)
+    mapped = raw_box_to_preprocessed(raw, dst_props, dst_shape, dst_transpose_forward)
+    return None if mapped is None else mapped[1]
 
 
 def coarse_grid_factor(pre_shape: Sequence[int], props: dict, transpose_backward: Sequence[int]) -> Tuple[float, ...]:

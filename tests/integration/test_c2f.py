@@ -31,12 +31,13 @@ def test_predict_c2f_end_to_end(nnunet_dataset, c2f_e2e_run):
     times = json.loads((out / c2f.TIMES_FILE).read_text())
     cases = sorted(p.name[: -len("_0000.nii.gz")] for p in ds.images_ts.glob("*_0000.nii.gz"))
     assert sorted(times["cases"]) == cases
+    stages = ("preprocess_s", "coarse_s", "box_s", "fine_s", "export_s")
     for case, rec in times["cases"].items():
-        assert rec["coarse_s"] > 0 and rec["fine_s"] > 0
-        assert abs(rec["total_s"] - rec["coarse_s"] - rec["fine_s"]) < 1e-6
-        assert f"{case}: coarse " in proc.stdout
+        assert rec["coarse_s"] > 0 and rec["fine_s"] > 0 and rec["export_s"] > 0
+        assert abs(rec["total_s"] - sum(rec[k] for k in stages)) < 1e-6
+        assert f"{case}: preprocess " in proc.stdout
         # a 1-epoch model may find no foreground: either path is fine, but it must be the one reported
-        notice = f"{case}: the coarse model found no foreground" in proc.stdout
+        notice = f"{case}: the coarse " in proc.stdout  # "... model found no foreground" / "... gave no box"
         assert notice == (rec["fallback"] == "fine")
         if rec["fallback"]:
             assert rec["boxes"] is None and rec["fine_voxels_fraction"] == 1.0
@@ -155,7 +156,8 @@ def test_make_coarse_config(nnunet_dataset):
 @pytest.mark.xdist_group("preprocessed")
 @pytest.mark.slow
 def test_two_stage_end_to_end(nnunet_dataset, tmp_path):
-    """make-coarse-config (R = 4) -> preprocess -> coarse + fine (box + 10 voxels) -> predict-c2f --mode two-stage."""
+    """make-coarse-config (R = 4) -> preprocess -> coarse + fine (box + 10 voxels, the older margin: predict-c2f then
+    uses 10 voxels too) -> predict-c2f --mode two-stage."""
     ds = nnunet_dataset
     run(["nnunet-ext", "make-coarse-config", "-d", str(ds.dataset_id), "--name", "3d_coarse4ts", "--preprocess"],
         {**ds.env, "nnUNet_n_proc_DA": "1"})
@@ -170,9 +172,10 @@ def test_two_stage_end_to_end(nnunet_dataset, tmp_path):
     times = json.loads((out / c2f.TIMES_FILE).read_text())
     for case, rec in times["cases"].items():
         assert rec["mode"] == "two-stage"
-        assert (rec["fallback"] is not None) == (f"{case}: the coarse model found no foreground" in proc.stdout)
+        assert (rec["fallback"] is not None) == (f"{case}: the coarse " in proc.stdout)  # the no-box notice
         if not rec["fallback"]:
             assert len(rec["boxes"]) == 2
+    assert times["margin_vox"] == 10 and times["margin_mm"] is None  # the fine trainer's own margin
 
 
 # ------------------------------------------------------------------------------------------------ crossval-c2f
@@ -204,11 +207,16 @@ def test_crossval_c2f_scores_the_pair_and_benchmark_reads_it(nnunet_dataset, c2f
     assert sorted(json.loads((vdir / c2f.TIMES_FILE).read_text())["cases"]) == val
     pair = json.loads((out / "crossval_c2f.json").read_text())
     assert pair["coarse"] == c2f_models.coarse and pair["folds"] == [0] and (out / "plans.json").is_file()
+    # the scoring rules and the box options are recorded (issue 22)
+    assert pair["postprocessing"] == {"rule": "none", "pkl": None} and pair["nsd_convention"] == "voxel"
+    assert {"margin_mm", "min_component_fraction", "nsd_tolerance_mm"} <= set(pair)
+    assert summary["scoring"]["postprocessing"]["rule"] == "none"
     assert "fold 0: mean foreground Dice" in proc.stdout
     fine_fold = c2f_models.fine_dir / "fold_0"
     assert (fine_fold / "validation_skipped_c2f.txt").is_file() and not (fine_fold / "validation" / "summary.json").exists()
     # benchmark --cv with the pair as a row beside the coarse trainer (run by the job)
     assert f"C2F: folds [0], {len(val)} cases" in crossval_c2f_run.bench.stdout, crossval_c2f_run.bench.stdout[-3000:]
+    assert "scoring: post-processing none; NSD voxel convention" in crossval_c2f_run.bench.stdout
 
 
 @pytest.mark.xdist_group("c2f_pair")

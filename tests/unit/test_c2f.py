@@ -118,7 +118,29 @@ def test_resdsn_and_two_stage_fine_trainers():
     assert issubclass(names["nnUNetTrainerResDSNFine"], names["nnUNetTrainerResDSN"])
     assert issubclass(names["nnUNetTrainerResDSNFine"], tc2f.FineStageMixin)
     assert issubclass(names["nnUNetTrainerTwoStageUNetFine"], names["nnUNetTrainerTwoStageUNet"])
-    assert names["nnUNetTrainerTwoStageUNetFine"].fine_margin_vox == tc2f.TWO_STAGE_FINE_MARGIN_VOX
+    # margins in mm for both pairs (the fine box margin of training is predict-c2f's default)
+    assert tc2f.training_margin(names["nnUNetTrainerTwoStageUNetFine"]) == (tc2f.TWO_STAGE_FINE_MARGIN_MM, None)
+    assert tc2f.training_margin(names["nnUNetTrainerResDSNFine"]) == (tc2f.DEFAULT_FINE_MARGIN_MM, None)
+    assert tc2f.training_margin(names["nnUNetTrainerResDSN"]) == (None, None)
+
+
+def test_fine_margin_is_converted_in_one_place_for_training_and_inference():
+    """The fine trainer's crop (FgBoxCroppedDataset) and predict-c2f's box margin both come from
+    boxes.fine_margin_voxels on the fine grid's spacing (boxes.configuration_grid_spacing)."""
+    from nnunet_ext import boxes
+
+    assert boxes.configuration_grid_spacing([2.5, 0.8, 0.8], [3.0, 0.7, 0.7]) == [2.5, 0.8, 0.8]
+    assert boxes.configuration_grid_spacing([0.8, 0.8], [3.0, 0.7, 0.7]) == [3.0, 0.8, 0.8]  # 2d: slice spacing
+    assert boxes.fine_margin_voxels(10.0, None, [2.5, 0.8, 0.8]) == (4, 13, 13)
+    assert boxes.fine_margin_voxels(None, 10, [2.5, 0.8, 0.8]) == (10, 10, 10)
+    with pytest.raises(ValueError):
+        boxes.fine_margin_voxels(10.0, 10, [1, 1, 1])
+    ds = _FakeDataset()
+    w = FgBoxCroppedDataset(ds, margin_mm=10.0, spacing=(2.5, 0.8, 0.8))
+    _, _, _, props = w.load_case("case")
+    fg = ((8, 11), (25, 31), (30, 34))
+    expected = tc2f.expand_bbox(fg, boxes.fine_margin_voxels(10.0, None, [2.5, 0.8, 0.8]), ds.shape)
+    assert props["c2f_fg_box"] == expected
 
 
 # ------------------------------------------------------------------------------------------------ fine-stage sampling
