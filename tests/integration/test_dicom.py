@@ -34,7 +34,6 @@ def _predict_cmd(ds, i, o, *extra):
             "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1", *extra]
 
 
-@pytest.mark.xdist_group("monet_2d")
 def test_predict_dicom_equals_nifti_prediction(nnunet_dataset, monet_2d_run, tmp_path):
     from nnunet_ext.dicom.series import scan_folder
     from nnunet_ext.dicom.seg import read_seg_labels
@@ -66,7 +65,6 @@ def test_predict_dicom_equals_nifti_prediction(nnunet_dataset, monet_2d_run, tmp
     assert sorted(stats) == sorted(cases)
 
 
-@pytest.mark.xdist_group("monet_2d")
 def test_predict_bad_dicom_writes_nothing(nnunet_dataset, monet_2d_run, tmp_path):
     ds = nnunet_dataset
     _dicom_study(ds, tmp_path / "dicom", n=2)
