@@ -17,6 +17,7 @@ W=${W:?set W to a work folder}; FOLDS=${FOLDS:-0 1 2 3 4}; S=${S:-nomirror_20epo
 PATCH=${PATCH:-16 32 32}; DEVICE=${DEVICE:-cpu}; HERE=$(cd "$(dirname "$0")" && pwd)
 export nnUNet_raw=$W/raw nnUNet_preprocessed=$W/pre nnUNet_results=$W/res nnUNet_compile=f
 export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-0} nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} PYTHONWARNINGS=ignore
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # idle threads sleep (docs/testing.md)
 eval "$(nnunet-ext env)"
 DS=Dataset996_SyntheticPancreas; D=$nnUNet_results/$DS; P=$nnUNet_preprocessed/$DS
 C=3d_bench$(echo $PATCH | tr ' ' x); mkdir -p $W/logs
@@ -79,8 +80,12 @@ open('$FO/fold_$f/validation/fine_only_times.json', 'w'), indent=2)"
 done
 
 [ -z "$TRAIN_ONLY" ] || exit 0
-# 4. the same scoring for every row (nnunet_ext/evaluation/summary.py), paired Wilcoxon vs stock; seconds per case
-nnunet-ext benchmark --skip-models --cv -d 996 -c $C --folds $FOLDS --reference nnUNetTrainer_$S --out $W/bench \
-    -tr nnUNetTrainer_$S nnUNetTrainerResDSN_$S C2F=$C2F FineOnly=$FO
+# 4. the same scoring for every row (nnunet_ext/evaluation/summary.py), paired Wilcoxon + bootstrap CI vs stock,
+# once with no post-processing and once with the largest component per class, applied alike to every row
+for PP in none largest; do
+  nnunet-ext benchmark --skip-models --cv -d 996 -c $C --folds $FOLDS --reference nnUNetTrainer_$S \
+      --postprocessing $PP --nsd-convention ${NSD:-voxel} --out $W/bench_$PP \
+      -tr nnUNetTrainer_$S nnUNetTrainerResDSN_$S C2F=$C2F FineOnly=$FO
+done
 python $HERE/c2f_cv_times.py --c2f $C2F --validation Coarse=$D/nnUNetTrainerResDSN_${S}__nnUNetPlans__$C \
-    Stock=$D/nnUNetTrainer_${S}__nnUNetPlans__$C --fine-only $FO --folds $FOLDS --json $W/bench/c2f_cv_times.json
+    Stock=$D/nnUNetTrainer_${S}__nnUNetPlans__$C --fine-only $FO --folds $FOLDS --json $W/bench_none/c2f_cv_times.json
