@@ -67,7 +67,8 @@ def register_cli(subparsers, name: str, help: str) -> None:
     g = s.add_argument_group("launcher")
     g.add_argument("--launcher", choices=("local", "slurm"), default="local", help="default local")
     g.add_argument("--gpus-per-job", type=int, default=1,
-                   help="GPUs per training job (default 1; > 1: nnUNetv2_train -num_gpus N, DDP on one node)")
+                   help="GPUs per training job with -device cuda (default 1; > 1: nnUNetv2_train -num_gpus N, DDP on "
+                        "one node); crossval-c2f gets at most 1, the report none; -device cpu/mps: none")
     g.add_argument("--time", default=None,
                    help="time limit per job (slurm default 24:00:00; local default none); before it ends the job "
                         "is checkpointed and requeued")
@@ -98,6 +99,9 @@ def _options(args) -> None:
                         ("--signal-delay", args.signal_delay, 1)):
         if v < lo:
             raise UserError(f"{flag} {v}: must be >= {lo}")
+    if args.gpus_per_job > 1 and args.device != "cuda":
+        raise UserError(f"--gpus-per-job {args.gpus_per_job} with -device {args.device}: more than one GPU per job "
+                        "(nnUNetv2_train -num_gpus, DDP) needs -device cuda")
     if args.launcher == "slurm" and shutil.which("sbatch") is None:
         raise UserError("--launcher slurm: sbatch is not on PATH (run on a SLURM login node, or --launcher local)")
 

@@ -114,19 +114,28 @@ def new_state(grid: Grid, launcher: str, old: Optional[dict]) -> dict:
     return {"version": 1, "arguments": grid.arguments, "launcher": launcher, "driver_pid": None, "jobs": jobs}
 
 
-def _executor(launcher: str, folder: Path, opts):
+def job_gpus(kind: str, opts) -> int:
+    """GPUs a job asks for: a training ``--gpus-per-job`` and a ``crossval-c2f`` at most one (one process), each
+    only with ``-device cuda``; the report (``benchmark --skip-models``) none."""
+    if opts.device != "cuda" or kind == "benchmark":
+        return 0
+    return opts.gpus_per_job if kind == "train" else min(opts.gpus_per_job, 1)
+
+
+def _executor(launcher: str, folder: Path, opts, kind: str = "train"):
     import submitit
 
+    gpus = job_gpus(kind, opts)
     if launcher == "local":
         ex = submitit.LocalExecutor(folder=str(folder), max_num_timeout=opts.max_requeues)
         ex.update_parameters(timeout_min=opts.time_min or 60 * 24 * 365, signal_delay_s=opts.signal_delay,
-                             gpus_per_node=opts.gpus_per_job if opts.device == "cuda" else 0)
+                             gpus_per_node=gpus)
         return ex
     ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=opts.max_requeues)
     params = dict(time=opts.time_min or 24 * 60, signal_delay_s=opts.signal_delay, nodes=1, ntasks_per_node=1,
                   additional_parameters=dict(opts.sbatch_args))
     for key, value in (("partition", opts.partition), ("account", opts.account), ("cpus_per_task", opts.cpus),
-                       ("mem", opts.mem), ("gpus_per_node", opts.gpus_per_job or None)):
+                       ("mem", opts.mem), ("gpus_per_node", gpus or None)):
         if value is not None:
             params[key] = value
     ex.update_parameters(**params)
@@ -136,7 +145,7 @@ def _executor(launcher: str, folder: Path, opts):
 def _submit(job: GridJob, out, launcher: str, opts, entry: dict, dependency: Optional[str] = None):
     folder = job_folder(out, job.name)
     folder.mkdir(parents=True, exist_ok=True)
-    ex = _executor(launcher, folder, opts)
+    ex = _executor(launcher, folder, opts, job.kind)
     if launcher == "slurm":
         extra = {"job_name": f"grid:{job.name}"[:120]}
         if dependency:

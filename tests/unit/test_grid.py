@@ -218,3 +218,55 @@ def test_default_split_written_once_by_nnunets_rule(fake_nnunet, tmp_path):
     assert splits == generate_crossval_split(sorted(cases), seed=12345, n_splits=5)
     assert sorted(c for s in splits for c in s["val"]) == sorted(cases)
     assert write_default_split(grid) is None  # exists: left alone
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path, monkeypatch):
+    """``sbatch`` that accepts every script (job ids 101, 102, ...) and logs its calls; ``squeue``/``sacct`` that know
+    no job. The scripts stay where submitit puts them (``<job folder>/<job id>_submission.sh``)."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "sbatch_calls"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n"
+                                    f"echo \"Submitted batch job $((100 + $(wc -l < {calls})))\"\n")
+    for name in ("squeue", "sacct"):
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    return calls
+
+
+def _gpu_lines(out: Path) -> dict:
+    """{job: its sbatch script's GPU options (``#SBATCH --gpus...``, ``--gres...``)}."""
+    scripts = {p.parent.name: p.read_text() for p in (out / "jobs").glob("*/*_submission.sh")}
+    return {name: [ln for ln in text.splitlines() if ln.startswith("#SBATCH") and
+                   any(w in ln.split("=")[0].lower() for w in ("gpu", "gres"))] for name, text in scripts.items()}
+
+
+@pytest.mark.parametrize("device,gpus,train,c2f", [("cuda", "2", 2, 1), ("cuda", "1", 1, 1), ("cuda", "0", 0, 0),
+                                                   ("cpu", "1", 0, 0), ("cpu", "0", 0, 0), ("mps", "1", 0, 0)])
+def test_slurm_gpus_only_for_cuda_and_never_for_the_report(fake_nnunet, fake_sbatch, tmp_path, device, gpus, train,
+                                                           c2f):
+    out = tmp_path / "out"
+    assert main(["grid", "-d", "993", "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainer", "--c2f",
+                 "nnUNetTrainerResDSN:3d_fullres", "nnUNetTrainerResDSNFine:3d_fullres", "-device", device,
+                 "--gpus-per-job", gpus, "--launcher", "slurm", "--out", str(out)]) == 0
+    lines = _gpu_lines(out)
+    pair = "C2F__nnUNetTrainerResDSN__3d_fullres__nnUNetTrainerResDSNFine__3d_fullres"
+    trains = [n for n in lines if n.endswith("__fold_0")]
+    assert len(trains) == 3 and sorted(lines) == sorted([*trains, pair, "benchmark"])
+    assert len(fake_sbatch.read_text().splitlines()) == 5
+    for name in trains:
+        assert lines[name] == ([f"#SBATCH --gpus-per-node={train}"] if train else []), name
+    assert lines[pair] == ([f"#SBATCH --gpus-per-node={c2f}"] if c2f else [])
+    assert lines["benchmark"] == []
+
+
+def test_several_gpus_without_cuda_refused_before_anything(fake_nnunet, fake_sbatch, tmp_path, capsys):
+    out = tmp_path / "out"
+    for launcher, dry in (("slurm", []), ("local", []), ("slurm", ["--dry-run"])):
+        assert main(["grid", "-d", "993", "-c", "2d", "-f", "0", "-tr", "nnUNetTrainer", "-device", "cpu",
+                     "--gpus-per-job", "2", "--launcher", launcher, "--out", str(out), *dry]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--gpus-per-job 2 with -device cpu" in err[0], err
+        assert not out.exists() and not fake_sbatch.exists()
