@@ -90,10 +90,12 @@ def check_train_args(argv: Sequence[str]) -> None:
                         f"(has: {', '.join(confs)})")
 
 
-def check_predict_args(argv: Sequence[str]) -> None:
+def check_predict_args(argv: Sequence[str], check_inputs: bool = True) -> None:
     """``nnUNetv2_predict``'s arguments that nnU-Net turns into tracebacks or writes half an output for (folds,
     numbers, -i, -o, -device, trainer, dataset, model folder), then :func:`check_prediction_inputs` on -i with the
-    model's dataset.json and plans (so ``nnunet-ext predict`` is a checked path; stock ``nnUNetv2_predict`` is not)."""
+    model's dataset.json and plans (so ``nnunet-ext predict`` is a checked path; stock ``nnUNetv2_predict`` is not).
+    ``check_inputs=False``: all but the last (-i's files unread; ``nnunet-ext predict`` checks them once it knows
+    their layout)."""
     if not argv or any(a in ("-h", "--help") for a in argv):
         return
     ns = _known_args(argv, {"-i": None, "-o": None, "-d": None, "-p": "nnUNetPlans", "-tr": "nnUNetTrainer",
@@ -136,8 +138,9 @@ def check_predict_args(argv: Sequence[str]) -> None:
                           "needs -prev_stage_predictions FOLDER (nnUNetv2_predict's cascade input)")
     for f in folds:
         check_checkpoint(folder / f"fold_{f}" / ns.chk)
-    check_prediction_inputs(ns.i, SimpleNamespace(dataset_json=jsons["dataset.json"], plans=jsons["plans.json"],
-                                                  configuration=ns.c))
+    if check_inputs:
+        check_prediction_inputs(ns.i, SimpleNamespace(dataset_json=jsons["dataset.json"], plans=jsons["plans.json"],
+                                                      configuration=ns.c))
 
 
 def _number(value, flag: str, kind=float, lo=None, hi=None, lo_open=False):

@@ -1,6 +1,7 @@
 """The ``-i`` folder of ``predict`` / ``predict-c2f`` in any of three layouts, made into nnU-Net's layout.
 
-* **nnU-Net's** (``CASE_XXXX<file_ending>``, every image file at the top so named): used as it is.
+* **nnU-Net's** (``CASE_XXXX<file_ending>``, every image file at the top so named, XXXX one of the model's
+  channels, every case with all of them): used as it is.
 * **any-named images** (``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha`` at the top; one-channel models): each file one
   case named after it (its name without the ending).
 * **DICOM**: no image at the top; the folder is searched recursively for CT series (:mod:`.series`), each series
@@ -50,31 +51,43 @@ def _ending(name: str, endings) -> Optional[str]:
     return next((e for e in sorted(endings, key=len, reverse=True) if low.endswith(e)), None)
 
 
-def detect_layout(folder: Path, file_ending: str) -> str:
-    """``nnunet``, ``images`` or ``dicom`` (see the module); UserError if ``folder`` is not a folder or mixes
+def detect_layout(folder: Path, file_ending: str, num_channels: int) -> str:
+    """``nnunet``, ``images`` or ``dicom`` (see the module). nnU-Net's layout only where every image file is
+    ``CASE_XXXX<file_ending>`` with XXXX in 0000..``num_channels``-1 and every case has all channels (so
+    ``patient_1234.nii.gz`` is an any-named image). UserError if ``folder`` is not a folder or mixes such
     nnU-Net-named images with others."""
     if not folder.is_dir():
         raise UserError(f"-i {folder}: input folder does not exist" if not folder.exists()
                         else f"-i {folder}: not a folder")
     images = sorted(p.name for p in folder.iterdir() if p.is_file() and _ending(p.name, IMAGE_ENDINGS + (file_ending,)))
-    named = [f for f in images if f.endswith(file_ending) and re.fullmatch(r".+_\d{4}", f[: -len(file_ending)])]
+    channels: Dict[str, set] = {}  # case -> its channel numbers, of the files named CASE_XXXX with XXXX < C
+    named = []
+    for f in images:
+        m = re.fullmatch(r"(.+)_(\d{4})", f[: -len(file_ending)]) if f.endswith(file_ending) else None
+        if m and int(m.group(2)) < num_channels:
+            channels.setdefault(m.group(1), set()).add(int(m.group(2)))
+            named.append(f)
     if named and len(named) < len(images):
         other = next(f for f in images if f not in named)
         raise UserError(f"-i {folder}: mixes nnU-Net's CASE_XXXX{file_ending} naming ({named[0]}) with other images "
-                        f"({other}): {folder / other} is not named CASE_XXXX{file_ending}; use one layout")
-    return "nnunet" if named else "images" if images else "dicom"
+                        f"({other}): {folder / other} is not named CASE_XXXX{file_ending} with XXXX a channel of "
+                        f"this model (0000 to {num_channels - 1:04d}); use one layout")
+    if named and all(len(c) == num_channels for c in channels.values()):
+        return "nnunet"
+    return "images" if images else "dicom"
 
 
 def scan_inputs(input_folder, file_ending: str, num_channels: int, log: Callable[[str], None] = print) -> Inputs:
     """The layout of ``input_folder`` and its cases, every file checked; writes nothing. For nnU-Net's layout
     ``images`` is empty (nnU-Net's own checks, :func:`nnunet_ext.checks.check_prediction_inputs`, follow)."""
     folder = Path(input_folder)
-    layout = detect_layout(folder, file_ending)
+    layout = detect_layout(folder, file_ending, num_channels)
     if layout == "nnunet":
         return Inputs(folder, layout, {})
     if num_channels != 1:
         raise UserError(f"-i {folder}: {layout} input (not nnU-Net's CASE_XXXX{file_ending} naming) needs a "
-                        f"one-channel model; this model takes {num_channels} channels")
+                        f"one-channel model; this model takes {num_channels} channels (nnU-Net's naming: every "
+                        f"case's CASE_0000{file_ending} to CASE_{num_channels - 1:04d}{file_ending})")
     if layout == "dicom":
         series = scan_folder(folder, log)
         return Inputs(folder, layout, {s.case: s.files[0] for s in series}, {s.case: s for s in series})
@@ -84,8 +97,10 @@ def scan_inputs(input_folder, file_ending: str, num_channels: int, log: Callable
         if not end or not p.is_file():
             continue
         case = p.name[: -len(end)]
-        if case.lower() in {c.lower() for c in images}:
-            raise UserError(f"{p}: a second image of case {case} ({images[case]})")
+        twin = next((c for c in images if c.lower() == case.lower()), None)  # one output file where case is ignored
+        if twin is not None:
+            raise UserError(f"{images[twin]} and {p}: both would be case {case} (names that differ only in letter "
+                            f"case or ending); rename one")
         info = inspect_file(p)  # read whole: truncation, NaN/Inf (nnunet_ext.checks)
         if info.ndim != 3 or info.components != 1:
             raise UserError(f"{p}: {info.ndim}D image with {info.components} component(s); expected 3D, one channel")

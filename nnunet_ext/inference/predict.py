@@ -2,19 +2,21 @@
 any input layout of :mod:`nnunet_ext.dicom.inputs` (nnU-Net's, any-named images, DICOM series), the extras of
 :mod:`nnunet_ext.dicom.outputs` and a progress bar over the cases.
 
-Order: our flags stripped; the model's ``dataset.json`` read (file ending, channels, labels); the whole ``-i``
-folder checked; nothing is written before that. Then, for another layout than nnU-Net's, the staging folder is
-written and ``-i`` points nnU-Net at it; nnU-Net's arguments are checked (:func:`nnunet_ext.checks.check_predict_args`)
-and nnU-Net predicts; the extras are written; the staging folder is removed (also on failure).
+Order: our flags stripped; nnU-Net's arguments and the model checked (:func:`nnunet_ext.checks.check_predict_args`:
+folds, checkpoints, cascade configuration, ...) and its ``dataset.json`` read (file ending, channels, labels); the
+whole ``-i`` folder checked; nothing is written before that. Then, for another layout than nnU-Net's, the staging
+folder is written (its files checked as nnU-Net's) and ``-i`` points nnU-Net at it; nnU-Net predicts; the extras are
+written; the staging folder is removed (also on failure).
 """
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import List, Optional, Sequence
 
-from nnunet_ext.checks import check_predict_args
+from nnunet_ext.checks import check_predict_args, check_prediction_inputs
 from nnunet_ext.dicom.inputs import image_cases, scan_inputs, stage
 from nnunet_ext.dicom.outputs import FLAGS, check_extras, split_extra_flags, write_extras
 from nnunet_ext.dicom.progress import CaseProgress
@@ -52,7 +54,7 @@ def _model_jsons(ns, argv: Sequence[str]):
         folder = Path(get_output_folder(dataset_name(ns.d), ns.tr, ns.p, ns.c))
         return json.loads((folder / "dataset.json").read_text()), json.loads((folder / "plans.json").read_text())
     except (UserError, OSError, ValueError, RuntimeError, TypeError):
-        check_predict_args(argv)  # raises the specific one-line error
+        check_predict_args(argv, check_inputs=False)  # raises the specific one-line error
         raise UserError(f"cannot read the model's dataset.json and plans.json (-d {ns.d} -tr {ns.tr} -p {ns.p} "
                         f"-c {ns.c}; nnUNet_results={os.environ.get('nnUNet_results')})") from None
 
@@ -84,17 +86,19 @@ def run_predict(argv: Sequence[str]) -> int:
     if ns is None or any(a in ("-h", "--help") for a in rest):
         check_predict_args(rest)
         return pass_through(*ENTRY, rest)
+    check_predict_args(rest, check_inputs=False)  # the model first: -i may take minutes to read and convert
     dj, plans = _model_jsons(ns, rest)
+    model = SimpleNamespace(dataset_json=dj, plans=plans, configuration=ns.c)
     ending = dj["file_ending"]
     inputs = scan_inputs(ns.i, ending, len(dj.get("channel_names", dj.get("modality", {}))))
     check_extras(extras, inputs)
     if inputs.layout == "nnunet":
-        check_predict_args(rest)
+        check_prediction_inputs(inputs.folder, model)
     inputs = stage(inputs, ns.o, ending, plans.get("image_reader_writer", "SimpleITKIO"))
     try:
         argv2 = _with_input(rest, inputs.folder)
         if inputs.staging is not None:
-            check_predict_args(argv2)
+            check_prediction_inputs(inputs.folder, model)
         with CaseProgress(ns.o, list(image_cases(inputs, ending)), ending, extras.quiet) as progress:
             pass_through(*ENTRY, argv2)
         written = write_extras(inputs, ns.o, ending, dj, extras)

@@ -196,12 +196,12 @@ def test_layouts(tmp_path, ct):
     nn = tmp_path / "nn"
     nn.mkdir()
     _nifti(vol, nn / "A_0000.nii.gz")
-    assert detect_layout(nn, ".nii.gz") == "nnunet"
+    assert detect_layout(nn, ".nii.gz", 1) == "nnunet"
     anyn = tmp_path / "any"
     anyn.mkdir()
     _nifti(vol, anyn / "liver scan.nii.gz")
     sitk.WriteImage(sitk.ReadImage(str(anyn / "liver scan.nii.gz")), str(anyn / "b.nrrd"))
-    assert detect_layout(anyn, ".nii.gz") == "images"
+    assert detect_layout(anyn, ".nii.gz", 1) == "images"
     with pytest.raises(UserError, match="needs a one-channel model"):
         scan_inputs(anyn, ".nii.gz", 2)
     inputs = prepare_inputs(anyn, tmp_path / "out", ".nii.gz", 1)
@@ -219,6 +219,91 @@ def test_layouts(tmp_path, ct):
     (anyn / "c_0000.nii.gz").unlink()
     with pytest.raises(UserError, match="--dicom_seg needs DICOM input"):
         check_extras(ExtraOutputs(dicom_seg=True), scan_inputs(anyn, ".nii.gz", 1))
+
+
+def test_case_names_differing_only_in_letter_case(tmp_path, ct):
+    """``Scan.nii.gz`` and ``scan.nrrd`` would be one output file on a case-insensitive file system: one line
+    naming both files, nothing written."""
+    d = tmp_path / "in"
+    d.mkdir()
+    a = _nifti(ct[0][:4], d / "Scan.nii.gz")
+    b = d / "scan.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(a)), str(b))
+    before = _listing(tmp_path)
+    with pytest.raises(UserError) as e:
+        prepare_inputs(d, tmp_path / "out", ".nii.gz", 1)
+    msg = str(e.value)
+    assert str(a) in msg and str(b) in msg and "\n" not in msg
+    assert _listing(tmp_path) == before
+
+
+def test_nnunet_layout_only_with_the_models_channels(tmp_path, ct):
+    """``_XXXX`` is a channel only where XXXX is one of the model's channels and every case has all of them."""
+    vol = ct[0][:4]
+
+    def folder(name, files):
+        d = tmp_path / name
+        d.mkdir()
+        for f in files:
+            _nifti(vol, d / f)
+        return d
+
+    ids = folder("ids", ["patient_1234.nii.gz", "patient_5678.nii.gz"])
+    assert detect_layout(ids, ".nii.gz", 1) == "images"
+    assert detect_layout(ids, ".nii.gz", 2) == "images"
+    assert sorted(scan_inputs(ids, ".nii.gz", 1).images) == ["patient_1234", "patient_5678"]
+    two = folder("two", ["a_0000.nii.gz", "a_0001.nii.gz", "b_0000.nii.gz", "b_0001.nii.gz"])
+    assert detect_layout(two, ".nii.gz", 2) == "nnunet"
+    with pytest.raises(UserError, match=r"a_0001\.nii\.gz is not named CASE_XXXX\.nii\.gz with XXXX a channel of this "
+                                        r"model \(0000 to 0000\)"):
+        detect_layout(two, ".nii.gz", 1)  # a two-channel folder, a one-channel model: not 4 one-channel cases
+    (two / "b_0001.nii.gz").unlink()  # case b lacks channel 1
+    assert detect_layout(two, ".nii.gz", 2) == "images"
+    with pytest.raises(UserError, match=r"needs a one-channel model.*every case's CASE_0000\.nii\.gz to "
+                                        r"CASE_0001\.nii\.gz"):
+        scan_inputs(two, ".nii.gz", 2)
+    one = folder("one", ["a_0000.nii.gz", "b_0000.nii.gz"])
+    assert detect_layout(one, ".nii.gz", 1) == "nnunet"
+
+
+@pytest.mark.parametrize("fault", ["checkpoint", "cascade", "option"])
+def test_model_checked_before_inputs_are_read(tmp_path, ct, monkeypatch, capsys, fault):
+    """predict and predict-c2f check the model and their arguments (checkpoint, cascade configuration, options)
+    before the any-named ``-i`` folder is read or staged: one line, exit 2, nothing written."""
+    from nnunet_ext.benchmark.bad_inputs import DS, make_world, tree, truncate
+    from nnunet_ext.cli import main
+    from nnunet_ext.dicom import inputs as inputs_module
+    from nnunet_ext.inference import predict as predict_module
+
+    world = make_world(tmp_path, monkeypatch.setenv)
+    anyn = tmp_path / "any"
+    anyn.mkdir()
+    _nifti(ct[0][:4], anyn / "liver scan.nii.gz")
+
+    def no_reading(*a, **k):
+        raise AssertionError("-i read before the model was checked")
+    for module in (inputs_module, predict_module):
+        monkeypatch.setattr(module, "scan_inputs", no_reading)
+        monkeypatch.setattr(module, "stage", no_reading)
+    ck = tmp_path / "res" / DS / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth"
+    conf, opt, expect = "3d_fullres", [], str(ck)
+    if fault == "checkpoint":
+        truncate(ck, keep=0.7)
+    elif fault == "cascade":
+        conf, expect = "3d_cascade_fullres", "cascade stage"
+    else:
+        opt, expect = ["--coarse-step", "2"], "--coarse-step must be in (0, 1]"
+    runs = [["predict-c2f", "-i", anyn, "-o", tmp_path / "o", "-d", DS, "--coarse", f"nnUNetTrainer:{conf}",
+             "--fine", f"nnUNetTrainer:{conf}", "-f", "0", "-device", "cpu", *opt]]
+    if fault != "option":
+        runs.append(["predict", "-i", anyn, "-o", tmp_path / "o", "-d", DS, "-c", conf, "-f", "0", "-device", "cpu"])
+    before = tree(tmp_path)
+    for argv in runs:
+        capsys.readouterr()
+        rc = main([str(a) for a in argv])
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert rc == 2 and len(err) == 1 and expect in err[0], (argv[0], err)
+        assert tree(tmp_path) == before
 
 
 def test_split_extra_flags():
