@@ -75,7 +75,7 @@ def fine_margin_voxels(margin_mm: Optional[float], margin_vox: Optional[int], gr
     """THE conversion of a fine-stage box margin into voxels of the fine model's preprocessed grid (spacing
     ``grid_spacing``, :func:`configuration_grid_spacing`), used alike by the fine trainers' training crops
     (trainers/c2f.py) and by ``predict-c2f`` / ``crossval-c2f``'s boxes (nnunet_ext/c2f/modes.py), so a box gets the
-    same margin in training and inference. ``margin_mm``: :func:`margin_in_voxels`; ``margin_vox`` (the older
+    same margin in training and inference. ``margin_mm``: :func:`margin_in_voxels`; ``margin_vox`` (the
     ``_fine<K>vox`` trainers): K voxels of that grid on every axis. Exactly one of the two is given."""
     if (margin_mm is None) == (margin_vox is None):
         raise ValueError("give exactly one of margin_mm and margin_vox")

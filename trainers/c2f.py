@@ -13,7 +13,7 @@ Suffix tokens (no ``_`` inside a token):
 
 ``fine``          box + :data:`DEFAULT_FINE_MARGIN_MM` mm on every axis
 ``fine<M>mm``     box + M mm (``fine7p5mm`` = 7.5 mm), converted per axis with the configuration's spacing
-``fine<K>vox``    box + K voxels of the preprocessed data (the older two-stage margin; ``fine10vox``)
+``fine<K>vox``    box + K voxels of the preprocessed data on every axis (``fine10vox``: two_stage_unet's "10 pixels")
 
 The margin becomes voxels of the preprocessed grid in one place (``nnunet_ext.boxes.fine_margin_voxels``), which
 ``nnunet-ext predict-c2f`` also uses for its boxes, on the same grid; by default it takes the fine trainer's own
@@ -57,12 +57,13 @@ from ._naming import register_suffix
 from .plain_unet import nnUNetTrainerPlainUNet
 from .resdsn import nnUNetTrainerResDSN, nnUNetTrainerTwoStageUNet
 
-#: margin of ``_fine`` (mm); also the default ``--margin-mm`` of ``nnunet-ext predict-c2f``
+#: margin of ``_fine`` (mm); ``predict-c2f``'s box margin for a fine model not trained on boxes (by default it takes
+#: the fine trainer's own margin, :func:`training_margin`)
 DEFAULT_FINE_MARGIN_MM = 10.0
 #: two_stage_unet Sec. 2.2: ground-truth boxes + "10 pixels" (NIH pancreas: 0.5-1 mm pixels, 1.5-2.5 mm slices);
 #: here 10 mm on every axis, so training and inference share one margin in mm (docs/c2f.md)
 TWO_STAGE_FINE_MARGIN_MM = 10.0
-#: the older two-stage fine margin: 10 voxels of the preprocessed grid (the ``_fine10vox`` suffix still trains it)
+#: two_stage_unet's "10 pixels" as voxels of the preprocessed grid (the ``_fine10vox`` suffix)
 TWO_STAGE_FINE_MARGIN_VOX = 10
 #: two_stage_unet Sec. 2.3: gamma = 1e-3 ...
 CENTRE_GAMMA = 1e-3
@@ -293,9 +294,10 @@ class nnUNetTrainerResDSNFine(FineStageMixin, nnUNetTrainerResDSN):
 
 
 class nnUNetTrainerTwoStageUNetFine(FineStageMixin, nnUNetTrainerTwoStageUNet):
-    """Two-stage 3D U-Net, stage 2 (two_stage_unet Sec. 2.2): ground-truth box + 10 mm (the paper's "10 pixels" in mm,
-    the margin ``predict-c2f --mode two-stage`` gives box 2 by default). The paper's loss adds the centre loss in both stages: ``nnUNetTrainerTwoStageUNetFine_centre`` (and
-    ``nnUNetTrainerTwoStageUNet_centre`` for the coarse stage on ``make-coarse-config``'s configuration)."""
+    """Two-stage 3D U-Net, stage 2 (two_stage_unet Sec. 2.2): ground-truth box + 10 mm (the paper's "10 pixels" in
+    mm, the margin ``predict-c2f --mode two-stage`` gives box 2 by default). The paper's loss adds the centre loss in
+    both stages: ``nnUNetTrainerTwoStageUNetFine_centre`` (and ``nnUNetTrainerTwoStageUNet_centre`` for the coarse
+    stage on ``make-coarse-config``'s configuration)."""
     fine_margin_mm = TWO_STAGE_FINE_MARGIN_MM
     fine_margin_vox = None
 

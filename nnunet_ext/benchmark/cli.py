@@ -30,8 +30,9 @@ two convs per stage, instance norm, leaky ReLU):
                  ``--volume-shape`` (tile step 0.5, Gaussian weighting, mirroring as nnU-Net unless
                  ``--no-mirroring``), after one warm-up call on a patch-sized volume.
 
-**Accuracy** (when ``--cv`` or ``--pred`` is given): per-case Dice, HD95 and NSD (:mod:`nnunet_ext.evaluation.summary`) of each
-trainer's 5-fold cross-validation (``fold_X/validation`` in ``nnUNet_results``) or of given prediction folders
+**Accuracy** (when ``--cv`` or ``--pred`` is given): per-case Dice, HD95 and NSD
+(:mod:`nnunet_ext.evaluation.summary`) of each trainer's 5-fold cross-validation (``fold_X/validation`` in
+``nnUNet_results``) or of given prediction folders
 (``--pred NAME=FOLDER ... --labels FOLDER``); per class mean ± std under the empty-mask conventions of
 :mod:`nnunet_ext.evaluation.table` (both masks empty: excluded; exactly one empty: the worst value, counted beside the
 mean); a paired two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, default options) of each trainer
@@ -43,7 +44,8 @@ Outputs: ``benchmark.md`` (a table in the spirit of DMC-Net's Table 3), ``benchm
 
 This module is the command line; the work is done by one module per job: :mod:`nnunet_ext.plans.synth` (plans),
 :mod:`nnunet_ext.lookup` (trainer lookup), :mod:`nnunet_ext.benchmark.profile` (model figures, subprocess
-isolation), :mod:`nnunet_ext.benchmark.accuracy` (accuracy statistics), :mod:`nnunet_ext.benchmark.report` (tables, plots).
+isolation), :mod:`nnunet_ext.benchmark.accuracy` (accuracy statistics), :mod:`nnunet_ext.benchmark.report` (tables,
+plots).
 Their public functions are re-exported here.
 """
 from __future__ import annotations
@@ -66,11 +68,12 @@ from nnunet_ext.benchmark.report import (boxplots, build_rows, class_names, mark
                                      write_outputs)
 from nnunet_ext.lookup import STOCK_TRAINER, build_network, default_trainers, find_trainer_class  # noqa: F401
 from nnunet_ext.errors import UserError, dataset_name
-from nnunet_ext.evaluation.cli import add_nsd_convention_argument
-from nnunet_ext.evaluation.postprocessing import DEFAULT_RULE, RULE_HELP, RULES, check_rule
-from nnunet_ext.evaluation.surface import check_nsd_convention
+from nnunet_ext.evaluation.cli import add_nsd_convention_argument, add_postprocessing_argument
+from nnunet_ext.evaluation.postprocessing import check_rule
+from nnunet_ext.evaluation.surface import check_nsd_convention_option
 
-__all__ = ["METRICS", "DEFAULT_LABELS", "STOCK_TRAINER", "accuracy_stats", "bootstrap_mean_difference", "boxplots", "build_network", "build_rows",
+__all__ = ["METRICS", "DEFAULT_LABELS", "STOCK_TRAINER", "accuracy_stats", "bootstrap_mean_difference", "boxplots",
+           "build_network", "build_rows",
            "class_key", "class_names", "collect_cv", "collect_pred", "dataset_plans", "default_trainers",
            "explicit_plans", "find_trainer_class", "forward_flops", "markdown_table", "measure_trainer",
            "per_case_table", "run_model_figures", "summary_text", "wilcoxon_paired", "write_outputs", "register_cli",
@@ -140,7 +143,7 @@ def register_cli(subparsers, name: str, help: str) -> None:
                                                                f"(default {STOCK_TRAINER})")
     g.add_argument("--nsd-tolerance-mm", type=float, default=2.0, help="NSD tolerance (default 2 mm)")
     add_nsd_convention_argument(g)
-    g.add_argument("--postprocessing", default=DEFAULT_RULE, metavar="|".join(RULES), help=RULE_HELP)
+    add_postprocessing_argument(g)
     g.add_argument("-np", "--num-processes", type=int, default=1, help="processes for the evaluation")
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=cmd_benchmark)
@@ -162,10 +165,7 @@ def cmd_benchmark(args) -> int:
     if args.cv and args.pred:
         raise UserError("--cv and --pred are exclusive")
     check_rule(args.postprocessing)
-    try:
-        check_nsd_convention(args.nsd_convention)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    check_nsd_convention_option(args.nsd_convention)
     plans = dataset_json = configuration = None
     if args.patch_size is not None:
         if args.dataset or args.configuration:

@@ -2,9 +2,10 @@
 fold k predict fold k's validation cases (``splits_final.json``; raw images from ``nnUNet_raw``) with the C2F or
 two-stage pipeline of :mod:`nnunet_ext.c2f.pipeline` (the ``_fine`` trainers skip nnU-Net's own final validation:
 ``trainers/c2f.py``). The results folder has nnU-Net's layout of a trained model (``plans.json``, ``dataset.json``,
-``fold_k/validation/CASE.nii.gz`` + ``summary.json`` with Dice, HD95 and NSD from
-:mod:`nnunet_ext.evaluation.summary`), so the pair can be scored beside trainers:
-``nnunet-ext benchmark --cv -tr nnUNetTrainer C2F=RESULTS_FOLDER ...``.
+``fold_k/validation/CASE.nii.gz`` + a summary with Dice, HD95 and NSD from :mod:`nnunet_ext.evaluation.summary`:
+``summary.json`` under ``--postprocessing none``, :func:`summary_name` under another rule), so the pair can be scored
+beside trainers: ``nnunet-ext benchmark --cv -tr nnUNetTrainer C2F=RESULTS_FOLDER ...`` (which scores the written
+predictions again under its own rule).
 """
 from __future__ import annotations
 
@@ -21,12 +22,33 @@ from nnunet_ext.c2f.models import ModelRef, check_compatible, load_predictor, re
 from nnunet_ext.c2f.modes import DEFAULT_MODE, TWO_STAGE_MARGINS_VOX, C2FMode, get_mode
 from nnunet_ext.c2f.pipeline import check_options, list_cases, pair_record, resolve_margin, run_cases
 from nnunet_ext.errors import UserError, dataset_name as _dataset_name
-from nnunet_ext.evaluation.cli import add_nsd_convention_argument
-from nnunet_ext.evaluation.postprocessing import (DEFAULT_RULE, RULE_HELP, RULES, check_rule, postprocessing_for,
+from nnunet_ext.evaluation.cli import add_nsd_convention_argument, add_postprocessing_argument
+from nnunet_ext.evaluation.postprocessing import (DEFAULT_RULE, Postprocessing, check_rule, postprocessing_for,
                                                   results_folder_pkl)
-from nnunet_ext.evaluation.surface import DEFAULT_NSD_CONVENTION, check_nsd_convention
+from nnunet_ext.evaluation.summary import fold_summary_name
+from nnunet_ext.evaluation.surface import DEFAULT_NSD_CONVENTION, check_nsd_convention_option
 
 PAIR_FILE = "crossval_c2f.json"
+
+
+def summary_name(postprocessing: Postprocessing) -> str:
+    """A fold's summary: ``summary.json`` under the rule ``none`` (nnU-Net's name, which
+    ``nnUNetv2_determine_postprocessing`` reads as the unfiltered baseline), else the name ``benchmark --cv`` gives
+    that rule's scoring of the same folder (:func:`~nnunet_ext.evaluation.summary.fold_summary_name`,
+    ``summary_surface_pp_<rule>.json``), so a run under another rule never overwrites the baseline."""
+    return "summary.json" if postprocessing.rule == "none" else fold_summary_name(postprocessing)
+
+
+def score_fold(gt_folder: Path, val_dir: Path, results_folder: Path, postprocessing: Postprocessing,
+               nsd_tolerance_mm: float, nsd_convention: str, num_processes: int = 1) -> dict:
+    """Dice, HD95 and NSD of one fold's predictions (``val_dir``) against ``gt_folder`` under ``postprocessing``
+    (``results_folder``'s ``dataset.json`` and ``plans.json``), written to ``val_dir`` / :func:`summary_name`."""
+    from nnunet_ext.evaluation.summary import evaluate_folder
+
+    return evaluate_folder(gt_folder, val_dir, results_folder / "dataset.json", results_folder / "plans.json",
+                           output_file=val_dir / summary_name(postprocessing), nsd_tolerance_mm=nsd_tolerance_mm,
+                           num_processes=num_processes, chill=True, nsd_convention=nsd_convention,
+                           postprocessing=postprocessing)
 
 
 def default_results_folder(dataset: str, coarse: ModelRef, fine: ModelRef, mode: Union[str, C2FMode]) -> Path:
@@ -89,14 +111,9 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Un
     under ``none``). ``nsd_convention``: ``voxel`` / ``surfel``."""
     from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
 
-    from nnunet_ext.evaluation import summary as evaluation_summary
-
     check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback, ts_margins)
     check_rule(postprocessing)
-    try:
-        check_nsd_convention(nsd_convention)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    check_nsd_convention_option(nsd_convention)
     mode = get_mode(mode)
     ds = _dataset_name(dataset)
     split = load_splits(ds, folds)
@@ -133,10 +150,11 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Un
     out.mkdir(parents=True, exist_ok=True)
     (out / "plans.json").write_text(json.dumps(fine.plans, indent=2))
     (out / "dataset.json").write_text(json.dumps(dj, indent=2))
+    margin = resolve_margin(margin_mm, fine.trainer)  # once: the boxes' margin is the recorded one
     pair = {"what": "coarse-to-fine pair scored by nnunet-ext crossval-c2f", "mode": mode.name, "dataset": ds,
             "coarse": coarse_spec, "fine": fine_spec, "folds": list(split), "fallback": fallback,
             "coarse_step": coarse_step, "fine_step": fine_step, "checkpoint": checkpoint,
-            "mirroring": not disable_mirroring, **mode.margins_record(*resolve_margin(margin_mm, fine.trainer), ts_margins),
+            "mirroring": not disable_mirroring, **mode.margins_record(*margin, ts_margins),
             "min_component_fraction": min_component_fraction, "postprocessing": pp.record(),
             "nsd_convention": nsd_convention, "nsd_tolerance_mm": nsd_tolerance_mm}
     (out / PAIR_FILE).write_text(json.dumps(pair, indent=2))
@@ -149,16 +167,12 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Un
         fine_p = load_predictor(fine, fine_step, dev, not disable_mirroring)
         val_dir = out / f"fold_{f}" / "validation"
         print(f"fold {f}: {len(val)} validation cases -> {val_dir}")
-        record = pair_record(coarse, fine, dev, mode, coarse_step, fine_step, margin_mm, ts_margins,
-                                 min_component_fraction, fallback)
+        record = pair_record(coarse, fine, dev, mode, coarse_step, fine_step, margin, ts_margins,
+                             min_component_fraction, fallback)
         run_cases({c: all_cases[c] for c in val}, val_dir, coarse_p, fine_p, reader, fe, record, mode,
-                      margin_mm, min_component_fraction, ts_margins, fallback, continue_prediction)
+                  margin, min_component_fraction, ts_margins, fallback, continue_prediction)
         secs += [r["total_s"] for c, r in record["cases"].items() if c in val]
-        summary = evaluation_summary.evaluate_folder(gt, val_dir, out / "dataset.json", out / "plans.json",
-                                                     output_file=val_dir / "summary.json",
-                                                     nsd_tolerance_mm=nsd_tolerance_mm,
-                                                     num_processes=num_processes, chill=True,
-                                                     nsd_convention=nsd_convention, postprocessing=pp)
+        summary = score_fold(gt, val_dir, out, pp, nsd_tolerance_mm, nsd_convention, num_processes)
         fg = summary.get("foreground_mean", {})
         print(f"fold {f}: mean foreground Dice {fg.get('Dice', float('nan')):.4f} (post-processing "
               f"{pp.describe()}, NSD {nsd_convention} at {nsd_tolerance_mm:g} mm; {time.perf_counter() - t0:.0f} s)")
@@ -184,8 +198,9 @@ def register_cli(subparsers, name: str, help: str) -> None:
         name, help=help,
         description="For every fold k: coarse fold k and fine fold k predict fold k's validation cases "
                     "(splits_final.json, images from nnUNet_raw) with predict-c2f's pipeline; predictions and a "
-                    "summary.json (Dice, HD95, NSD) go to fold_k/validation of a results folder in nnU-Net's layout, "
-                    "which 'nnunet-ext benchmark --cv -tr NAME=FOLDER' reads as a row beside trainers.")
+                    "summary (Dice, HD95, NSD; summary.json under --postprocessing none, "
+                    "summary_surface_pp_RULE.json otherwise) go to fold_k/validation of a results folder in nnU-Net's "
+                    "layout, which 'nnunet-ext benchmark --cv -tr NAME=FOLDER' scores as a row beside trainers.")
     s.add_argument("-f", nargs="+", default=None, metavar="FOLD",
                    help="folds (default: every fold of splits_final.json)")
     s.add_argument("-o", default=None, help="results folder (default: nnUNet_results/DatasetXXX/"
@@ -193,6 +208,6 @@ def register_cli(subparsers, name: str, help: str) -> None:
     add_pair_arguments(s)
     s.add_argument("--nsd-tolerance-mm", type=float, default=2.0, help="NSD tolerance (default 2 mm)")
     add_nsd_convention_argument(s)
-    s.add_argument("--postprocessing", default=DEFAULT_RULE, metavar="|".join(RULES), help=RULE_HELP)
+    add_postprocessing_argument(s)
     s.add_argument("-np", type=int, default=1, help="processes for the evaluation (default 1)")
     s.set_defaults(func=cmd_crossval_c2f)

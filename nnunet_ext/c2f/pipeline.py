@@ -255,18 +255,19 @@ def _case_failed(case: str, e: BaseException, done: int, output_folder: Path) ->
 
 
 def run_cases(cases: Dict[str, List[str]], output_folder: Path, coarse_p, fine_p, reader, file_ending: str,
-              record: dict, mode: Union[str, C2FMode], margin_mm: Optional[float], min_component_fraction: float,
-              ts_margins, fallback: str, continue_prediction: bool = False) -> dict:
-    """Predict ``cases`` into ``output_folder``. As ``nnUNetv2_predict`` does, a worker reads and preprocesses the
-    next case and another exports and writes the last one while the networks run on the current one (at most one
-    case in flight on each side). Each segmentation is written to a hidden temporary file in the output folder and
+              record: dict, mode: Union[str, C2FMode], margin: Tuple[Optional[float], Optional[int]],
+              min_component_fraction: float, ts_margins, fallback: str, continue_prediction: bool = False) -> dict:
+    """Predict ``cases`` into ``output_folder``; ``margin``: the fine margin (mm, voxels) of :func:`resolve_margin`,
+    the one :func:`pair_record` records. As ``nnUNetv2_predict`` does, the input/output work overlaps the networks:
+    while they run on case i, one worker thread first exports and writes case i-1, then reads and preprocesses case
+    i+1, one after the other, so at most one case is in flight beside the current one (peak memory: docs/c2f.md).
+    Each segmentation is written to a hidden temporary file in the output folder and
     renamed when complete (a killed run leaves no partial prediction); ``c2f_times.json`` is rewritten after every
     case. A failing case stops the run with one line naming it; the finished cases stay. ``continue_prediction``:
     cases whose prediction exists already are skipped (as ``nnUNetv2_predict --continue_prediction``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     check_coarse_margins(ts_margins)
-    margin = resolve_margin(margin_mm, getattr(fine_p, "trainer_name", None))
     output_folder.mkdir(parents=True, exist_ok=True)
     for stale in output_folder.glob(f".*.c2f-partial{file_ending}"):
         stale.unlink()  # left by a killed run
@@ -306,16 +307,16 @@ def run_cases(cases: Dict[str, List[str]], output_folder: Path, coarse_p, fine_p
                                       ("preprocess_s", "coarse_s", "box_s", "fine_s", "export_s", "total_s"))
               + f"; fine stage {how}", flush=True)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="c2f-preprocess") as reading, \
-            ThreadPoolExecutor(1, thread_name_prefix="c2f-export") as writing:
-        ahead = reading.submit(load_case, todo[0][1], coarse_p, fine_p, reader) if todo else None
+    with ThreadPoolExecutor(1, thread_name_prefix="c2f-io") as io:  # one worker: export i-1, then read i+1
+        ahead = io.submit(load_case, todo[0][1], coarse_p, fine_p, reader) if todo else None
         pending = None
         try:
             for i, (case, files) in enumerate(todo):
                 record["cases"].pop(case, None)
                 try:
                     inp = ahead.result()
-                    ahead = (reading.submit(load_case, todo[i + 1][1], coarse_p, fine_p, reader)
+                    # queued behind the pending export: the next case is read only once the last one is written
+                    ahead = (io.submit(load_case, todo[i + 1][1], coarse_p, fine_p, reader)
                              if i + 1 < len(todo) else None)
                     finish, rec = network_part(case, inp, coarse_p, fine_p, mode, margin, min_component_fraction,
                                                ts_margins, fallback)
@@ -330,7 +331,8 @@ def run_cases(cases: Dict[str, List[str]], output_folder: Path, coarse_p, fine_p
                     collect(pending)  # one export in flight at a time
                 target = output_folder / f"{case}{file_ending}"
                 tmp = output_folder / f".{case}.c2f-partial{file_ending}"
-                pending = (case, writing.submit(_finish_and_write, finish, reader, props, tmp, target), rec)
+                pending = (case, io.submit(_finish_and_write, finish, reader, props, tmp, target), rec)
+                del finish
             if pending is not None:
                 collect(pending)
                 pending = None
@@ -343,16 +345,17 @@ def run_cases(cases: Dict[str, List[str]], output_folder: Path, coarse_p, fine_p
 
 
 def pair_record(coarse, fine, dev, mode: Union[str, C2FMode], coarse_step: float, fine_step: float,
-                margin_mm: Optional[float], ts_margins, min_component_fraction: float, fallback: str) -> dict:
+                margin: Tuple[Optional[float], Optional[int]], ts_margins, min_component_fraction: float,
+                fallback: str) -> dict:
     """The run's settings, with which ``c2f_times.json`` starts (``coarse``, ``fine``: the models'
-    :class:`~nnunet_ext.c2f.models.ModelRef`); :func:`run_cases` fills ``cases``. The margin is the one the boxes
-    get (:func:`resolve_margin`)."""
+    :class:`~nnunet_ext.c2f.models.ModelRef`); :func:`run_cases` fills ``cases``. ``margin``: the fine margin
+    (mm, voxels) of :func:`resolve_margin`, the one given to :func:`run_cases`."""
     mode = get_mode(mode)
     check_coarse_margins(ts_margins)
     return {"mode": mode.name, "coarse": f"{coarse.trainer}:{coarse.configuration}:{coarse.plans_name}",
             "fine": f"{fine.trainer}:{fine.configuration}:{fine.plans_name}",
             "coarse_folds": coarse.folds, "fine_folds": fine.folds, "device": str(dev),
-            "coarse_step": coarse_step, "fine_step": fine_step, **mode.margins_record(*resolve_margin(margin_mm, fine.trainer), ts_margins),
+            "coarse_step": coarse_step, "fine_step": fine_step, **mode.margins_record(*margin, ts_margins),
             "min_component_fraction": min_component_fraction, "fallback": fallback, "cases": {}}
 
 
@@ -385,9 +388,10 @@ def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spe
     coarse_p = load_predictor(coarse, coarse_step, dev, not disable_mirroring)
     fine_p = load_predictor(fine, fine_step, dev, not disable_mirroring)
     reader = recursive_find_reader_writer_by_name(coarse.plans["image_reader_writer"])()
-    record = pair_record(coarse, fine, dev, mode, coarse_step, fine_step, margin_mm, ts_margins,
+    margin = resolve_margin(margin_mm, fine.trainer)  # once: the boxes' margin is the recorded one
+    record = pair_record(coarse, fine, dev, mode, coarse_step, fine_step, margin, ts_margins,
                          min_component_fraction, fallback)
-    run_cases(cases, output_folder, coarse_p, fine_p, reader, dj["file_ending"], record, mode, margin_mm,
+    run_cases(cases, output_folder, coarse_p, fine_p, reader, dj["file_ending"], record, mode, margin,
               min_component_fraction, ts_margins, fallback, continue_prediction)
     print(f"wrote {len(cases)} predictions and {TIMES_FILE} to {output_folder}")
     return record

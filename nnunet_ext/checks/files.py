@@ -197,8 +197,8 @@ def check_checkpoint(path) -> None:
     (an interrupted copy of a model folder leaves a truncated file that torch only rejects once the prediction has
     begun, or silently for a foreign file). ``torch.save``'s format is a zip archive: its central directory (at the
     end: a truncated file has none) and the CRC-32 of every member (``ZipFile.testzip``: the whole file read once,
-    ~1 GB/s, nothing unpickled, memory of one 8 MiB block). A file that is not a zip (torch's legacy format) is
-    loaded with ``torch.load(map_location="cpu")``. UserError naming the file."""
+    nothing unpickled, memory of one 8 MiB block; cost: docs/bad_inputs.md). A file that is not a zip (torch's
+    legacy format) is loaded with ``torch.load(map_location="cpu")``. UserError naming the file."""
     import zipfile
 
     path = Path(path)

@@ -8,11 +8,12 @@ import warnings
 
 from nnunet_ext.checks import check_output_path
 from nnunet_ext.errors import UserError
+from nnunet_ext.evaluation.postprocessing import DEFAULT_RULE, RULE_HELP, RULES
 from nnunet_ext.evaluation.summary import default_csv, evaluate_folder, evaluate_trained_model_folds
-from nnunet_ext.evaluation.surface import DEFAULT_NSD_CONVENTION, NSD_CONVENTIONS, check_nsd_convention
+from nnunet_ext.evaluation.surface import DEFAULT_NSD_CONVENTION, NSD_CONVENTIONS, check_nsd_convention_option
 from nnunet_ext.evaluation.table import METRICS, N_BOTH_EMPTY_KEY, N_ONE_EMPTY_KEY, fmt_mean, worst_values_text
 
-__all__ = ["cmd_evaluate", "register_cli"]
+__all__ = ["cmd_evaluate", "register_cli", "add_nsd_convention_argument", "add_postprocessing_argument"]
 
 
 def _print_summary(result: dict, title: str) -> None:
@@ -35,10 +36,7 @@ def cmd_evaluate(args) -> int:
         raise UserError(f"-np must be >= 1, got {args.np}")
     if not (math.isfinite(args.nsd_tolerance_mm) and args.nsd_tolerance_mm >= 0):
         raise UserError(f"--nsd-tolerance-mm must be >= 0, got {args.nsd_tolerance_mm}")
-    try:
-        check_nsd_convention(args.nsd_convention)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    check_nsd_convention_option(args.nsd_convention)
     if args.folds_of:
         if args.pred_folder is not None:
             raise UserError("with --folds-of give at most GT_FOLDER (the predictions are the folds' validation "
@@ -77,6 +75,12 @@ def add_nsd_convention_argument(s) -> None:
                    help="how NSD counts a surface: voxel = surface voxels (MONAI's default; default), surfel = "
                         "DeepMind's area-weighted surface elements (MSD challenge, most published NSD figures); "
                         "docs/metrics.md")
+
+
+def add_postprocessing_argument(s) -> None:
+    """``--postprocessing none|largest|nnunet`` (benchmark, crossval-c2f; :mod:`nnunet_ext.evaluation.postprocessing`);
+    checked by the command (``check_rule``), so an unknown value is a one-line UserError."""
+    s.add_argument("--postprocessing", default=DEFAULT_RULE, metavar="|".join(RULES), help=RULE_HELP)
 
 
 def register_cli(subparsers, name: str, help: str) -> None:

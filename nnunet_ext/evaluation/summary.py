@@ -22,7 +22,7 @@ from nnunet_ext.checks import check_evaluation_pairs
 from nnunet_ext.errors import UserError
 from nnunet_ext.evaluation.case import allowed_label_values, compute_case_metrics, metric_keys
 from nnunet_ext.evaluation.postprocessing import Postprocessing
-from nnunet_ext.evaluation.surface import DEFAULT_NSD_CONVENTION, check_nsd_convention
+from nnunet_ext.evaluation.surface import DEFAULT_NSD_CONVENTION, check_nsd_convention_option
 from nnunet_ext.evaluation.table import BOTH_EMPTY, N_BOTH_EMPTY_KEY, N_ONE_EMPTY_KEY, ONE_EMPTY, empty_kind_of_counts
 
 __all__ = ["case_id", "default_csv", "SCORING_KEY", "fold_summary_name", "scoring_record", "write_outputs",
@@ -129,10 +129,7 @@ def _compute_folder(folder_ref, folder_pred, image_reader_writer, file_ending, r
         -> dict:
     """All metrics of a folder, nothing written; the result names its scoring rules (:data:`SCORING_KEY`). Raises
     UserError for bad input."""
-    try:
-        check_nsd_convention(nsd_convention)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    check_nsd_convention_option(nsd_convention)
     from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, subfiles
 
     for what, folder in (("reference folder", folder_ref), ("prediction folder", folder_pred)):

@@ -32,8 +32,10 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from nnunet_ext.boxes import box_slices, expand_bbox, foreground_bbox
+from nnunet_ext.errors import UserError
 
-__all__ = ["NSD_CONVENTIONS", "DEFAULT_NSD_CONVENTION", "check_nsd_convention", "prepare_masks", "crop_to_union",
+__all__ = ["NSD_CONVENTIONS", "DEFAULT_NSD_CONVENTION", "check_nsd_convention", "check_nsd_convention_option",
+           "prepare_masks", "crop_to_union",
            "SurfaceDistances", "surface_distances", "surfel_nsd"]
 
 #: how NSD counts a surface: voxels (MONAI's default) or DeepMind's area-weighted surface elements
@@ -47,6 +49,15 @@ def check_nsd_convention(convention: str) -> str:
         raise ValueError(f"--nsd-convention {convention!r}: unknown NSD convention (expected one of "
                          f"{', '.join(NSD_CONVENTIONS)})")
     return convention
+
+
+def check_nsd_convention_option(convention: str) -> str:
+    """:func:`check_nsd_convention` for a value the user gave (``--nsd-convention``, an API argument of the
+    commands): ``UserError`` (one line, exit status 2) instead of ValueError."""
+    try:
+        return check_nsd_convention(convention)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def prepare_masks(reference, prediction, spacing, nsd_tolerance_mm: float = 2.0, ignore_mask=None):

@@ -44,8 +44,9 @@ NA = "n/a"
 class Structure:
     """One structure (class or region) of one case, as a metric's ``function`` receives it: the masks, ``spacing``
     and ``ignore_mask`` checked by :func:`nnunet_ext.evaluation.surface.prepare_masks` (size-1 axes dropped),
-    ``nsd_tolerance_mm``, ``nsd_convention`` (``voxel`` / ``surfel``: :mod:`nnunet_ext.evaluation.surface`), and, each computed once on first use whatever the number of metrics reading it,
-    ``counts`` (nnU-Net's ``compute_tp_fp_fn_tn``: tp, fp, fn, tn outside the ignore mask) and ``surface`` (the
+    ``nsd_tolerance_mm``, ``nsd_convention`` (``voxel`` / ``surfel``: :mod:`nnunet_ext.evaluation.surface`), and,
+    each computed once on first use whatever the number of metrics reading it, ``counts`` (nnU-Net's
+    ``compute_tp_fp_fn_tn``: tp, fp, fn, tn outside the ignore mask) and ``surface`` (the
     :class:`~nnunet_ext.evaluation.surface.SurfaceDistances`, one MONAI pass). Raises ValueError for bad input."""
 
     def __init__(self, reference, prediction, spacing, nsd_tolerance_mm: float = 2.0, ignore_mask=None,

@@ -364,6 +364,46 @@ def test_one_postprocessing_rule_for_every_row(fake_nnunet, tmp_path, capsys, ru
         assert hd_blobs == 0.0 and float(summary["blobs"]["pancreas_Dice_mean"]) == 1.0
 
 
+def test_crossval_c2f_summary_per_rule_is_the_one_benchmark_scores(fake_nnunet, tmp_path, capsys):
+    """crossval-c2f keeps summary.json for --postprocessing none (nnUNetv2_determine_postprocessing's unfiltered
+    baseline) and writes another rule's scoring under benchmark's name for it; ``benchmark --cv NAME=FOLDER`` under
+    that rule scores the same predictions into the same file with the same numbers."""
+    from nnunet_ext.c2f.crossval import score_fold, summary_name
+    from nnunet_ext.evaluation.postprocessing import postprocessing_for
+    from nnunet_ext.evaluation.summary import fold_summary_name
+
+    ds = fake_nnunet
+    folder = tmp_path / "C2F__pair"
+    folder.mkdir()
+    (folder / "plans.json").write_text(json.dumps(ds["plans"]))
+    (folder / "dataset.json").write_text(json.dumps(ds["dj"]))
+    val_dir = folder / "fold_0" / "validation"
+    for c in ds["ids"][:2]:  # fold 0's validation cases, each with a distant false-positive component
+        seg = ds["gt"][c].copy()
+        seg[0:2, 16:20, 16:20] = 1
+        _write_seg(val_dir / f"{c}.nii.gz", seg)
+    gt = ds["pre"] / ds["name"] / "gt_segmentations"
+    none, largest = postprocessing_for("none"), postprocessing_for("largest")
+    assert summary_name(none) == "summary.json" and summary_name(largest) == fold_summary_name(largest) == \
+        "summary_surface_pp_largest.json"
+    s_none = score_fold(gt, val_dir, folder, none, 2.0, "voxel")
+    baseline = (val_dir / "summary.json").read_text()
+    s_largest = score_fold(gt, val_dir, folder, largest, 2.0, "voxel")
+    assert (val_dir / "summary.json").read_text() == baseline  # the unfiltered baseline is not overwritten
+    assert s_none["mean"][1]["Dice"] < 1.0 == s_largest["mean"][1]["Dice"]
+    written = json.loads((val_dir / "summary_surface_pp_largest.json").read_text())
+    assert written["scoring"]["postprocessing"]["rule"] == "largest"
+    out = tmp_path / "bench"
+    rc = main(["benchmark", "-d", "987", "-c", "3d_fullres", "--skip-models", "--cv", "--folds", "0", "-tr", STOCK,
+               f"C2F={folder}", "--postprocessing", "largest", "--out", str(out)])
+    assert rc == 0
+    again = json.loads((val_dir / "summary_surface_pp_largest.json").read_text())
+    assert again["mean"] == written["mean"] and (val_dir / "summary.json").read_text() == baseline
+    row = {r["trainer"]: r for r in _read_csv(out / "benchmark.csv")}["C2F"]
+    assert float(row["pancreas_Dice_mean"]) == pytest.approx(s_largest["mean"][1]["Dice"])
+    assert float(row["pancreas_HD95_mean"]) == pytest.approx(s_largest["mean"][1]["HD95"])
+
+
 def test_accuracy_pred_folders(fake_nnunet, tmp_path, capsys):
     ds = fake_nnunet
     rng = np.random.default_rng(5)

@@ -141,6 +141,36 @@ def test_predict_case_no_coarse_foreground_fallback(monkeypatch, capsys, fallbac
         assert seen == [("whole", shape)] and (seg == 1).all() and rec["fine_voxels_fraction"] == 1.0
 
 
+def test_predict_case_coarse_foreground_outside_the_fine_crop(monkeypatch, capsys):
+    """Coarse foreground whose box maps outside the fine model's crop: no box, the fallback, and the notice says so
+    (not "no foreground")."""
+    shape = (10, 20, 30)
+    coarse = np.zeros(shape, np.uint8)
+    coarse[2:4, 5:8, 5:9] = 1
+    seen = _fake_stages(monkeypatch, coarse, fine_label=1)
+    monkeypatch.setattr(c2f, "grid_box_to_grid", lambda *a, **k: None)  # the box lies outside the fine crop
+    seg, _, rec = c2f.predict_case("case_007", ["x"], _predictor("coarse"), _predictor("fine"),
+                                   _reader(np.zeros((1, *shape), np.float32), [1.0, 1.0, 1.0]), "c2f", margin_mm=5,
+                                   min_component_fraction=0.2)
+    out = capsys.readouterr().out
+    assert "case_007: the coarse foreground (24 voxels) gave no box inside the fine model's crop" in out
+    assert "found no foreground" not in out
+    assert rec["fallback"] == "coarse" and rec["boxes"] is None and seen == []
+    np.testing.assert_array_equal(seg, coarse)  # the coarse result is the output
+
+
+def test_pair_record_records_the_margin_it_is_given():
+    """predict_c2f / crossval_c2f resolve the margin once; the record states that (mm, voxels) pair."""
+    ref = SimpleNamespace(trainer="nnUNetTrainerPlainUNet_fine10vox", configuration="3d_fullres",
+                          plans_name="nnUNetPlans", folds=["0"])
+    margin = c2f.resolve_margin(None, ref.trainer)
+    assert margin == (None, 10)
+    rec = c2f.pair_record(ref, ref, "cpu", "c2f", 0.9, 0.5, margin, (2,), 0.2, "coarse")
+    assert rec["margin_vox"] == 10 and rec.get("margin_mm") is None
+    rec = c2f.pair_record(ref, ref, "cpu", "c2f", 0.9, 0.5, c2f.resolve_margin(7.5, ref.trainer), (2,), 0.2, "coarse")
+    assert rec["margin_mm"] == 7.5 and rec.get("margin_vox") is None
+
+
 def test_coarse_grid_factor_is_the_actual_one():
     # coarse grid (transposed axes) 10 x 20 x 25 over a cropped raw region of 30 x 60 x 100 (axes 2, 0, 1 of raw)
     props = {"shape_after_cropping_and_before_resampling": (30, 60, 100)}
@@ -185,7 +215,7 @@ def test_run_cases_atomic_output_failure_and_continue(monkeypatch, tmp_path):
     cases = {k: [f"{k}_0000.nii.gz"] for k in "abcd"}
     out = tmp_path / "out"
     args = (None, None, _Writer(), ".nii.gz")
-    rest = ("c2f", 10.0, 0.2, (2,), "coarse")
+    rest = ("c2f", (10.0, None), 0.2, (2,), "coarse")
     with pytest.raises(c2f.UserError) as e:
         c2f.run_cases(cases, out, *args, {"cases": {}}, *rest)
     msg = str(e.value)
@@ -224,6 +254,8 @@ def test_run_cases_overlaps_preprocessing_and_export_with_the_networks(monkeypat
 
         def finish():
             log(f"export {case}")
+            time.sleep(0.1)
+            log(f"export {case} end")
             rec.update(export_s=0, total_s=0)
             return np.ones((1,), np.uint8)
         return finish, rec
@@ -231,13 +263,15 @@ def test_run_cases_overlaps_preprocessing_and_export_with_the_networks(monkeypat
     monkeypatch.setattr(c2f, "load_case", fake_load)
     monkeypatch.setattr(c2f, "network_part", fake_network)
     cases = {k: [k] for k in "abc"}
-    c2f.run_cases(cases, tmp_path / "o", None, None, _Writer(), ".nii.gz", {"cases": {}}, "c2f", 10.0, 0.2, (2,),
-                  "coarse")
+    c2f.run_cases(cases, tmp_path / "o", None, None, _Writer(), ".nii.gz", {"cases": {}}, "c2f", (10.0, None), 0.2,
+                  (2,), "coarse")
     order = [e for e, _ in events]
     threads = dict(events)
     assert order.index("load b") < order.index("net a end")  # b preprocessed during a's networks
     assert order.index("export a") < order.index("net b end")  # a exported during b's networks
     assert threads["load b"] != threads["net a start"] != threads["export a"]
+    # one case in flight beside the current one: c is read only once a's export is written
+    assert order.index("export a end") < order.index("load c")
 
 
 def test_predict_c2f_flags_use_nnunet_spellings():
