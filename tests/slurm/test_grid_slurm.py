@@ -31,7 +31,7 @@ def test_slurm_grid_with_time_limit_requeue(nnunet_dataset, tmp_path):
         pytest.skip("no SLURM cluster (bash tests/slurm/start_local_slurm.sh)")
     ds = nnunet_dataset
     env = _grid_env(ds, tmp_path)
-    long = "nnUNetTrainer_nomirror_60epochs_2iters_save1"  # past the limit: requeued, resumes with --c
+    long = "nnUNetTrainer_nomirror_200epochs_2iters_save1"  # past the 2-min limit even on idle cores: requeued, resumes
     trainers = ["nnUNetTrainerMoNet_nomirror_1epoch_2iters", "nnUNetTrainer_nomirror_1epoch_2iters", long]
     out = tmp_path / "grid"
     t0 = time.perf_counter()
