@@ -132,6 +132,17 @@ def test_slurm_without_sbatch(fake_nnunet, tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
+def test_out_below_a_regular_file(fake_nnunet, tmp_path, capsys):
+    """An --out that cannot be created (below a regular file: root ignores permission bits) is refused first."""
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "grid"
+    assert main(["grid", "-d", "993", "-c", "2d", "-f", "0", "-tr", "nnUNetTrainer", "--out", str(out),
+                 "-device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "file") in err, err
+    assert (tmp_path / "file").read_text() == "x"
+
+
 def test_out_with_another_grids_state(fake_nnunet, tmp_path, capsys):
     out = tmp_path / "out"
     base = ["grid", "-d", "993", "-c", "2d", "-f", "0", "--out", str(out), "-device", "cpu", "--dry-run"]
