@@ -15,23 +15,17 @@ def cmd_predict_c2f(args) -> int:
     folder (any layout of :mod:`nnunet_ext.dicom.inputs`, staged into nnU-Net's), then
     :func:`~nnunet_ext.c2f.pipeline.predict_c2f` under a progress bar, then the extras (``--dicom_seg``,
     ``--statistics``, ``--preview``: :mod:`nnunet_ext.dicom.outputs`)."""
-    from nnunet_ext.c2f.models import check_compatible, resolve_model
-    from nnunet_ext.c2f.pipeline import check_options
-    from nnunet_ext.checks import parse_folds
+    from nnunet_ext.c2f.pipeline import check_pair
     from nnunet_ext.dicom.inputs import image_cases, scan_inputs, stage
     from nnunet_ext.dicom.outputs import check_extras, from_args, write_extras
     from nnunet_ext.dicom.progress import CaseProgress
 
     check_output_path(args.o, "output folder")  # nnunet_ext.checks: the one rule for output paths
-    folds = parse_folds(args.f)
     extras = from_args(args)
     # the models before -i (minutes to read and convert): options, folder, folds, checkpoints, no cascade stage
-    check_options(args.coarse_step, args.step_size, args.margin_mm, args.min_component_fraction, args.mode,
-                  args.fallback, tuple(args.two_stage_margins))
-    coarse = resolve_model("coarse", args.coarse_dataset if args.coarse_dataset is not None else args.d, args.coarse,
-                           folds, args.chk)
-    fine = resolve_model("fine", args.d, args.fine, folds, args.chk)
-    check_compatible(coarse, fine)
+    coarse, fine = check_pair(args.o, args.d, args.coarse, args.fine, args.f, args.margin_mm, args.coarse_step,
+                              args.step_size, args.min_component_fraction, args.mode, args.fallback,
+                              tuple(args.two_stage_margins), args.chk, args.coarse_dataset)
     dj = fine.dataset_json
     ending = dj["file_ending"]
     inputs = scan_inputs(args.i, ending, len(dj.get("channel_names", dj.get("modality", {}))))
@@ -44,7 +38,7 @@ def cmd_predict_c2f(args) -> int:
                         min_component_fraction=args.min_component_fraction, mode=args.mode, device=args.device,
                         checkpoint=args.chk, coarse_dataset=args.coarse_dataset, disable_mirroring=args.disable_tta,
                         ts_margins=tuple(args.two_stage_margins), fallback=args.fallback,
-                        continue_prediction=args.continue_prediction)
+                        continue_prediction=args.continue_prediction, models=(coarse, fine))
         written = write_extras(inputs, args.o, ending, dj, extras)
     finally:
         inputs.cleanup()

@@ -359,25 +359,39 @@ def pair_record(coarse, fine, dev, mode: Union[str, C2FMode], coarse_step: float
             "min_component_fraction": min_component_fraction, "fallback": fallback, "cases": {}}
 
 
+def check_pair(output_folder, dataset, coarse_spec: str, fine_spec: str, folds, margin_mm: Optional[float],
+               coarse_step: float, fine_step: float, min_component_fraction: float, mode, fallback: str,
+               ts_margins: Sequence[int], checkpoint: str, coarse_dataset=None):
+    """Everything of a predict-c2f run but its input folder, checked before anything is read or written: the output
+    path, the folds, the options, both models (checkpoints read whole, no cascade configuration) and that they fit
+    together. Returns the (coarse, fine) :class:`~nnunet_ext.c2f.models.ModelRef` pair; UserError otherwise."""
+    folds = check_c2f_arguments(folds, Path(output_folder))  # nnunet_ext.checks: folds, output path
+    check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback, ts_margins)
+    coarse = resolve_model("coarse", coarse_dataset if coarse_dataset is not None else dataset, coarse_spec, folds,
+                           checkpoint)
+    fine = resolve_model("fine", dataset, fine_spec, folds, checkpoint)
+    check_compatible(coarse, fine)
+    return coarse, fine
+
+
 def predict_c2f(input_folder, output_folder, dataset, coarse_spec: str, fine_spec: str, folds=None,
                 margin_mm: Optional[float] = None, coarse_step: float = 0.9, fine_step: float = 0.5,
                 min_component_fraction: float = 0.2, mode: Union[str, C2FMode] = DEFAULT_MODE, device: str = "auto",
                 checkpoint: str = "checkpoint_final.pth", coarse_dataset=None, disable_mirroring: bool = False,
                 ts_margins: Sequence[int] = TWO_STAGE_MARGINS_VOX,
-                fallback: str = "coarse", continue_prediction: bool = False) -> dict:
+                fallback: str = "coarse", continue_prediction: bool = False, models=None) -> dict:
     """The whole pipeline; returns the content of the times JSON. ``margin_mm`` None: the fine trainer's own training
-    margin (:func:`resolve_margin`). Raises ``UserError`` for bad input (found before
+    margin (:func:`resolve_margin`). ``models``: the (coarse, fine) pair :func:`check_pair` returned for these
+    arguments (checked already; otherwise it is called here). Raises ``UserError`` for bad input (found before
     anything is written) and for a failing case (the cases finished before it are kept)."""
     from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
 
     input_folder, output_folder = Path(input_folder), Path(output_folder)
-    folds = check_c2f_arguments(folds, output_folder)  # nnunet_ext.checks: folds, output path
-    check_options(coarse_step, fine_step, margin_mm, min_component_fraction, mode, fallback, ts_margins)
+    mode = get_mode(mode) if models is not None else mode
+    coarse, fine = models if models is not None else check_pair(
+        output_folder, dataset, coarse_spec, fine_spec, folds, margin_mm, coarse_step, fine_step,
+        min_component_fraction, mode, fallback, ts_margins, checkpoint, coarse_dataset)
     mode = get_mode(mode)
-    coarse = resolve_model("coarse", coarse_dataset if coarse_dataset is not None else dataset, coarse_spec, folds,
-                           checkpoint)
-    fine = resolve_model("fine", dataset, fine_spec, folds, checkpoint)
-    check_compatible(coarse, fine)
     check_prediction_inputs(input_folder, coarse, fine)  # every file read completely, finite, ...
     dj = fine.dataset_json
     cases = list_cases(input_folder, dj["file_ending"], len(dj.get("channel_names", dj.get("modality", {}))))
