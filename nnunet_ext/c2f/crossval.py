@@ -26,6 +26,7 @@ from nnunet_ext.evaluation.cli import add_nsd_convention_argument, add_postproce
 from nnunet_ext.evaluation.postprocessing import (DEFAULT_RULE, Postprocessing, check_rule, postprocessing_for,
                                                   results_folder_pkl)
 from nnunet_ext.evaluation.summary import fold_summary_name
+from nnunet_ext.evaluation.table import NA, N_BOTH_EMPTY_KEY, fmt_number
 from nnunet_ext.evaluation.surface import DEFAULT_NSD_CONVENTION, check_nsd_convention_option
 
 PAIR_FILE = "crossval_c2f.json"
@@ -173,14 +174,27 @@ def crossval_c2f(dataset, coarse_spec: str, fine_spec: str, folds=None, mode: Un
                   margin, min_component_fraction, ts_margins, fallback, continue_prediction)
         secs += [r["total_s"] for c, r in record["cases"].items() if c in val]
         summary = score_fold(gt, val_dir, out, pp, nsd_tolerance_mm, nsd_convention, num_processes)
-        fg = summary.get("foreground_mean", {})
-        print(f"fold {f}: mean foreground Dice {fg.get('Dice', float('nan')):.4f} (post-processing "
-              f"{pp.describe()}, NSD {nsd_convention} at {nsd_tolerance_mm:g} mm; {time.perf_counter() - t0:.0f} s)")
+        print(f"fold {f}: mean Dice {fold_dice_text(summary)} (post-processing {pp.describe()}, NSD "
+              f"{nsd_convention} at {nsd_tolerance_mm:g} mm; {time.perf_counter() - t0:.0f} s)")
     print(f"{len(secs)} cases, {float(np.mean(secs)):.2f} s per case (coarse + fine); results in {out}")
     print(f"compare: nnunet-ext benchmark --skip-models --cv -d {ds} -c {fine.configuration} --folds "
           f"{' '.join(map(str, split))} -tr nnUNetTrainer {out.name}={out} --reference nnUNetTrainer "
           f"--postprocessing {postprocessing} --nsd-convention {nsd_convention} --out BENCH")
     return out
+
+
+def fold_dice_text(summary: dict) -> str:
+    """Per-class mean Dice of a fold's ``summary.json``, e.g. ``1: 0.8509, 2: n/a (empty in reference and prediction
+    in 2 of 2 cases)``: a class absent from every case has no mean (nnU-Net's NaN), and a NaN foreground mean would
+    hide the classes that do have one."""
+    n = len(summary.get("metric_per_case", []))
+    parts = []
+    for label, m in summary.get("mean", {}).items():
+        text = fmt_number(m.get("Dice", float("nan")), 4)
+        if text == NA:
+            text += f" (empty in reference and prediction in {m.get(N_BOTH_EMPTY_KEY, 0)} of {n} cases)"
+        parts.append(f"{label}: {text}")
+    return ", ".join(parts) or NA
 
 
 def cmd_crossval_c2f(args) -> int:

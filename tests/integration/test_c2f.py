@@ -211,7 +211,7 @@ def test_crossval_c2f_scores_the_pair_and_benchmark_reads_it(nnunet_dataset, c2f
     assert pair["postprocessing"] == {"rule": "none", "pkl": None} and pair["nsd_convention"] == "voxel"
     assert {"margin_mm", "min_component_fraction", "nsd_tolerance_mm"} <= set(pair)
     assert summary["scoring"]["postprocessing"]["rule"] == "none"
-    assert "fold 0: mean foreground Dice" in proc.stdout
+    assert "fold 0: mean Dice 1: " in proc.stdout
     fine_fold = c2f_models.fine_dir / "fold_0"
     assert (fine_fold / "validation_skipped_c2f.txt").is_file() and not (fine_fold / "validation" / "summary.json").exists()
     # benchmark --cv with the pair as a row beside the coarse trainer (run by the job)

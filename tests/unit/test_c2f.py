@@ -251,3 +251,15 @@ def test_centre_gamma_schedule_and_wrapper():
     assert w([out], [target]).item() > 1.0
     w.gamma = 0.0
     assert w([out], [target]).item() == 1.0
+
+
+def test_fold_dice_text_names_classes_without_a_mean():
+    """crossval-c2f's fold line: a class empty in every case is n/a with its count, the others keep their mean (a NaN
+    foreground mean hid them)."""
+    from nnunet_ext.c2f.crossval import fold_dice_text
+
+    summary = {"metric_per_case": [{}, {}],
+               "mean": {"1": {"Dice": 0.85088, "n_both_empty": 0}, "2": {"Dice": float("nan"), "n_both_empty": 2}},
+               "foreground_mean": {"Dice": float("nan")}}
+    assert fold_dice_text(summary) == "1: 0.8509, 2: n/a (empty in reference and prediction in 2 of 2 cases)"
+    assert fold_dice_text({"mean": {"1": {"Dice": 0.5}}}) == "1: 0.5000"
