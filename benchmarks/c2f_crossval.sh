@@ -6,7 +6,7 @@
 # scored by the same code (nnunet-ext benchmark --cv: Dice / HD95 / NSD per class, paired Wilcoxon vs stock) and
 # the seconds per case are collected (benchmarks/c2f_cv_times.py). One process at a time, CPU.
 #
-#   W=/tmp/c2f_cv FOLDS="0 1 2 3 4" OMP_NUM_THREADS=2 bash benchmarks/c2f_crossval.sh  # ~1 h 45 min on 2 cores
+#   W=/tmp/c2f_cv FOLDS="0 1 2 3 4" OMP_NUM_THREADS=2 bash benchmarks/c2f_crossval.sh  # ~1 h on 2 idle cores
 #
 # Variables: W work folder (raw/pre/res inside), FOLDS, S the schedule suffix of all three trainers, PATCH the
 # patch of the configuration 3d_bench<PATCH> (inherits 3d_fullres: same spacing and preprocessed data; stock and
